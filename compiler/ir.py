@@ -1,0 +1,135 @@
+"""Intermediate representation shared by every backend: one NeuronIR per neuron type and one
+NetworkIR per network. This is the single source of truth for the formulas: the analysis
+(compiler/analysis.py) fills these from the checked AST, and every backend (torch codegen,
+MLIR, Triton) prints code from the sympy expressions held here and nowhere else.
+
+Conventions
+- Time is in ms. Parameters are sympy Symbols named after the .snn parameter, real=True.
+- The state vector x has d entries, ordered so that A is lower triangular whenever the
+  dependency graph of the dynamics is acyclic (x_j depends only on x_k with k <= j).
+- Between events: dx/dt = A x + a0, so x(t0 + D) = Phi(D) x(t0) + phi(D), D = `DT` below.
+- Input event of weight w on port k: x <- x + B[k] * w.
+- Threshold: spike when c^T x crosses theta from below (c, theta None for non-spiking neurons).
+- Reset at a spike: x <- R x + r; then the threshold is disabled for `t_ref` ms.
+- Closed forms may use the special functions of compiler/special.py (exprel, phi2, ...), which
+  every backend implements once; never raw differences of exponentials divided by differences
+  of rates (0/0 at equal time constants).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import sympy
+
+# The interval length symbol used in Phi, phi and the potential.
+DT = sympy.Symbol("D", nonnegative=True)
+
+
+@dataclass(frozen=True)
+class ParamIR:
+    name: str
+    default: float  # in ms for times
+    dim: int  # power of time: 1 for a time constant, 0 dimensionless, -1 a rate
+    symbol: sympy.Symbol
+
+
+@dataclass
+class IsolationChain:
+    """Functionals that isolate the stationary points of u(D) = c^T x(D) on an interval.
+
+    With y(D) = dx/dD = A x(D) + a0 and rows l_0 = c^T, l_k = l_{k-1} (A - lam_k I):
+    l_k y = exp(lam_k D) d/dD (exp(-lam_k D) l_{k-1} y), so zeros of l_{k-1} y are separated by
+    zeros of l_k y (Rolle), and l_m y has a constant sign (a single mode, or zero). The runtime
+    isolates the zeros of u' = l_0 y from the top of the chain down, then brackets the first
+    upward crossing of u = theta on a monotone piece. `rows[k]` is l_k (1 x d), `rates[k]` lam_{k+1}.
+    """
+
+    rows: list[sympy.Matrix]
+    rates: list[sympy.Expr]
+
+
+@dataclass
+class NeuronIR:
+    name: str
+    state: tuple[str, ...]
+    params: tuple[ParamIR, ...]
+    init: sympy.Matrix  # d x 1 initial state
+    A: sympy.Matrix  # d x d
+    a0: sympy.Matrix  # d x 1
+    ports: dict[str, sympy.Matrix]  # port name -> B (d x 1), x += B * w
+    c: Optional[sympy.Matrix]  # d x 1 threshold functional, None if the neuron never spikes
+    theta: Optional[sympy.Expr]
+    R: sympy.Matrix  # d x d reset matrix (identity when there is no reset)
+    r: sympy.Matrix  # d x 1 reset offset
+    t_ref: sympy.Expr  # refractory period in ms (0 if none)
+    # ---- derived by compiler/analysis.py
+    Phi: Optional[sympy.Matrix] = None  # d x d closed form in DT and params
+    phi: Optional[sympy.Matrix] = None  # d x 1 closed form in DT and params
+    reset_invariant: tuple[int, ...] = ()  # state indices untouched by (and independent of) resets
+    chain: Optional[IsolationChain] = None
+    # Sufficient, cheap, exact test "no crossing in this interval": a list of linear forms
+    # (1 x d rows, offsets) such that if all(row @ x + off < theta) at the interval start, u stays
+    # below theta for the whole interval. Empty if no such test was derived.
+    no_cross_rows: list[tuple[sympy.Matrix, sympy.Expr]] = field(default_factory=list)
+    solver: str = "isolate"  # "none" (no threshold), "linear", "peak2" (two modes), "isolate"
+    notes: list[str] = field(default_factory=list)  # human-readable analysis notes for --explain
+
+    @property
+    def d(self) -> int:
+        return len(self.state)
+
+    @property
+    def param_symbols(self) -> tuple[sympy.Symbol, ...]:
+        return tuple(p.symbol for p in self.params)
+
+    def defaults(self) -> dict[str, float]:
+        return {p.name: p.default for p in self.params}
+
+
+@dataclass(frozen=True)
+class DelaySpec:
+    learnable: bool
+    max: float  # ms
+    init: float  # ms (initial value; learnable delays are initialised uniformly in [0, init] when init < 0)
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    kind: str  # "normal" | "uniform" | "default"
+    a: float = 0.0
+    b: float = 1.0
+
+
+@dataclass(frozen=True)
+class ConnectionIR:
+    kind: str  # "dense" | "recurrent"
+    source: str  # input population or layer name
+    port: str  # target input port of the neuron type
+    delays: Optional[DelaySpec]
+    init: InitSpec
+
+
+@dataclass(frozen=True)
+class LayerIR:
+    name: str
+    size: int
+    neuron: str  # NeuronIR name
+    params: dict[str, float]  # full parameter set (defaults merged with overrides), ms
+    connections: tuple[ConnectionIR, ...]
+
+
+@dataclass(frozen=True)
+class ReadoutIR:
+    layer: str
+    kind: str  # "first_spike" | "spike_count" | "li_integral" | "max_potential"
+    args: dict[str, float]
+
+
+@dataclass
+class NetworkIR:
+    name: str
+    inputs: dict[str, int]  # population -> size (ordered)
+    layers: list[LayerIR]  # in topological order
+    readout: ReadoutIR
