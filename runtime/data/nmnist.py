@@ -1,0 +1,99 @@
+"""N-MNIST (Orchard et al. 2015) through ``tonic.datasets.NMNIST``.
+
+On disk (tonic's layout under ``root``): NMNIST/Train/<digit>/NNNNN.bin and NMNIST/Test/... in
+the 40-bit event format (x 8 bits, y 8 bits, p 1 bit, t 23 bits in us). Channels: camera layout
+of camera.py with sensor (34, 34, 2): x*68 + y*2 + p (2312 channels), optional ``downsample`` and
+``merge_polarity``. Time: us / 1000 -> ms, nominal t_max 320 ms (recordings end near 316 ms).
+
+Splits: test = NMNIST/Test when that folder holds .bin files; otherwise (the offline subset has
+only Train, 1000 samples) a hold-out of Train: ``test_fraction`` (default 0.1) for test and
+``val_fraction`` (default 0.1) for val, by one permutation seeded with ``split_seed`` (default 0),
+so the default offline split is 800 / 100 / 100. With an official Test, val is still the
+``val_fraction`` hold-out of Train.
+"""
+from __future__ import annotations
+
+import os
+import numpy as np
+
+from .camera import camera_channels, camera_layout
+from .errors import CorruptDataFile
+from .events import check_split
+from .recordings import Preprocess, RecordingDataset, not_found, resolve_root, train_holdout
+
+SENSOR = (34, 34, 2)
+T_MAX = 320.0
+HOW = ("with network access run once `tonic.datasets.NMNIST(save_to='ROOT', train=True)` (and "
+       "train=False) to download train.zip / test.zip from Mendeley Data (468j46mzdv) and "
+       "extract them, or copy the extracted folders to ROOT/NMNIST/Train/<digit>/*.bin and "
+       "ROOT/NMNIST/Test/<digit>/*.bin.")
+
+
+def _has_bins(folder):
+    return folder.is_dir() and any(folder.glob("*/*.bin"))
+
+
+def _tonic_nmnist(root, train):
+    import tonic
+
+    class NMNIST(tonic.datasets.NMNIST):  # the class name is tonic's folder name: keep it
+        def _check_exists(self):  # spikescan checks the files itself and never downloads
+            return True
+
+    return NMNIST(save_to=str(root), train=train)
+
+
+class NMNISTEvents(RecordingDataset):
+    def __init__(self, split, root=None, *, t_max=T_MAX, time_bin=None, max_events=None,
+                 cap_mode="stride", downsample=1, merge_polarity=False, val_fraction=0.1,
+                 test_fraction=0.1, split_seed=0, cache=True):
+        check_split(split)
+        super().__init__(Preprocess(t_max, time_bin, max_events, cap_mode), cache)
+        root = resolve_root(root)
+        base = root / "NMNIST"
+        has_train, has_test = _has_bins(base / "Train"), _has_bins(base / "Test")
+        if split == "test" and has_test:
+            self._tonic_args = (root, False)
+            self.idx = np.arange(len(self.tonic.data))
+        else:
+            if not has_train:
+                missing = [f"{base / 'Train'}/<digit>/*.bin"]
+                if split == "test":
+                    missing.append(f"{base / 'Test'}/<digit>/*.bin")
+                raise not_found("N-MNIST", split, missing, root, HOW.replace("ROOT", str(root)))
+            self._tonic_args = (root, True)
+            self.idx = train_holdout(len(self.tonic.data), split, has_test, val_fraction,
+                                     test_fraction, split_seed)
+        self.labels = np.asarray(self.tonic.targets, dtype=np.int64)[self.idx]
+        self.name, self.split, self.n_classes = "nmnist", split, 10
+        self.layout = camera_layout(SENSOR, downsample, merge_polarity)
+        self.n_channels = int(np.prod(self.layout))
+        self.downsample, self.merge_polarity = int(downsample), bool(merge_polarity)
+        self.heldout = not has_test
+
+    def _make_tonic(self):
+        return _tonic_nmnist(*self._tonic_args)
+
+    def __len__(self):
+        return len(self.idx)
+
+    def _source(self, i):
+        return self.tonic.data[self.idx[i]]
+
+    def _decode(self, i):
+        path = self._source(i)
+        size = os.path.getsize(path)
+        if size % 5:
+            raise CorruptDataFile(path, f"size {size} bytes is not a multiple of the 5-byte "
+                                        "N-MNIST event")
+        ev, _ = self.tonic[int(self.idx[i])]
+        self.check_ranges(path, [("x", ev["x"], SENSOR[0]), ("y", ev["y"], SENSOR[1]),
+                                 ("p", ev["p"], SENSOR[2])])
+        ch = camera_channels(ev["x"], ev["y"], ev["p"], SENSOR, self.downsample,
+                             self.merge_polarity)
+        return ev["t"].astype(np.float64) / 1000.0, ch
+
+    def describe(self):
+        src = ("hold-out of Train (Test absent)" if self.heldout and self.split != "train"
+               else "Test" if self.split == "test" else "Train")
+        return super().describe() + f"; from {src}, layout (W,H,P)={self.layout}"
