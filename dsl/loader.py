@@ -1,0 +1,186 @@
+"""Loading .snn files: read (with encoding/size guards), parse, resolve imports, run the checks.
+
+    load(path) -> ast.Module            raises DiagnosticError on any error
+    check_source(text, filename)        -> (Module | None, diagnostics)
+    check_file(path)                    -> (Module | None, diagnostics)
+
+Imports are resolved relative to the importing file. Each file is parsed and checked once per
+call (a cache keyed by resolved path); a file that is being loaded and is imported again is an
+import cycle (E008). `Module.visible_neurons` holds the file's own neurons plus the imported
+ones (`import "f"` brings every neuron visible in f, `from "f" import A` only A).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from . import ast
+from .checks import check_module
+from .diagnostics import Diagnostic, DiagnosticError, has_errors
+from . import parser as _parser
+from .parser import parse_source
+
+
+def _file_span(file: str) -> ast.Span:
+    return ast.Span(file, 1, 1, 1, 2)
+
+
+def read_text(path: str) -> tuple[Optional[str], list[Diagnostic]]:
+    """File contents as text, or a diagnostic (missing, unreadable, too large, not UTF-8)."""
+    try:
+        size = os.path.getsize(path)
+        if size > _parser.MAX_BYTES:
+            return None, [Diagnostic("E006", f"file too large ({size} bytes; the limit is "
+                                     f"{_parser.MAX_BYTES})", _file_span(path),
+                                     "split the model into several files joined with `import`")]
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None, [Diagnostic("E004", f"no such file: {path}", _file_span(path), "check the path")]
+    except OSError as e:
+        return None, [Diagnostic("E004", f"cannot read {path}: {e.strerror or e}", _file_span(path),
+                                 "check the path and its permissions")]
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        return None, [Diagnostic("E004", f"file is not valid UTF-8 (byte 0x{data[e.start]:02x} "
+                                 f"at offset {e.start})", ast.Span(path, line, col, line, col + 1),
+                                 "save the file as UTF-8 text")]
+    return text, []
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.sources: dict[str, str] = {}
+        self.modules: dict[str, Optional[ast.Module]] = {}  # resolved path -> module
+        self.loading: list[str] = []  # resolved paths on the import stack
+        self.diags: list[Diagnostic] = []
+
+    def load_text(self, text: str, filename: str, key: str) -> Optional[ast.Module]:
+        self.sources[filename] = text
+        self.loading.append(key)
+        try:
+            module, diags = parse_source(text, filename)
+            self.diags += diags
+            if module is None:
+                return None
+            imported = self.resolve_imports(module, filename)
+            module.visible_neurons = dict(imported)
+            self.diags += check_module(module, imported)
+            return module
+        finally:
+            self.loading.pop()
+
+    def load_path(self, path: str, display: str) -> Optional[ast.Module]:
+        key = os.path.realpath(path)
+        if key in self.modules:
+            return self.modules[key]
+        text, diags = read_text(path)
+        self.diags += diags
+        if text is None:
+            self.modules[key] = None
+            return None
+        module = self.load_text(text, display, key)
+        self.modules[key] = module
+        return module
+
+    def resolve_imports(self, module: ast.Module, filename: str) -> dict[str, ast.Neuron]:
+        """Neurons brought in by the imports (name -> Neuron), with E007/E008/E009/E011."""
+        base = Path(filename).parent
+        visible: dict[str, ast.Neuron] = {}
+        for imp in module.imports:
+            target = base / imp.path
+            key = os.path.realpath(target)
+            if key in self.loading:
+                chain = " -> ".join(Path(p).name for p in self.loading[self.loading.index(key):])
+                self.diags.append(Diagnostic("E008", f"import cycle: {chain} -> {Path(key).name}",
+                                             imp.span, "move the shared neurons into a third file "
+                                             "that both files import"))
+                continue
+            if not target.is_file():
+                self.diags.append(Diagnostic("E007", f"imported file not found: \"{imp.path}\" "
+                                             f"(looked for {target})", imp.span,
+                                             "import paths are relative to the importing file"))
+                continue
+            sub = self.load_path(str(target), os.path.normpath(str(target)))
+            if sub is None:
+                continue
+            offered = sub.visible_neurons
+            if imp.names is None:
+                chosen = dict(offered)
+            else:
+                chosen = {}
+                networks = {n.name for n in sub.networks}
+                for name in imp.names:
+                    if name in offered:
+                        chosen[name] = offered[name]
+                    else:
+                        what = (f"`{name}` is a network; only neurons can be imported"
+                                if name in networks else f"no neuron `{name}` in \"{imp.path}\"")
+                        known = ", ".join(sorted(offered)) or "none"
+                        self.diags.append(Diagnostic("E009", what, imp.span,
+                                                     f"neurons available there: {known}"))
+            for name, neuron in chosen.items():
+                prev = visible.get(name)
+                if prev is not None and prev is not neuron:
+                    self.diags.append(Diagnostic("E011", f"neuron `{name}` is imported twice from "
+                                                 "different files", imp.span,
+                                                 "import it from one file only"))
+                    continue
+                visible[name] = neuron
+        return visible
+
+
+def _ordered(diags: list[Diagnostic]) -> list[Diagnostic]:
+    """Files in the order they were first reported, then by position within each file."""
+    first: dict[str, int] = {}
+    for d in diags:
+        first.setdefault(d.span.file if d.span else "", len(first))
+
+    def key(d: Diagnostic):
+        if d.span is None:
+            return (first[""], 0, 0)
+        return (first[d.span.file], d.span.line, d.span.col)
+
+    return sorted(diags, key=key)
+
+
+def check_source(text: str, filename: str = "<string>") -> tuple[Optional[ast.Module], list[Diagnostic]]:
+    """Parse and check .snn text; imports are resolved relative to `filename`'s folder."""
+    loader = _Loader()
+    module = loader.load_text(text, filename, os.path.realpath(filename))
+    return module, _ordered(loader.diags)
+
+
+def check_file(path: str | os.PathLike) -> tuple[Optional[ast.Module], list[Diagnostic]]:
+    module, diags, _ = _check_file(path)
+    return module, diags
+
+
+def _check_file(path) -> tuple[Optional[ast.Module], list[Diagnostic], dict[str, str]]:
+    loader = _Loader()
+    module = loader.load_path(str(path), os.path.normpath(str(path)))
+    return module, _ordered(loader.diags), loader.sources
+
+
+def load(path: str | os.PathLike) -> ast.Module:
+    """Load a checked module (imports resolved, visible_neurons filled); DiagnosticError if any
+    error is found in the file or the files it imports."""
+    module, diags, sources = _check_file(path)
+    if module is None or has_errors(diags):
+        raise DiagnosticError([d for d in diags if d.is_error] or diags, sources)
+    return module
+
+
+def sources_of(diags: list[Diagnostic]) -> dict[str, str]:
+    """Best-effort source texts for rendering diagnostics of files on disk."""
+    out = {}
+    for d in diags:
+        if d.span is not None and d.span.file not in out and os.path.isfile(d.span.file):
+            text, _ = read_text(d.span.file)
+            if text is not None:
+                out[d.span.file] = text
+    return out
