@@ -75,6 +75,10 @@ class NeuronIR:
     no_cross_rows: list[tuple[sympy.Matrix, sympy.Expr]] = field(default_factory=list)
     solver: str = "isolate"  # "none" (no threshold), "linear", "peak2" (two modes), "isolate"
     notes: list[str] = field(default_factory=list)  # human-readable analysis notes for --explain
+    # d x 1 functional read by readouts (max_potential, li_integral): c when there is a threshold,
+    # else the first *declared* state variable (the state order above may put it later, e.g. LI
+    # with (v, i) declared is stored as (i, v) so that A is lower triangular).
+    potential: Optional[sympy.Matrix] = None
 
     @property
     def d(self) -> int:

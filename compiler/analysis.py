@@ -1,0 +1,325 @@
+"""Analysis: checked AST -> NeuronIR / NetworkIR (the linear hybrid system of DESIGN.md section 3).
+
+analyze_neuron extracts (A, a0, B per port, c, theta, R, r, t_ref), orders the state so that A is
+lower triangular, then derives the closed-form propagator (compiler/propagator.py) and the
+structure the engines use (compiler/structure.py). analyze_network resolves layers, parameter
+overrides, connections and the readout. Errors are CompileError (a dsl Diagnostic).
+"""
+
+from __future__ import annotations
+
+import sympy
+
+from spikescan.dsl import ast
+
+from .errors import CompileError
+from .exprs import time_power, to_sympy
+from .ir import (
+    ConnectionIR,
+    DelaySpec,
+    InitSpec,
+    LayerIR,
+    NetworkIR,
+    NeuronIR,
+    ParamIR,
+    ReadoutIR,
+)
+from .propagator import propagator
+from .structure import derive_structure
+
+
+def _param_irs(neuron: ast.Neuron) -> tuple[tuple[ParamIR, ...], dict[str, sympy.Symbol]]:
+    params, symbols, values, dims = [], {}, {}, {}
+    for p in neuron.params:
+        sym = sympy.Symbol(p.name, real=True)
+        try:
+            val = to_sympy(p.default, values)  # defaults may use earlier parameters' defaults
+            fval = float(val)
+        except (TypeError, CompileError) as exc:
+            raise CompileError("E024", f"default of parameter '{p.name}' is not a constant", p.span,
+                               "write a number, optionally with a time unit (e.g. `20 ms`)") from exc
+        dims[p.name] = time_power(p.default, dims)
+        values[p.name] = val
+        symbols[p.name] = sym
+        params.append(ParamIR(name=p.name, default=fval, dim=dims[p.name], symbol=sym))
+    return tuple(params), symbols
+
+
+def _linear_part(expr: sympy.Expr, xs: list[sympy.Symbol]):
+    """(coefficients, constant) if expr is affine in xs (coefficients free of xs), else None."""
+    expr = sympy.expand(expr)
+    coefs = [sympy.diff(expr, x) for x in xs]
+    if any(c.free_symbols & set(xs) for c in coefs):
+        return None
+    const = expr.subs({x: 0 for x in xs})
+    if sympy.simplify(expr - sum(c * x for c, x in zip(coefs, xs)) - const) != 0:
+        return None
+    return [sympy.simplify(c) for c in coefs], sympy.simplify(const)
+
+
+def _order(names: list[str], A: sympy.Matrix, neuron: ast.Neuron) -> list[int]:
+    """Stable topological order (declaration order among ready variables) so that x_j depends
+    only on x_k with k <= j. A cycle gets E060."""
+    d = len(names)
+    deps = {i: {j for j in range(d) if j != i and A[i, j] != 0} for i in range(d)}
+    order: list[int] = []
+    while len(order) < d:
+        ready = [i for i in range(d) if i not in order and deps[i] <= set(order)]
+        if not ready:
+            cyc = [names[i] for i in range(d) if i not in order]
+            span = next((o.span for o in neuron.dynamics if o.var in cyc), neuron.span)
+            raise CompileError(
+                "E060",
+                f"cyclic coupling between state variables {', '.join(cyc)} of neuron '{neuron.name}' "
+                "is not supported yet (the closed-form propagator needs a triangular system with "
+                "real rates)",
+                span,
+                "make the coupling one-directional (e.g. the current drives the voltage, not back)",
+            )
+        order.append(ready[0])
+    return order
+
+
+def _apply_assignments(body, xs, symbols, what):
+    """Run `x = e`, `x += e`, `x -= e` statements in order on the symbolic state vector."""
+    cur = {x.name: x for x in xs}
+    for st in body:
+        if st.target not in cur:
+            raise CompileError("E018", f"{what} assigns to '{st.target}', which is not a state variable",
+                               st.span, "declare it in `state { }`")
+        env = dict(symbols)
+        env.update(cur)
+        val = to_sympy(st.value, env)
+        old = cur[st.target]
+        cur[st.target] = val if st.op == "=" else old + val if st.op == "+=" else old - val
+    return cur
+
+
+def analyze_neuron(neuron: ast.Neuron) -> NeuronIR:
+    params, psyms = _param_irs(neuron)
+    names = [s.name for s in neuron.state]
+    xs = [sympy.Symbol(n, real=True) for n in names]
+    symbols = dict(psyms)
+    symbols.update({n: x for n, x in zip(names, xs)})
+    d = len(names)
+    if d == 0:
+        raise CompileError("E014", f"neuron '{neuron.name}' has no state variables", neuron.span)
+
+    # ---- dynamics: dx/dt = A x + a0
+    rhs = {}
+    for ode in neuron.dynamics:
+        if ode.var not in names:
+            raise CompileError("E013", f"ODE for undeclared variable '{ode.var}'", ode.span)
+        rhs[ode.var] = (to_sympy(ode.rhs, symbols), ode.span)
+    A = sympy.zeros(d, d)
+    a0 = sympy.zeros(d, 1)
+    for i, n in enumerate(names):
+        if n not in rhs:
+            raise CompileError("E014", f"state variable '{n}' has no ODE", neuron.span,
+                               f"add `d{n}/dt = ...` to `dynamics {{ }}` (write 0 for a constant)")
+        lin = _linear_part(rhs[n][0], xs)
+        if lin is None:
+            raise CompileError("E020", f"non-linear dynamics: d{n}/dt is not linear in the state", rhs[n][1],
+                               "only linear dynamics dx/dt = A x + a0 can be simulated exactly")
+        coefs, const = lin
+        for j in range(d):
+            A[i, j] = coefs[j]
+        a0[i] = const
+
+    perm = _order(names, A, neuron)
+    names = [names[k] for k in perm]
+    xs = [xs[k] for k in perm]
+    A = A.extract(perm, perm)
+    a0 = a0.extract(perm, [0])
+
+    # ---- input ports: x += B w
+    ports = {}
+    for port in neuron.inputs:
+        w = sympy.Symbol(f"_w_{port.weight}", real=True)
+        env = dict(symbols)
+        env[port.weight] = w
+        cur = _apply_assignments(port.body, xs, env, f"`on {port.name}`")
+        B = sympy.zeros(d, 1)
+        for i, x in enumerate(xs):
+            jump = sympy.expand(cur[x.name] - x)
+            b = sympy.diff(jump, w)
+            if b.free_symbols & (set(xs) | {w}) or sympy.simplify(jump - b * w) != 0:
+                span = next((s.span for s in port.body if s.target == x.name), port.span)
+                raise CompileError("E022", f"input jump of '{x.name}' is not (parameter) * {port.weight}", span,
+                                   f"write `{x.name} += {port.weight}` or `{x.name} += k * {port.weight}`")
+            B[i] = sympy.simplify(b)
+        ports[port.name] = B
+
+    # ---- threshold: c^T x >= theta
+    c = theta = None
+    if neuron.threshold is not None:
+        th = neuron.threshold
+        lin = _linear_part(to_sympy(th.lhs, symbols) - to_sympy(th.rhs, symbols), xs)
+        if lin is None:
+            raise CompileError("E021", "threshold is not linear in the state", th.span,
+                               "write `spike when <linear combination of state> >= <parameter>`")
+        coefs, const = lin
+        if all(cf == 0 for cf in coefs):
+            raise CompileError("E021", "threshold does not depend on the state", th.span)
+        c = sympy.Matrix(coefs)
+        theta = sympy.simplify(-const)
+
+    # ---- reset: x <- R x + r
+    R, r = sympy.eye(d), sympy.zeros(d, 1)
+    if neuron.reset:
+        cur = _apply_assignments(neuron.reset, xs, symbols, "`on spike`")
+        for i, x in enumerate(xs):
+            lin = _linear_part(cur[x.name], xs)
+            if lin is None:
+                span = next((s.span for s in neuron.reset if s.target == x.name), neuron.span)
+                raise CompileError("E023", f"reset of '{x.name}' is not affine in the state", span)
+            for j in range(d):
+                R[i, j] = lin[0][j]
+            r[i] = lin[1]
+
+    t_ref = sympy.Integer(0)
+    if neuron.refractory is not None:
+        t_ref = sympy.simplify(to_sympy(neuron.refractory.period, psyms))
+    decl = {s.name: s for s in neuron.state}
+    init = sympy.Matrix([sympy.simplify(to_sympy(decl[n].init, psyms)) for n in names])
+
+    ir = NeuronIR(name=neuron.name, state=tuple(names), params=params, init=init, A=A, a0=a0,
+                  ports=ports, c=c, theta=theta, R=R, r=r, t_ref=t_ref)
+    first_declared = neuron.state[0].name
+    ir.potential = c if c is not None else sympy.Matrix([1 if n == first_declared else 0 for n in names])
+    ir.Phi, ir.phi = propagator(A, a0, neuron.span, {p.symbol: p.default for p in params})
+    derive_structure(ir)
+    if perm != list(range(d)):
+        ir.notes.insert(0, f"state reordered to ({', '.join(names)}) so that A is lower triangular")
+    if c is None:
+        ir.notes.append(f"readout potential: {first_declared} (state index {names.index(first_declared)})")
+    return ir
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+def _const(expr: ast.Expr, what: str) -> float:
+    try:
+        return float(to_sympy(expr, {}))
+    except (TypeError, CompileError) as exc:
+        raise CompileError("E047", f"{what} must be a constant", getattr(expr, "span", None)) from exc
+
+
+def _call_args(call: ast.Call, names: tuple[str, ...]) -> dict[str, float]:
+    """Positional and keyword arguments of an option call, evaluated (same rules as dsl checks)."""
+    if len(call.args) > len(names):
+        raise CompileError("E047", f"{call.func}() takes at most {len(names)} arguments", call.span)
+    out = {n: _const(a, f"{call.func}() argument {n}") for n, a in zip(names, call.args)}
+    for k, v in call.kwargs:
+        if k not in names or k in out:
+            raise CompileError("E047", f"unexpected argument `{k}` to {call.func}()", call.span)
+        out[k] = _const(v, f"{call.func}() argument {k}")
+    return out
+
+
+def _delay_spec(expr: ast.Expr) -> DelaySpec:
+    """`fixed(2 ms)` or `learnable(max = 5 ms[, init = ...])`; learnable without init gets
+    init = -max, meaning "uniform in [0, max]" (see DelaySpec)."""
+    if isinstance(expr, ast.Call) and expr.func == "learnable":
+        a = _call_args(expr, ("max", "init"))
+        if "max" not in a:
+            raise CompileError("E047", "learnable delays need `max = <time>`", expr.span,
+                               "write `delays = learnable(max = 5 ms)`")
+        return DelaySpec(learnable=True, max=a["max"], init=a.get("init", -a["max"]))
+    if isinstance(expr, ast.Call) and expr.func == "fixed":
+        a = _call_args(expr, ("value",))
+        if "value" not in a:
+            raise CompileError("E047", "fixed() needs a delay", expr.span, "write `delays = fixed(2 ms)`")
+        return DelaySpec(learnable=False, max=a["value"], init=a["value"])
+    raise CompileError("E047", "invalid delays", getattr(expr, "span", None),
+                       "write `delays = fixed(2 ms)` or `delays = learnable(max = 5 ms)`")
+
+
+_INITS = {"normal": ("mean", "std"), "uniform": ("low", "high"), "constant": ("value",)}
+
+
+def _init_spec(expr: ast.Expr) -> InitSpec:
+    """normal(mean, std) -> (a, b) = (mean, std); uniform(low, high) -> (low, high);
+    constant(value) -> a = b = value."""
+    if isinstance(expr, ast.Call) and expr.func in _INITS:
+        names = _INITS[expr.func]
+        a = _call_args(expr, names)
+        if set(a) != set(names):
+            raise CompileError("E047", f"{expr.func}() needs {', '.join(names)}", expr.span)
+        first, second = a[names[0]], a[names[-1]]
+        return InitSpec(kind=expr.func, a=first, b=second)
+    raise CompileError("E047", "invalid weight initialisation", getattr(expr, "span", None),
+                       "write `init = normal(mean, std)`, `uniform(low, high)` or `constant(value)`")
+
+
+def analyze_network(net: ast.Network, neurons: dict[str, NeuronIR]) -> NetworkIR:
+    inputs = {p.name: p.size for p in net.inputs}
+    by_name = {l.name: l for l in net.layers}
+    # topological order of layers over dense connections (recurrent edges do not order)
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str, span):
+        if name in order or name in inputs:
+            return
+        if name not in by_name:
+            raise CompileError("E043", f"connection from unknown population '{name}'", span)
+        if name in visiting:
+            raise CompileError("E063", f"feed-forward cycle through layer '{name}'", span,
+                               "use `recurrent(...)` for connections that go back")
+        visiting.add(name)
+        for conn in by_name[name].connections:
+            if conn.kind != "recurrent" and conn.source != name:
+                visit(conn.source, conn.source_span)
+        visiting.discard(name)
+        order.append(name)
+
+    for l in net.layers:
+        visit(l.name, l.span)
+
+    layers = []
+    for name in order:
+        l = by_name[name]
+        if l.neuron not in neurons:
+            raise CompileError("E041", f"unknown neuron type '{l.neuron}'", l.neuron_span)
+        nir = neurons[l.neuron]
+        params = nir.defaults()
+        for ov in l.overrides:
+            if ov.name not in params:
+                raise CompileError("E044", f"'{l.neuron}' has no parameter '{ov.name}'", ov.span,
+                                   f"parameters: {', '.join(params)}")
+            params[ov.name] = _const(ov.value, f"override of {ov.name}")
+        conns = []
+        for conn in l.connections:
+            if conn.kind not in ("dense", "recurrent"):
+                raise CompileError("E046", f"unknown connection kind '{conn.kind}'", conn.span,
+                                   "use dense(...) or recurrent(...)")
+            opts = dict(conn.options)
+            port = next(iter(nir.ports), None)
+            if "port" in opts:
+                p = opts.pop("port")
+                port = p.id if isinstance(p, ast.Name) else "input"
+            if port is None or port not in nir.ports:
+                raise CompileError("E050", f"neuron '{l.neuron}' has no input port '{port}'", conn.span,
+                                   f"ports: {', '.join(nir.ports) or 'none'}")
+            delays = _delay_spec(opts.pop("delays")) if "delays" in opts else None
+            init = _init_spec(opts.pop("init")) if "init" in opts else InitSpec(kind="default")
+            if opts:
+                bad = next(iter(opts))
+                raise CompileError("E047", f"unknown connection option '{bad}'", conn.span,
+                                   "options: port, delays, init")
+            source = conn.source if conn.kind == "dense" else (conn.source or name)
+            conns.append(ConnectionIR(kind=conn.kind, source=source, port=port, delays=delays, init=init))
+        layers.append(LayerIR(name=name, size=l.size, neuron=l.neuron, params=params, connections=tuple(conns)))
+
+    if not net.readouts:
+        raise CompileError("E048", f"network '{net.name}' has no readout", net.span,
+                           "add e.g. `readout out: first_spike`")
+    if len(net.readouts) > 1:
+        raise CompileError("E063", "only one readout per network is supported", net.readouts[1].span)
+    ro = net.readouts[0]
+    if ro.layer not in by_name:
+        raise CompileError("E042", f"readout of missing layer '{ro.layer}'", ro.layer_span)
+    readout = ReadoutIR(layer=ro.layer, kind=ro.kind, args={k: _const(v, f"readout argument {k}") for k, v in ro.args})
+    return NetworkIR(name=net.name, inputs=inputs, layers=layers, readout=readout)

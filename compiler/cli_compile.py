@@ -1,0 +1,54 @@
+"""`spikescan compile model.snn [-o DIR] [--emit mlir,triton,cpu] [--dtype f32|f64] [--force]
+[--explain]`: compile to a build folder; errors are printed as diagnostics, exit status 1."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _emit_list(text: str) -> tuple[str, ...]:
+    from .driver import BACKENDS
+
+    items = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in items if x not in BACKENDS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown backend(s) {', '.join(bad)}; choose from {', '.join(BACKENDS)}")
+    return items
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help=".snn file to compile")
+    parser.add_argument("-o", "--out", metavar="DIR", default=None,
+                        help="cache root for the build folder (default $SPIKESCAN_CACHE or ./.spikescan-cache)")
+    parser.add_argument("--emit", type=_emit_list, default=("mlir", "triton", "cpu"),
+                        help="comma-separated backends: mlir,triton,cpu (default all; empty for analysis only)")
+    parser.add_argument("--dtype", choices=("f32", "f64"), default="f64", help="floating-point type of the kernels")
+    parser.add_argument("--force", action="store_true", help="rebuild even if the cache has this build")
+    parser.add_argument("--explain", action="store_true", help="print the analysis of every neuron and network")
+
+
+def run(args) -> int:
+    from spikescan.dsl.diagnostics import DiagnosticError
+
+    from .driver import compile_model, load_model
+    from .explain import explain_network, explain_neuron
+
+    try:
+        if args.explain:
+            model = load_model(args.file)
+            for ir in model.neurons.values():
+                print(explain_neuron(ir))
+                print()
+            for net in model.networks.values():
+                print(explain_network(net))
+                print()
+        model = compile_model(args.file, out_dir=args.out, emit=args.emit, dtype=args.dtype,
+                              force=args.force, progress=print)
+    except DiagnosticError as e:
+        print(str(e), file=sys.stderr)
+        n = len(e.diagnostics)
+        print(f"{n} error{'s' if n != 1 else ''}; nothing was compiled", file=sys.stderr)
+        return 1
+    print(f"build folder: {model.build_dir}")
+    return 0

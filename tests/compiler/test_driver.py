@@ -1,0 +1,158 @@
+"""compile_model / load_compiled / the build cache / `spikescan compile` CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from spikescan.cli import main
+from spikescan.compiler.driver import compile_model, load_compiled, load_model
+from spikescan.dsl.diagnostics import DiagnosticError
+
+
+@pytest.fixture
+def shd_copy(tmp_path, models_dir):
+    src = tmp_path / "m"
+    src.mkdir()
+    for f in ("shd.snn", "cuba_lif.snn", "li_readout.snn"):
+        shutil.copy(models_dir / f, src / f)
+    return src / "shd.snn"
+
+
+def test_load_model_writes_nothing(tmp_path, models_dir):
+    m = load_model(models_dir / "cuba_lif.snn")
+    assert m.build_dir is None and m.manifest is None
+    assert not (tmp_path / "cache").exists()
+
+
+def test_compile_writes_self_contained_build_and_hits_cache(shd_copy, tmp_path):
+    log = []
+    m = compile_model(shd_copy, emit=("triton",), progress=log.append)
+    b = m.build_dir
+    assert b.parent == tmp_path / "cache" and not m.cache_hit
+    assert (b / "manifest.json").is_file() and (b / "CubaLIF_triton.py").is_file() and (b / "LI_triton.py").is_file()
+    assert sorted(p.name for p in (b / "src").iterdir()) == ["cuba_lif.snn", "li_readout.snn", "shd.snn"]
+    man = json.loads((b / "manifest.json").read_text())
+    assert man["hash"] == b.name and man["source"] == "shd.snn" and man["dtype"] == "f64"
+    cl = man["neurons"]["CubaLIF"]
+    assert cl["state"] == ["i", "v"] and cl["solver"] == "peak2" and cl["reset_invariant"] == ["i"]
+    assert [p["name"] for p in cl["params"]] == ["tau_m", "tau_s", "v_th", "v_reset"]
+    assert cl["params"][0]["default"] == 20.0 and cl["params"][0]["dim"] == 1
+    assert cl["kernels"] == {"triton": "CubaLIF_triton.py"}
+    assert set(man["hashes"]) == {"CubaLIF_triton.py", "LI_triton.py"}
+    net = man["networks"]["shd"]
+    assert net["inputs"] == {"x": 700} and [l["name"] for l in net["layers"]] == ["hidden", "out"]
+    assert net["readout"]["kind"] == "max_potential"
+    # second compile: a cache hit that says so, same folder, no rewrite
+    mtime = (b / "manifest.json").stat().st_mtime_ns
+    log2 = []
+    m2 = compile_model(shd_copy, emit=("triton",), progress=log2.append)
+    assert m2.cache_hit and m2.build_dir == b and any("cache hit" in s for s in log2)
+    assert (b / "manifest.json").stat().st_mtime_ns == mtime
+    # --force rebuilds
+    m3 = compile_model(shd_copy, emit=("triton",), force=True, progress=None)
+    assert not m3.cache_hit and m3.build_dir == b
+    # the folder is self-contained: delete the originals and read it back
+    shutil.rmtree(shd_copy.parent)
+    back = load_compiled(b)
+    assert set(back.neurons) == {"CubaLIF", "LI"} and back.manifest["hash"] == b.name
+    assert back.neurons["CubaLIF"].Phi == m.neurons["CubaLIF"].Phi
+
+
+def test_hash_depends_on_imports_options_and_text(shd_copy, tmp_path):
+    a = compile_model(shd_copy, emit=(), progress=None).build_dir
+    assert compile_model(shd_copy, emit=(), dtype="f32", progress=None).build_dir != a
+    out = compile_model(shd_copy, emit=(), out_dir=tmp_path / "elsewhere", progress=None).build_dir
+    assert out.parent == tmp_path / "elsewhere" and out.name == a.name
+    imp = shd_copy.parent / "li_readout.snn"
+    imp.write_text(imp.read_text().replace("tau_m = 20 ms", "tau_m = 21 ms"))
+    assert compile_model(shd_copy, emit=(), progress=None).build_dir != a  # imported file changed
+
+
+def test_backend_failure_is_a_diagnostic(shd_copy, monkeypatch):
+    import spikescan.compiler.backends.triton_codegen as tc
+
+    def boom(ir, dtype):
+        raise RuntimeError("synthetic failure\nwith a long traceback-ish tail")
+
+    monkeypatch.setattr(tc, "generate", boom)
+    with pytest.raises(DiagnosticError) as exc:
+        compile_model(shd_copy, emit=("triton",), progress=None)
+    text = str(exc.value)
+    assert "E062" in text and "synthetic failure" in text and "traceback-ish" not in text
+    assert not list((shd_copy.parent.parent / "cache").glob("*/manifest.json"))  # nothing half-written
+
+
+def test_cli_compile_ok_and_cache_hit(shd_copy, capsys, tmp_path):
+    out = tmp_path / "o"
+    assert main(["compile", str(shd_copy), "-o", str(out), "--emit", "triton"]) == 0
+    first = capsys.readouterr().out
+    assert "build folder:" in first and "cache hit" not in first
+    assert main(["compile", str(shd_copy), "-o", str(out), "--emit", "triton"]) == 0
+    assert "cache hit" in capsys.readouterr().out
+
+
+def test_cli_explain(models_dir, capsys, tmp_path):
+    assert main(["compile", str(models_dir / "yinyang.snn"), "-o", str(tmp_path), "--emit", "", "--explain"]) == 0
+    text = capsys.readouterr().out
+    for needle in ("neuron CubaLIF", "A =", "Phi[v,i] =", "exprel", "reset-invariant state: i",
+                   "isolation chain", "solver: peak2", "no-crossing test", "network yinyang",
+                   "layer hidden[120] = CubaLIF", "readout out: first_spike"):
+        assert needle in text, needle
+
+
+def test_cli_errors_exit_1_with_diagnostics(tmp_path, capsys):
+    bad = tmp_path / "osc.snn"
+    bad.write_text("""neuron Osc {
+    params { tau = 10 ms  v_th = 1.0 }
+    state { v = 0.0  u = 0.0 }
+    dynamics {
+        dv/dt = (u - v) / tau
+        du/dt = (v - u) / tau
+    }
+    on input(w) { v += w }
+    spike when v >= v_th
+}
+""")
+    assert main(["compile", str(bad), "-o", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert "error[E060]" in err and "osc.snn:5:" in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists()
+    assert main(["compile", str(tmp_path / "missing.snn")]) == 1
+    assert "no such file" in capsys.readouterr().err
+    syntax = tmp_path / "syntax.snn"
+    syntax.write_text("neuron X { params { tau = } }\n")
+    assert main(["compile", str(syntax)]) == 1
+    assert "error[E0" in capsys.readouterr().err
+
+
+def test_internal_analysis_error_is_a_diagnostic(models_dir, monkeypatch):
+    import spikescan.compiler.analysis as an
+    import spikescan.compiler.driver as drv
+
+    def broken(neuron):
+        raise ZeroDivisionError("synthetic bug")
+
+    monkeypatch.setattr(an, "analyze_neuron", broken)
+    monkeypatch.setattr(drv, "_ANALYSIS_CACHE", {})
+    with pytest.raises(DiagnosticError) as exc:
+        load_model(models_dir / "lif.snn")
+    text = str(exc.value)
+    assert "E064" in text and "synthetic bug" in text and "lif.snn:" in text
+
+
+def test_mlir_artifact_written_and_listed(models_dir, tmp_path):
+    m = compile_model(models_dir / "cuba_lif.snn", emit=("mlir",), dtype="f32", progress=None)
+    k = m.manifest["neurons"]["CubaLIF"]["kernels"]
+    assert k == {"mlir": "CubaLIF.f32.mlir"}
+    text = (m.build_dir / "CubaLIF.f32.mlir").read_text()
+    assert "func.func" in text and "f32" in text
+    assert m.manifest["hashes"]["CubaLIF.f32.mlir"]
+
+
+@pytest.mark.slow
+def test_full_compile_all_backends(models_dir):
+    m = compile_model(models_dir / "alpha_lif.snn", progress=None)
+    assert set(m.manifest["neurons"]["AlphaLIF"]["kernels"]) == {"mlir", "triton", "cpu"}
