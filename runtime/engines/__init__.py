@@ -1,0 +1,78 @@
+"""Engine registry. Every engine module defines the same `run_layer(ir, params, times, channels,
+weight, delays=None, *, port=None, chunk=128, max_spikes=64, on_overflow="raise", observe=None,
+t_end=None) -> LayerResult` (see result.py). Modules are imported lazily: the Triton and MLIR
+engines are optional and a missing one gives a clear error, not an ImportError deep inside."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Optional
+
+from spikescan.runtime.engines.result import LayerResult, SpikeCapExceeded
+
+ENGINES = {
+    "torch": "spikescan.runtime.engines.torch_scan",
+    "torch-sequential": "spikescan.runtime.engines.torch_sequential",
+    "sequential-cpu": "spikescan.runtime.engines.sequential_cpu",
+    "triton-scan": "spikescan.runtime.engines.triton_scan",
+    "triton-sequential": "spikescan.runtime.engines.triton_sequential",
+}
+
+# Engines that propagate gradients through run_layer (usable for training).
+DIFFERENTIABLE = {"torch", "torch-sequential", "triton-scan", "triton-sequential"}
+
+
+class EngineUnavailable(RuntimeError):
+    pass
+
+
+def _load(name: str) -> ModuleType:
+    try:
+        mod = importlib.import_module(ENGINES[name])
+    except ImportError as e:
+        raise EngineUnavailable(f"engine {name!r} is not available: {e}") from e
+    if not hasattr(mod, "run_layer"):
+        raise EngineUnavailable(f"engine {name!r} ({ENGINES[name]}) defines no run_layer")
+    return mod
+
+
+def available(name: str) -> bool:
+    try:
+        get_engine(name, device="cpu")
+        return True
+    except EngineUnavailable:
+        return False
+
+
+def choose_auto(device: str = "cpu", needs_grad: bool = True) -> str:
+    """The fastest exact engine for the device: CUDA -> triton-scan; CPU -> torch, or the MLIR
+    sequential-cpu engine when no gradient is needed and it is available."""
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        try:
+            _load("triton-scan")
+            return "triton-scan"
+        except EngineUnavailable:
+            return "torch"
+    if not needs_grad:
+        try:
+            _load("sequential-cpu")
+            return "sequential-cpu"
+        except EngineUnavailable:
+            pass
+    return "torch"
+
+
+def get_engine(name: str, device: Optional[str] = None, needs_grad: bool = True) -> ModuleType:
+    """Engine module by name ("auto" picks per device; see choose_auto)."""
+    if name == "auto":
+        name = choose_auto(device or "cpu", needs_grad)
+    if name not in ENGINES:
+        raise KeyError(f"unknown engine {name!r}; known: {sorted(ENGINES)} and 'auto'")
+    return _load(name)
+
+
+__all__ = ["get_engine", "choose_auto", "available", "LayerResult", "SpikeCapExceeded", "ENGINES",
+           "DIFFERENTIABLE", "EngineUnavailable"]

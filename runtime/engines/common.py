@@ -1,0 +1,141 @@
+"""Pieces shared by the PyTorch engines: argument checks, per-layer constants, the spike record
+(spikes are appended as (lane, rank, time) triples and scattered into [B, N, S] once at the end,
+so that recording costs nothing per restart step), and the cap handling."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from spikescan.compiler.ir import NeuronIR
+from spikescan.runtime.events import LayerEvents, build_events
+from spikescan.runtime.kernels import NeuronKernels, densify
+from spikescan.runtime.engines.result import LayerResult, SpikeCapExceeded
+
+Tensor = torch.Tensor
+
+OBSERVE_KINDS = ("max_potential", "li_integral")
+
+
+@dataclass
+class Layer:
+    kern: NeuronKernels
+    P: tuple  # params, 0-d or [N]
+    Bvec: list  # jump vector of the port (entries tensor/float/None)
+    x0: list  # initial state, d tensors [B, N]
+    ev: LayerEvents
+    B: int
+    N: int
+    dtype: torch.dtype
+    device: torch.device
+
+
+def setup(ir: NeuronIR, params, times: Tensor, channels: Tensor, weight: Tensor,
+          delays: Optional[Tensor], port: Optional[str], t_end: Optional[float],
+          observe: Optional[str], on_overflow: str, max_spikes: int) -> Layer:
+    if on_overflow not in ("raise", "flag"):
+        raise ValueError(f"on_overflow must be 'raise' or 'flag', got {on_overflow!r}")
+    if observe is not None and observe not in OBSERVE_KINDS:
+        raise ValueError(f"observe must be one of {OBSERVE_KINDS} or None, got {observe!r}")
+    if observe is not None and t_end is None:
+        raise ValueError(f"observe={observe!r} needs t_end (the trial length in ms)")
+    if max_spikes < 1:
+        raise ValueError("max_spikes must be >= 1")
+    if not times.is_floating_point():
+        raise TypeError("times must be a floating-point tensor (ms)")
+    kern = NeuronKernels.from_ir(ir)
+    dtype, device = times.dtype, times.device
+    if weight.dim() not in (2, 3):
+        raise ValueError(f"weight must be [C, N] or [B, C, N], got {tuple(weight.shape)}")
+    weight = weight.to(dtype)
+    if delays is not None:
+        delays = delays.to(dtype)
+    B = times.shape[0]
+    N = weight.shape[-1]
+    if weight.dim() == 3 and weight.shape[0] != B:
+        raise ValueError(f"weight [B, C, N] has batch {weight.shape[0]}, times has {B}")
+    P = kern.param_tensors(params, N, dtype, device)
+    tau = kern.slowest_tau(P)
+    ev = build_events(times, channels.to(device), weight, delays, t_end, tau)
+    PB = tuple(p for p in P)
+    Bvec = kern.B(port, PB)
+    like = torch.zeros(B, N, dtype=dtype, device=device)
+    x0 = densify(kern.init(PB), like)
+    return Layer(kern, P, Bvec, x0, ev, B, N, dtype, device)
+
+
+class SpikeRecord:
+    """Per-lane spike counts and the cap; spikes kept as triples until `result`."""
+
+    def __init__(self, B: int, N: int, max_spikes: int, on_overflow: str, device):
+        self.B, self.N, self.cap, self.mode = B, N, max_spikes, on_overflow
+        self.counts = torch.zeros(B * N, dtype=torch.long, device=device)
+        self.dead = torch.zeros(B * N, dtype=torch.bool, device=device)
+        self.overflow = torch.zeros(B, dtype=torch.bool, device=device)
+        self.lanes: list = []
+        self.ranks: list = []
+        self.times: list = []
+
+    def add(self, lane: Tensor, t: Tensor) -> Tensor:
+        """Record spikes of flat lanes `lane` at times t; returns the mask of spikes kept (False:
+        the lane hit the cap and is now dead, on_overflow='flag')."""
+        rank = self.counts[lane]
+        over = rank >= self.cap
+        if bool(over.any()):
+            bad = lane[over]
+            if self.mode == "raise":
+                l0 = int(bad[0])
+                raise SpikeCapExceeded(l0 // self.N, l0 % self.N, self.cap)
+            self.overflow[bad // self.N] = True
+            self.dead[bad] = True
+        keep = ~over
+        self.lanes.append(lane[keep])
+        self.ranks.append(rank[keep])
+        self.times.append(t[keep])
+        self.counts = self.counts.index_add(0, lane[keep], torch.ones_like(lane[keep]))
+        return keep
+
+    def result(self, dtype, device, observed=None) -> LayerResult:
+        S = max(1, int(self.counts.max())) if self.counts.numel() else 1
+        out = torch.full((self.B * self.N, S), math.inf, dtype=dtype, device=device)
+        if self.lanes:
+            lane = torch.cat(self.lanes)
+            if lane.numel():
+                out = out.index_put((lane, torch.cat(self.ranks)), torch.cat(self.times).to(dtype))
+        return LayerResult(times=out.reshape(self.B, self.N, S), counts=self.counts.reshape(self.B, self.N),
+                           overflow=self.overflow.clone(), observed=observed)
+
+
+def lane_params(P: tuple, j: Tensor) -> tuple:
+    """Params for flat lanes whose neuron index is j."""
+    return tuple(p if p.dim() == 0 else p[j] for p in P)
+
+
+def col(P: tuple) -> tuple:
+    """Params shaped [N, 1] to broadcast against [B, N, K]."""
+    return tuple(p if p.dim() == 0 else p[:, None] for p in P)
+
+
+def no_cross_safe(kern: NeuronKernels, x: list, Pb: tuple, theta) -> Optional[Tensor]:
+    """The IR's cheap exact test: True where u provably stays below theta on the interval."""
+    rows = kern.no_cross(Pb)
+    if not rows:
+        return None
+    safe = None
+    for row, off in rows:
+        val = None
+        for lj, xj in zip(row, x):
+            if lj is None:
+                continue
+            term = lj * xj
+            val = term if val is None else val + term
+        if val is None:
+            val = torch.zeros_like(x[0])
+        if off is not None:
+            val = val + off
+        s = val < theta
+        safe = s if safe is None else safe & s
+    return safe
