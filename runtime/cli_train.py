@@ -1,0 +1,54 @@
+"""`spikescan train model.snn --data NAME ...`: train a network and print the test accuracy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+DATASETS = ("yinyang", "randman", "digits", "shd", "ssc", "nmnist", "dvsgesture")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help=".snn file defining the network")
+    p.add_argument("--data", required=True, choices=DATASETS, help="dataset to train on")
+    p.add_argument("--data-root", default=None, help="folder with the dataset files (tonic datasets)")
+    p.add_argument("--network", default=None, help="network name, when the file defines several")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: per dataset)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: per dataset, 32)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: per dataset)")
+    p.add_argument("--engine", default="auto", help="engine: auto|torch|torch-sequential|... (default auto)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default runs/<network>)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this value")
+    p.add_argument("--limit-train", type=int, default=None, help="use only the first N training samples")
+    p.add_argument("--limit-eval", type=int, default=None, help="use only the first N val/test samples")
+    p.add_argument("--loss", default=None, help='loss options as JSON, e.g. \'{"tau": 2.0, "alpha": 0.003}\'')
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from spikescan.runtime.train import TrainingDiverged, train
+
+    try:
+        loss = json.loads(args.loss) if args.loss else None
+    except json.JSONDecodeError as e:
+        print(f"error: --loss is not valid JSON: {e}", file=sys.stderr)
+        return 2
+    try:
+        res = train(
+            args.model, data=args.data, data_root=args.data_root, epochs=args.epochs, batch_size=args.batch_size,
+            lr=args.lr, engine=args.engine, seed=args.seed, out=args.out, resume=args.resume,
+            progress=not args.no_progress, network=args.network, loss=loss, clip_grad=args.clip_grad,
+            limit_train=args.limit_train, limit_eval=args.limit_eval,
+        )
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError, NotImplementedError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"test accuracy: {res.test_accuracy:.4f} (best val {res.best_val_accuracy:.4f} at epoch {res.best_epoch}; "
+          f"{res.wall_s:.1f} s; outputs in {res.out})")
+    return 0

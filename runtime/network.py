@@ -1,0 +1,320 @@
+"""`SpikingNetwork`: an nn.Module built from a compiled network (NetworkIR + NeuronIRs).
+
+Layers run in topological order with an exact engine (runtime/engines). Each layer's output
+spikes [B, N, S] become the next layer's input events (times [B, N*S], channel = neuron index);
+a layer with several presynaptic sources sees their events merged, with channel offsets, and
+one weight matrix that stacks the per-connection weights along the channel axis. Gradients flow
+through the spike times (the engines differentiate them exactly), so earlier layers learn
+through later ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from spikescan.compiler.ir import ConnectionIR, InitSpec, LayerIR, NetworkIR, NeuronIR
+
+DTYPE = torch.float64
+
+
+@dataclass
+class NetworkOutput:
+    readout: Tensor  # [B, n_out]: first spike times (+inf silent), counts, max potential or li integral
+    readout_kind: str
+    first_spike: Optional[Tensor]  # [B, n_out] first spike of the readout layer (None if non-spiking)
+    counts: list[Tensor]  # per layer [B, N] int64
+    spikes: list[Tensor]  # per layer [B, N, S] (+inf padded)
+    events: int  # input events processed over all layers (finite entries)
+    overflow: Tensor  # [B] bool: some layer hit max_spikes for this sample
+    vmax: Optional[Tensor] = None  # [B, n_out] max potential of the readout layer, when asked
+    layer_names: list[str] = field(default_factory=list)
+
+
+def init_weight(spec: InitSpec, fan_in: int, fan_out: int, gen: Optional[torch.Generator]) -> Tensor:
+    """Initial weights [fan_in, fan_out] from an InitSpec. "default": normal(0, 1/sqrt(fan_in))
+    (a Kaiming-like scale; .snn files for a given neuron usually set their own)."""
+    shape = (fan_in, fan_out)
+    if spec.kind == "normal":
+        return torch.randn(shape, generator=gen, dtype=DTYPE) * spec.b + spec.a
+    if spec.kind == "uniform":
+        return torch.rand(shape, generator=gen, dtype=DTYPE) * (spec.b - spec.a) + spec.a
+    if spec.kind == "default":
+        return torch.randn(shape, generator=gen, dtype=DTYPE) / math.sqrt(max(fan_in, 1))
+    raise ValueError(f"unknown weight init kind {spec.kind!r} (normal|uniform|default)")
+
+
+def flatten_spikes(times: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+    """[B, N, S] spike trains -> (times [B, M], channels [B, M]) events, channel = neuron index.
+    Columns that are padding in every sample are dropped (the engines sort anyway)."""
+    B, N, S = times.shape
+    smax = int(counts.max().item()) if counts.numel() else 0
+    times = times[:, :, : max(smax, 1)]
+    S = times.shape[2]
+    t = times.reshape(B, N * S)
+    ch = torch.arange(N, device=times.device).repeat_interleave(S).expand(B, N * S)
+    keep = torch.isfinite(t).any(0)
+    if not bool(keep.any()):
+        keep = torch.zeros_like(keep)
+        keep[0] = True  # one all-padding column: engines accept +inf padding
+    return t[:, keep], ch[:, keep].contiguous()
+
+
+class _Layer(nn.Module):
+    """Weights, delays and neuron parameters of one layer."""
+
+    def __init__(
+        self,
+        layer: LayerIR,
+        neuron: NeuronIR,
+        source_sizes: dict[str, int],
+        gen: Optional[torch.Generator],
+        learn_time_constants: bool,
+    ):
+        super().__init__()
+        self.name = layer.name
+        self.size = layer.size
+        self.neuron = neuron.name
+        ports = {c.port for c in layer.connections}
+        if len(ports) > 1:
+            raise NotImplementedError(
+                f"layer {layer.name!r}: connections to several input ports ({sorted(ports)}) are not "
+                "supported yet (the engines take one port per call)"
+            )
+        self.port = next(iter(ports)) if ports else None
+        for c in layer.connections:
+            if c.kind == "recurrent":
+                raise NotImplementedError(
+                    f"layer {layer.name!r} has a recurrent connection from {c.source!r}: no engine supports "
+                    "recurrence yet (it needs the layer's own spikes fed back inside the event loop)"
+                )
+            if c.kind != "dense":
+                raise NotImplementedError(f"layer {layer.name!r}: connection kind {c.kind!r} is not supported")
+        self.sources = [c.source for c in layer.connections]
+        self.source_sizes = [source_sizes[s] for s in self.sources]
+        self.weights = nn.ParameterList(
+            [nn.Parameter(init_weight(c.init, source_sizes[c.source], layer.size, gen)) for c in layer.connections]
+        )
+        # Delays: one tensor per connection, learnable (Parameter) or fixed (buffer); None if absent.
+        self.has_delays = any(c.delays is not None for c in layer.connections)
+        self.delay_max: list[float] = []
+        self.delays = nn.ParameterList()
+        for k, c in enumerate(layer.connections):
+            shape = (source_sizes[c.source], layer.size)
+            if c.delays is None:
+                d, dmax, learn = torch.zeros(shape, dtype=DTYPE), 0.0, False
+            else:
+                dmax, learn = float(c.delays.max), c.delays.learnable
+                if c.delays.init < 0:
+                    d = torch.rand(shape, generator=gen, dtype=DTYPE) * min(-c.delays.init, dmax)
+                else:
+                    d = torch.full(shape, min(float(c.delays.init), dmax), dtype=DTYPE)
+            self.delay_max.append(dmax)
+            self.delays.append(nn.Parameter(d, requires_grad=learn))
+        # Neuron parameters: buffers (scalars), or learnable per-neuron log time constants.
+        self.param_names = [p.name for p in neuron.params]
+        self.learned = set()
+        for p in neuron.params:
+            value = float(layer.params.get(p.name, p.default))
+            if learn_time_constants and p.dim == 1 and value > 0:
+                self.register_parameter(
+                    "log_" + p.name, nn.Parameter(torch.full((layer.size,), math.log(value), dtype=DTYPE))
+                )
+                self.learned.add(p.name)
+            else:
+                self.register_buffer("p_" + p.name, torch.tensor(value, dtype=DTYPE))
+
+    def params(self) -> dict[str, Tensor]:
+        out = {}
+        for name in self.param_names:
+            out[name] = torch.exp(getattr(self, "log_" + name)) if name in self.learned else getattr(self, "p_" + name)
+        return out
+
+    def merged_weight(self) -> Tensor:
+        return self.weights[0] if len(self.weights) == 1 else torch.cat(list(self.weights), 0)
+
+    def merged_delays(self) -> Optional[Tensor]:
+        if not self.has_delays:
+            return None
+        ds = [d.clamp(0.0, m) for d, m in zip(self.delays, self.delay_max)]
+        return ds[0] if len(ds) == 1 else torch.cat(ds, 0)
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Project learnable delays back into [0, max] (called after each optimiser step)."""
+        for d, m in zip(self.delays, self.delay_max):
+            d.clamp_(0.0, m)
+
+
+class SpikingNetwork(nn.Module):
+    """A trainable network from a compiled model.
+
+    model: a CompiledModel (from spikescan.compiler.driver.load_model / compile_model), or a
+    pair (NetworkIR, {name: NeuronIR}). engine: an engine name for runtime/engines.get_engine
+    (or an object with the engines' `run_layer`).
+    """
+
+    def __init__(
+        self,
+        model,
+        network: Optional[str] = None,
+        *,
+        engine: str = "torch",
+        seed: int = 0,
+        learn_time_constants: bool = False,
+        chunk: int = 128,
+        max_spikes: int = 64,
+        on_overflow: str = "flag",
+    ):
+        super().__init__()
+        if isinstance(model, tuple):
+            net_ir, neurons = model
+        else:
+            nets = model.networks
+            if not nets:
+                raise ValueError("the model defines no network (only neurons): nothing to train")
+            if network is None:
+                if len(nets) > 1:
+                    raise ValueError(f"the model defines several networks {sorted(nets)}: choose one with network=")
+                network = next(iter(nets))
+            if network not in nets:
+                raise ValueError(f"network {network!r} not found; the model defines {sorted(nets)}")
+            net_ir, neurons = nets[network], model.neurons
+        self.ir: NetworkIR = net_ir
+        self.neurons: dict[str, NeuronIR] = {l.neuron: neurons[l.neuron] for l in net_ir.layers}
+        self.engine_name = engine
+        self.chunk, self.max_spikes, self.on_overflow = chunk, max_spikes, on_overflow
+        self.input_offsets: dict[str, int] = {}
+        off = 0
+        for name, size in net_ir.inputs.items():
+            self.input_offsets[name] = off
+            off += size
+        self.n_inputs = off
+        gen = torch.Generator().manual_seed(seed)
+        sizes = dict(net_ir.inputs)
+        self.layers = nn.ModuleDict()
+        for layer in net_ir.layers:
+            sizes[layer.name] = layer.size
+            self.layers[layer.name] = _Layer(layer, self.neurons[layer.neuron], sizes, gen, learn_time_constants)
+        self.readout_kind = net_ir.readout.kind
+        self.readout_layer = net_ir.readout.layer
+        if self.readout_layer not in self.layers:
+            raise ValueError(f"readout layer {self.readout_layer!r} is not a layer of network {net_ir.name!r}")
+        ro_neuron = self.neurons[self.layers[self.readout_layer].neuron]
+        if self.readout_kind in ("first_spike", "spike_count") and ro_neuron.c is None:
+            raise ValueError(
+                f"readout {self.readout_kind} on layer {self.readout_layer!r} needs a spiking neuron, but "
+                f"{ro_neuron.name} has no threshold"
+            )
+        self.n_out = self.layers[self.readout_layer].size
+
+    @classmethod
+    def from_file(cls, path, network: Optional[str] = None, **kw) -> "SpikingNetwork":
+        from spikescan.compiler.driver import load_model
+
+        return cls(load_model(str(path)), network, **kw)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _engine(self):
+        """The engine module for `engine_name`; any object with a `run_layer` works too (tests)."""
+        if hasattr(self.engine_name, "run_layer"):
+            return self.engine_name
+        from spikescan.runtime.engines import get_engine
+
+        return get_engine(self.engine_name)
+
+    def readout_theta(self) -> float:
+        """Numeric threshold of the readout layer (for the silent-neuron loss extension)."""
+        lay = self.layers[self.readout_layer]
+        ir = self.neurons[lay.neuron]
+        if ir.theta is None:
+            return 0.0
+        subs = {p.symbol: float(lay.params()[p.name].detach().mean()) for p in ir.params}
+        return float(ir.theta.subs(subs))
+
+    def _input_events(self, times: Tensor, channels: Tensor, pop: str) -> tuple[Tensor, Tensor]:
+        if len(self.ir.inputs) == 1:
+            return times, channels
+        lo = self.input_offsets[pop]
+        hi = lo + self.ir.inputs[pop]
+        mine = (channels >= lo) & (channels < hi) & torch.isfinite(times)
+        t = torch.where(mine, times, torch.full_like(times, math.inf))
+        return t, torch.where(mine, channels - lo, torch.zeros_like(channels))
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        for lay in self.layers.values():
+            lay.clamp_()
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self, times: Tensor, channels: Tensor, *, t_end: Optional[float] = None, observe_vmax: bool = False
+    ) -> NetworkOutput:
+        """times [B, n] (ms, +inf padding), channels [B, n] int64 in [0, n_inputs)."""
+        times = times.to(DTYPE)
+        channels = channels.long()
+        engine = self._engine()
+        outputs: dict[str, tuple[Tensor, Tensor]] = {}
+        counts, spikes, names = [], [], []
+        events = 0
+        overflow = torch.zeros(times.shape[0], dtype=torch.bool, device=times.device)
+        observed = None
+        for name, lay in self.layers.items():
+            ev_t, ev_c = [], []
+            off = 0
+            for src, size in zip(lay.sources, lay.source_sizes):
+                if src in self.ir.inputs:
+                    t, c = self._input_events(times, channels, src)
+                else:
+                    t, c = outputs[src]
+                ev_t.append(t)
+                ev_c.append(c + off)
+                off += size
+            t_in = ev_t[0] if len(ev_t) == 1 else torch.cat(ev_t, 1)
+            c_in = ev_c[0] if len(ev_c) == 1 else torch.cat(ev_c, 1)
+            events += int(torch.isfinite(t_in).sum().item())
+            observe = None
+            if name == self.readout_layer:
+                if self.readout_kind in ("max_potential", "li_integral"):
+                    observe = self.readout_kind
+                elif observe_vmax and self.readout_kind == "first_spike":
+                    observe = "max_potential"
+            if observe is not None and t_end is None:
+                raise ValueError(f"readout {observe} needs t_end (the trial length in ms)")
+            res = engine.run_layer(
+                self.neurons[lay.neuron], lay.params(), t_in, c_in, lay.merged_weight(), lay.merged_delays(),
+                port=lay.port, chunk=self.chunk, max_spikes=self.max_spikes, on_overflow=self.on_overflow,
+                observe=observe, t_end=t_end,
+            )
+            overflow = overflow | res.overflow.to(overflow.device)
+            counts.append(res.counts)
+            spikes.append(res.times)
+            names.append(name)
+            if name == self.readout_layer:
+                observed = res.observed
+            if self.neurons[lay.neuron].c is not None:
+                outputs[name] = flatten_spikes(res.times, res.counts)
+        ro = names.index(self.readout_layer)
+        ro_spikes = spikes[ro]
+        first = None
+        if self.neurons[self.layers[self.readout_layer].neuron].c is not None:
+            first = ro_spikes[:, :, 0] if ro_spikes.shape[2] > 0 else torch.full(
+                ro_spikes.shape[:2], math.inf, dtype=ro_spikes.dtype, device=ro_spikes.device
+            )
+        if self.readout_kind == "first_spike":
+            readout = first
+        elif self.readout_kind == "spike_count":
+            readout = counts[ro].to(DTYPE)
+        else:
+            readout = observed
+        return NetworkOutput(
+            readout=readout, readout_kind=self.readout_kind, first_spike=first, counts=counts, spikes=spikes,
+            events=events, overflow=overflow,
+            vmax=observed if (observe_vmax and self.readout_kind == "first_spike") else None, layer_names=names,
+        )
