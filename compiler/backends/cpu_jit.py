@@ -1,0 +1,111 @@
+"""CPU backend: the neuron's MLIR module (mlir_emit) lowered to LLVM and JIT-compiled with
+torch-mlir's ExecutionEngine at opt level 3. Compiled engines are cached in-process per
+(neuron formulas, dtype, port).
+
+    compile_neuron(ir, dtype="f64", port=None) -> CompiledNeuron
+    check_lowering(ir, dtype)                   -> None (raises if lowering or JIT fails)
+
+CompiledNeuron.layer(...) calls the generated event loop on torch tensors with zero copies: each
+tensor is passed as a strided memref descriptor built over its data pointer (stride 0 for
+broadcast dimensions)."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import threading
+import time
+from typing import Optional
+
+import torch
+from torch_mlir import execution_engine, passmanager
+
+from spikescan.compiler.ir import NeuronIR
+from spikescan.compiler.backends.mlir_emit import build_module
+
+LOWER = ("builtin.module(convert-scf-to-cf,expand-strided-metadata,finalize-memref-to-llvm,"
+         "convert-math-to-libm,convert-math-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,"
+         "convert-func-to-llvm,reconcile-unrealized-casts)")
+
+_CACHE: dict[str, "CompiledNeuron"] = {}
+_LOCK = threading.Lock()
+_DESC: dict[int, type] = {}
+
+
+def _descriptor_type(rank: int) -> type:
+    """ctypes struct of a ranked memref descriptor (allocated, aligned, offset, sizes, strides)."""
+    if rank not in _DESC:
+        _DESC[rank] = type(f"MemRef{rank}D", (ctypes.Structure,), {"_fields_": [
+            ("allocated", ctypes.c_void_p), ("aligned", ctypes.c_void_p), ("offset", ctypes.c_longlong),
+            ("sizes", ctypes.c_longlong * rank), ("strides", ctypes.c_longlong * rank)]})
+    return _DESC[rank]
+
+
+def memref_of(t: torch.Tensor):
+    """Descriptor over a CPU tensor's memory (no copy); strides in elements, 0 where expanded."""
+    if t.device.type != "cpu":
+        raise ValueError("the sequential-cpu engine needs CPU tensors")
+    D = _descriptor_type(t.dim())
+    return D(t.data_ptr(), t.data_ptr(), 0, tuple(t.shape), tuple(t.stride()))
+
+
+def ir_key(nir: NeuronIR, dtype: str, port: Optional[str]) -> str:
+    """Content key of everything the emitted code depends on."""
+    parts = [nir.name, dtype, str(port), str(nir.state), str([(p.name, p.symbol) for p in nir.params]),
+             str(nir.A), str(nir.a0), str(sorted((k, str(v)) for k, v in nir.ports.items())), str(nir.c),
+             str(nir.theta), str(nir.R), str(nir.r), str(nir.t_ref), str(nir.init), str(nir.Phi),
+             str(nir.phi), str(nir.no_cross_rows), str(nir.chain and nir.chain.rows)]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+class CompiledNeuron:
+    def __init__(self, nir: NeuronIR, dtype: str, port: Optional[str]):
+        t0 = time.perf_counter()
+        self.ir, self.dtype, self.port = nir, dtype, port
+        self.module = build_module(nir, dtype, with_layer=True, port=port)
+        self.t_emit = time.perf_counter() - t0
+        with self.module.context:
+            passmanager.PassManager.parse(LOWER).run(self.module.operation)
+            self.engine = execution_engine.ExecutionEngine(self.module, opt_level=3)
+        self.t_compile = time.perf_counter() - t0
+        self.pnames = [p.name for p in nir.params]
+
+    def layer(self, times, chan, order, weight, delays, nvalid, horizon, params: list, out, counts, over):
+        """Run the generated event loop (see mlir_emit.build_layer for the argument meaning)."""
+        tensors = [times, chan, order, weight, delays, nvalid, horizon, *params, out, counts, over]
+        descs = [memref_of(t) for t in tensors]
+        ptrs = [ctypes.pointer(ctypes.pointer(dsc)) for dsc in descs]
+        self.engine.invoke("layer", *ptrs)
+
+    def layer_shared(self, times, chan, order, weight, nvalid, horizon, params: list, out, counts, over):
+        """The event-outer loop for shared parameters and no delays (mlir_emit.build_layer_shared);
+        weight is [C, N] or [B, C, N] and made dense here."""
+        N = out.shape[1]
+        w = weight if weight.dim() == 3 else weight.unsqueeze(0)
+        w = w.contiguous()
+        xs = torch.empty((self.ir.d, N), dtype=out.dtype)
+        refs = torch.empty((N,), dtype=out.dtype)
+        ints = torch.empty((2, N), dtype=torch.int64)
+        flags = torch.empty((N,), dtype=torch.int8)
+        tensors = [times, chan, order, w, nvalid, horizon, *params, out, counts, over, xs, refs, ints, flags]
+        descs = [memref_of(t) for t in tensors]
+        self.engine.invoke("layer_shared", *[ctypes.pointer(ctypes.pointer(dsc)) for dsc in descs])
+
+
+def compile_neuron(nir: NeuronIR, dtype: str = "f64", port: Optional[str] = None) -> CompiledNeuron:
+    """The JIT-compiled engine for this neuron (cached in-process)."""
+    if nir.c is None or nir.theta is None:
+        raise NotImplementedError(f"{nir.name}: the CPU JIT event loop needs a threshold "
+                                  "(non-spiking readouts are not supported by sequential-cpu yet)")
+    key = ir_key(nir, dtype, port)
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = CompiledNeuron(nir, dtype, port)
+        return _CACHE[key]
+
+
+def check_lowering(nir: NeuronIR, dtype: str = "f64") -> None:
+    """Used by `spikescan compile --emit cpu`: make sure the module lowers and JIT-compiles."""
+    if nir.c is None or nir.theta is None:
+        return
+    compile_neuron(nir, dtype)

@@ -1,0 +1,628 @@
+"""MLIR emission for one neuron type (DESIGN.md section 7): every formula is printed from the
+NeuronIR's sympy expressions (A, a0, B, c, theta, R, r, t_ref, Phi, phi, chain, no_cross_rows);
+nothing here knows a particular neuron.
+
+    emit_module(ir, dtype="f64"|"f32") -> str   (canonicalized + CSE'd MLIR text)
+
+The module holds scalar functions (state entries and parameters passed as scalars, tuples
+returned): propagate, jump_<port>, reset, potential, dpotential, combine, crossing,
+spike_time, dtstar_dx, dtstar_dtheta, dtstar_dparams; and, for neurons with a threshold, the
+exact sequential event loop `layer` over memrefs that the CPU JIT runs (see cpu_jit.py for
+its calling convention). NeuronEmitter is the reusable piece: it emits the same formulas
+inline into any block, so the event loop and the standalone functions share one printer.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import sympy
+from torch_mlir import ir, passmanager
+from torch_mlir.dialects import arith, func, memref, scf
+
+from spikescan.compiler.ir import DT, NeuronIR
+from spikescan.compiler.backends.mlir_ops import ExprPrinter, Ops, add_helpers, float_type, solve
+
+INF = float("inf")
+
+
+def _chain_rows(nir: NeuronIR) -> list[sympy.Matrix]:
+    """The isolation chain l_0 = c^T, l_k = l_{k-1}(A - lam_k I) (IR's, else derived here from
+    the diagonal of the lower-triangular A), trimmed after the first zero row."""
+    if nir.chain is not None and nir.chain.rows:
+        rows = [sympy.Matrix(r).reshape(1, nir.d) for r in nir.chain.rows]
+    else:
+        if not nir.A.is_lower:
+            raise NotImplementedError(f"{nir.name}: no isolation chain in the IR and A is not triangular")
+        rows = [nir.c.T]
+        for k in range(nir.d - 1):
+            nxt = sympy.simplify(rows[-1] * (nir.A - nir.A[k, k] * sympy.eye(nir.d)))
+            if all(e == 0 for e in nxt):
+                break
+            rows.append(nxt)
+    out = []
+    for r in rows:
+        if all(sympy.simplify(e) == 0 for e in r):
+            break
+        out.append(r)
+    return out
+
+
+class NeuronEmitter:
+    """Emits the neuron's formulas at the current insertion point."""
+
+    def __init__(self, nir: NeuronIR, dtype: str):
+        if nir.Phi is None or nir.phi is None:
+            raise ValueError(f"{nir.name}: the IR has no propagator (run the analysis first)")
+        self.ir, self.dtype = nir, dtype
+        self.o = Ops(dtype)
+        self.d = nir.d
+        self.spiking = nir.c is not None and nir.theta is not None
+        self.pnames = [p.symbol.name for p in nir.params]
+        if self.spiking:
+            self.rows = _chain_rows(nir)
+            self.rowsA = [sympy.expand(r * nir.A) for r in self.rows]
+
+    # ---- parameter-dependent constants (emitted once per neuron, outside the event loop)
+    def setup(self, params: dict[str, ir.Value]):
+        o, nir = self.o, self.ir
+        self.P = ExprPrinter(o, dict(params))
+        pr = self.P
+        d = self.d
+        self.A = [[pr(nir.A[i, j]) for j in range(d)] for i in range(d)]
+        self.a0 = [pr(nir.a0[i]) for i in range(d)]
+        self.R = [[pr(nir.R[i, j]) for j in range(d)] for i in range(d)]
+        self.r = [pr(nir.r[i]) for i in range(d)]
+        self.B = {k: [pr(Bk[i]) for i in range(d)] for k, Bk in nir.ports.items()}
+        self.init = [pr(nir.init[i]) for i in range(d)]
+        self.t_ref = pr(nir.t_ref)
+        pot = nir.c if self.spiking else getattr(nir, "potential", None)
+        if pot is None:
+            pot = sympy.Matrix([1] + [0] * (d - 1))
+        self.cvec = [pr(pot[i]) for i in range(d)]
+        if self.spiking:
+            self.theta = o.z(pr(nir.theta))
+            self.L = [[pr(r[0, j]) for j in range(d)] for r in self.rows]
+            self.LA = [[pr(r[0, j]) for j in range(d)] for r in self.rowsA]
+            self.nocross = [([pr(row[j]) for j in range(d)], pr(off)) for row, off in nir.no_cross_rows]
+
+    # ---- propagator
+    def phi_at(self, D: ir.Value):
+        """Phi(D) (None for structural zeros) and phi(D), printed from the IR."""
+        env = dict(self.P.env)
+        env[DT.name] = D
+        pr = ExprPrinter(self.o, env)
+        d = self.d
+        Phi = [[pr(self.ir.Phi[i, j]) for j in range(d)] for i in range(d)]
+        phi = [pr(self.ir.phi[i]) for i in range(d)]
+        return Phi, phi
+
+    def propagate(self, x, D):
+        Phi, phi = self.phi_at(D)
+        return [self.o.add(a, b) for a, b in zip(self.o.matvec(Phi, x), phi)]
+
+    def jump(self, x, w, port: Optional[str] = None):
+        port = port or next(iter(self.ir.ports))
+        return [self.o.add(xi, self.o.mul(bi, w)) for xi, bi in zip(x, self.B[port])]
+
+    def reset(self, x):
+        return [self.o.add(a, b) for a, b in zip(self.o.matvec(self.R, x), self.r)]
+
+    def potential(self, x):
+        return self.o.z(self.o.dot(self.cvec, x))
+
+    def deriv(self, x):
+        """y = dx/dt = A x + a0."""
+        return [self.o.add(a, b) for a, b in zip(self.o.matvec(self.A, x), self.a0)]
+
+    def dpotential(self, x):
+        return self.o.z(self.o.dot(self.cvec, self.deriv(x)))
+
+    def materialize(self, x):
+        return [self.o.z(v) for v in x]
+
+    # ---- crossing search (DESIGN.md section 5)
+    def _u_at(self, x, D):
+        """(u(D) - theta, u'(D)) from the interval-start state x."""
+        o = self.o
+        Phi, phi = self.phi_at(D)
+        xD = [o.add(a, b) for a, b in zip(o.matvec(Phi, x), phi)]
+        yD = o.matvec(Phi, self.deriv(x))
+        return arith.subf(o.z(o.dot(self.cvec, xD)), self.theta), o.z(o.dot(self.cvec, yD))
+
+    def _g_at(self, k, x, D):
+        """(l_k y(D), (l_k A) y(D)) with y(D) = Phi(D) (A x + a0)."""
+        o = self.o
+        Phi, _ = self.phi_at(D)
+        yD = o.matvec(Phi, self.deriv(x))
+        return o.z(o.dot(self.L[k], yD)), o.z(o.dot(self.LA[k], yD))
+
+    def no_cross(self, x):
+        """The IR's cheap exact test (True: u provably stays below theta on the interval)."""
+        o = self.o
+        if not self.nocross:
+            return o.i1(False)
+        safe = o.i1(True)
+        for row, off in self.nocross:
+            val = o.z(o.add(o.dot(row, x), off))
+            safe = o.and_(safe, o.lt(val, self.theta))
+        return safe
+
+    def isolate(self, x, H, t0):
+        """First D in (0, H] with u(D) >= theta (u(0) < theta assumed), +inf if none: zeros of
+        l_{m-1} y, ..., l_0 y = u' are isolated from the bottom of the chain up (each level is
+        monotone between the zeros of the next), then the first monotone piece of u that
+        reaches theta is solved."""
+        o = self.o
+        ft = o.ft
+        zero = o.c(0.0)
+        one = o.c(1.0)
+        bps = [zero, H]
+        for k in range(len(self.rows) - 2, -1, -1):
+            new = [zero]
+            for a, b in zip(bps[:-1], bps[1:]):
+                ga = self._g_at(k, x, a)[0]
+                gb = self._g_at(k, x, b)[0]
+                change = o.and_(arith.cmpi(arith.CmpIPredicate.ne, o.lt(ga, zero), o.lt(gb, zero)), o.gt(b, a))
+                sign = o.sel(o.lt(ga, zero), one, o.c(-1.0))
+                r = o.if_(change,
+                          lambda a=a, b=b, sign=sign, k=k: [solve(o, lambda D: self._g_at(k, x, D), a, b, sign, zero)],
+                          lambda b=b: [b], [ft])[0]
+                new.append(r)
+            new.append(H)
+            bps = new
+        found = o.i1(False)
+        sa, sb = zero, zero
+        for a, b in zip(bps[:-1], bps[1:]):
+            fb = self._u_at(x, b)[0]
+            take = o.and_(o.not_(found), o.and_(o.ge(fb, zero), o.gt(b, a)))
+            sa, sb = o.sel(take, a, sa), o.sel(take, b, sb)
+            found = o.or_(found, take)
+        return o.if_(found, lambda: [solve(o, lambda D: self._u_at(x, D), sa, sb, one, t0)],
+                     lambda: [o.c(INF)], [ft])[0]
+
+    def first_crossing(self, x, lo, hi, t):
+        """First D in [lo, hi] with u >= theta, from the state x at absolute time t (threshold
+        disabled before lo: refractoriness); +inf if none. D == lo when u(lo) >= theta."""
+        o = self.o
+        ft = o.ft
+        x = self.materialize(x)
+        pos = o.gt(lo, o.c(0.0))
+        xl = o.if_(pos, lambda: self.materialize(self.propagate(x, lo)), lambda: x, [ft] * self.d)
+        imm = o.ge(self.potential(xl), self.theta)
+        H = arith.subf(hi, lo)
+        easy = o.or_(self.no_cross(xl), o.le(H, o.c(0.0)))
+
+        def hard():
+            return [arith.addf(lo, self.isolate(xl, H, arith.addf(t, lo)))]
+
+        def check():
+            # chains of length <= 2: u has at most one interior extremum, which is a maximum
+            # only if u' goes from + to -; without one, u(H) < theta rules a crossing out
+            return o.if_(self.quick_no_cross(xl, H), lambda: [o.c(INF)], hard, [ft])
+
+        rest = o.if_(easy, lambda: [o.c(INF)], check if len(self.rows) <= 2 else hard, [ft])[0]
+        return o.sel(imm, lo, rest)
+
+    def quick_no_cross(self, x, H):
+        """Exact for chains of length <= 2: u(H) < theta and no interior maximum of u."""
+        o = self.o
+        fH, gH = self._u_at(x, H)
+        below = o.lt(fH, o.c(0.0))
+        if len(self.rows) == 1:  # u' has one sign: u monotone
+            return below
+        g0 = o.z(o.dot(self.cvec, self.deriv(x)))
+        peak = o.and_(o.gt(g0, o.c(0.0)), o.lt(gH, o.c(0.0)))
+        return o.and_(below, o.not_(peak))
+
+
+# ----------------------------------------------------------------------------- module assembly
+
+
+def _scalar_func(name, nin, nout, ft, body):
+    fn = func.FuncOp(name, ir.FunctionType.get([ft] * nin, [ft] * nout))
+    blk = fn.add_entry_block()
+    with ir.InsertionPoint(blk):
+        func.ReturnOp(list(body(list(blk.arguments))))
+    return fn
+
+
+def build_functions(em: NeuronEmitter):
+    """The standalone scalar functions (argument order: documented per function)."""
+    nir, o, d = em.ir, em.o, em.d
+    ft = o.ft
+    npar = len(em.pnames)
+
+    def with_params(args):
+        em.setup(dict(zip(em.pnames, args[-npar:] if npar else [])))
+
+    # propagate(D, x..., params...) -> x(D)...
+    def f_prop(a):
+        with_params(a)
+        return em.materialize(em.propagate(a[1:1 + d], a[0]))
+
+    _scalar_func("propagate", 1 + d + npar, d, ft, f_prop)
+    for port in nir.ports:
+        def f_jump(a, port=port):
+            with_params(a)
+            return em.materialize(em.jump(a[1:1 + d], a[0], port))
+
+        _scalar_func(f"jump_{port}", 1 + d + npar, d, ft, f_jump)
+
+    def f_reset(a):
+        with_params(a)
+        return em.materialize(em.reset(a[:d]))
+
+    _scalar_func("reset", d + npar, d, ft, f_reset)
+
+    def f_pot(a):
+        with_params(a)
+        return [em.potential(a[:d])]
+
+    _scalar_func("potential", d + npar, 1, ft, f_pot)
+
+    def f_dpot(a):
+        with_params(a)
+        return [em.dpotential(a[:d])]
+
+    _scalar_func("dpotential", d + npar, 1, ft, f_dpot)
+
+    # combine(M2 nz..., b2..., M1 nz..., b1...) -> (M2 M1) nz..., M2 b1 + b2: affine composition
+    # over the structural nonzeros of Phi (lower triangular: the zeros are never computed)
+    nz = [(i, j) for i in range(d) for j in range(d) if nir.Phi[i, j] != 0]
+    nnz = len(nz)
+
+    def f_comb(a):
+        def unpack(vals):
+            M = [[None] * d for _ in range(d)]
+            for (i, j), v in zip(nz, vals[:nnz]):
+                M[i][j] = v
+            return M, vals[nnz:nnz + d]
+
+        M2, b2 = unpack(a[:nnz + d])
+        M1, b1 = unpack(a[nnz + d:])
+        M = [[o.dot(M2[i], [M1[k][j] for k in range(d)]) for j in range(d)] for i in range(d)]
+        b = [o.add(x, y) for x, y in zip(o.matvec(M2, b1), b2)]
+        return [o.z(M[i][j]) for i, j in nz] + em.materialize(b)
+
+    _scalar_func("combine", 2 * (nnz + d), nnz + d, ft, f_comb)
+    if not em.spiking:
+        return
+
+    # crossing(lo, hi, t, x..., params...) -> first D in [lo, hi] with u >= theta, or +inf
+    def f_cross(a):
+        with_params(a)
+        return [em.first_crossing(a[3:3 + d], a[0], a[1], a[2])]
+
+    _scalar_func("crossing", 3 + d + npar, 1, ft, f_cross)
+
+    # spike_time(a, b, t, x..., params...) -> the root of u = theta on a bracket [a, b] where
+    # u - theta changes sign upwards and is monotone
+    def f_st(a):
+        with_params(a)
+        x = em.materialize(a[3:3 + d])
+        return [solve(o, lambda D: em._u_at(x, D), a[0], a[1], o.c(1.0), a[2])]
+
+    _scalar_func("spike_time", 3 + d + npar, 1, ft, f_st)
+
+    # implicit function theorem at a spike D* (u(D*) = theta): with u' = du/dD at D*,
+    # dD*/dx0 = -c^T Phi(D*) / u', dD*/dtheta = 1 / u', dD*/dp = -(du/dp - dtheta/dp) / u'
+    def ift_setup(a):
+        with_params(a)
+        x = em.materialize(a[1:1 + d])
+        _, up = em._u_at(x, a[0])
+        return x, up
+
+    def f_dx(a):
+        x, up = ift_setup(a)
+        Phi, _ = em.phi_at(a[0])
+        row = [o.dot(em.cvec, [Phi[i][j] for i in range(d)]) for j in range(d)]
+        return [arith.negf(arith.divf(o.z(r), up)) for r in row]
+
+    _scalar_func("dtstar_dx", 1 + d + npar, d, ft, f_dx)
+
+    def f_dth(a):
+        _, up = ift_setup(a)
+        return [arith.divf(o.c(1.0), up)]
+
+    _scalar_func("dtstar_dtheta", 1 + d + npar, 1, ft, f_dth)
+
+    # du/dp printed from sympy derivatives of c^T (Phi x + phi) - theta (symbols X0.. for x)
+    X = sympy.Matrix(sympy.symbols(f"X0:{d}", real=True))
+    u_sym = (nir.c.T * (nir.Phi * X + nir.phi))[0, 0] - nir.theta
+    grads = [sympy.diff(u_sym, p.symbol) for p in nir.params]
+
+    def f_dp(a):
+        x, up = ift_setup(a)
+        env = dict(em.P.env)
+        env[DT.name] = a[0]
+        env.update({f"X{i}": x[i] for i in range(d)})
+        pr = ExprPrinter(o, env)
+        return [arith.negf(arith.divf(o.z(pr(g)), up)) for g in grads]
+
+    if npar:
+        _scalar_func("dtstar_dparams", 1 + d + npar, npar, ft, f_dp)
+
+
+# ----------------------------------------------------------------------------- the event loop
+
+
+def _memref(rank, et):
+    dyn = ir.ShapedType.get_dynamic_size()
+    dso = ir.ShapedType.get_dynamic_stride_or_offset()
+    return ir.MemRefType.get([dyn] * rank, et, layout=ir.StridedLayoutAttr.get(dso, [dso] * rank))
+
+
+LAYER_ARGS = ("times[B,n]", "chan[B,n] i64", "order[B,N,n] i64", "weight[B,C,N]", "delays[C,N]",
+              "nvalid[B] i64", "horizon[B,N]", "params...[N]", "out[B,N,S]", "counts[B,N] i64",
+              "over[B,N] i64", "port index (compile time)")
+
+
+def build_layer(em: NeuronEmitter, port: Optional[str] = None, name: str = "layer"):
+    """func @layer(times, chan, order, weight, delays, nvalid, horizon, p_1..p_P, out, counts,
+    over): for every sample b and neuron j, events order[b, j, :nvalid[b]] (arrival time
+    times[b, e] + delays[chan[b, e], j], weight weight[b, chan, j]) in time order, then the
+    horizon; exact spikes recorded in out[b, j, :S]; counts and overflow flags written.
+    Broadcast dimensions are passed with stride 0 (shared order, weight, params, no delays)."""
+    o = em.o
+    ft = o.ft
+    i64 = ir.IntegerType.get_signless(64)
+    idx = ir.IndexType.get()
+    d = em.d
+    npar = len(em.pnames)
+    types = ([_memref(2, ft), _memref(2, i64), _memref(3, i64), _memref(3, ft), _memref(2, ft),
+              _memref(1, i64), _memref(2, ft)] + [_memref(1, ft)] * npar
+             + [_memref(3, ft), _memref(2, i64), _memref(2, i64)])
+    fn = func.FuncOp(name, ir.FunctionType.get(types, []))
+    fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
+    blk = fn.add_entry_block()
+    with ir.InsertionPoint(blk):
+        a = list(blk.arguments)
+        times, chan, order, weight, delays, nvalid, horizon = a[:7]
+        pmem = a[7:7 + npar]
+        out, counts, over = a[7 + npar:]
+        c0, c1 = o.ci(0), o.ci(1)
+        nB = memref.dim(order, c0)
+        nN = memref.dim(order, c1)
+        nS = memref.dim(out, o.ci(2))
+        S64 = arith.index_cast(i64, nS)
+        zero64, one64 = arith.constant(i64, 0), arith.constant(i64, 1)
+        lb = scf.ForOp(c0, nB, c1)
+        with ir.InsertionPoint(lb.body):
+            b = lb.induction_variable
+            nv = arith.index_cast(idx, memref.load(nvalid, [b]))
+            lj = scf.ForOp(c0, nN, c1)
+            with ir.InsertionPoint(lj.body):
+                j = lj.induction_variable
+                em.setup({n: memref.load(m, [j]) for n, m in zip(em.pnames, pmem)})
+                H = memref.load(horizon, [b, j])
+                x0 = em.materialize(em.init)
+                inits = x0 + [o.c(0.0), o.c(-INF), zero64, zero64]
+                lk = scf.ForOp(c0, arith.addi(nv, c1), c1, inits)
+                with ir.InsertionPoint(lk.body):
+                    k = lk.induction_variable
+                    st = list(lk.inner_iter_args)
+                    last = arith.cmpi(arith.CmpIPredicate.uge, k, nv)
+                    kk = arith.select(last, arith.subi(nv, c1), k)
+                    kk = arith.select(arith.cmpi(arith.CmpIPredicate.eq, nv, c0), c0, kk)
+                    e = arith.index_cast(idx, memref.load(order, [b, j, kk]))
+                    ch = arith.index_cast(idx, memref.load(chan, [b, e]))
+                    tk = arith.addf(memref.load(times, [b, e]), memref.load(delays, [ch, j]))
+                    wk = memref.load(weight, [b, ch, j])
+                    beyond = o.or_(last, o.not_(o.lt(tk, H)))
+                    T = o.sel(beyond, H, tk)
+                    w = o.sel(beyond, o.c(0.0), wk)
+                    st = _advance(em, st, T, b, j, out, S64)
+                    x = em.materialize(em.jump(st[:d], w, port))
+                    scf.yield_(x + st[d:])
+                res = list(lk.results)
+                memref.store(res[d + 2], counts, [b, j])
+                memref.store(res[d + 3], over, [b, j])
+                scf.yield_([])
+            scf.yield_([])
+        func.ReturnOp([])
+    return fn
+
+
+def _advance(em: NeuronEmitter, st, T, b, j, out, S64):
+    """Simulate (x..., t, ref_end, count, over) to time T, spiking on the way (scf.while: one
+    iteration per spike in the interval, plus one)."""
+    o = em.o
+    ft = o.ft
+    d = em.d
+    i64 = ir.IntegerType.get_signless(64)
+    i1 = ir.IntegerType.get_signless(1)
+    types = [ft] * d + [ft, ft, i64, i64, i1]
+    w = scf.WhileOp(types, list(st) + [o.i1(False)])
+    before = w.before.blocks.append(*types)
+    with ir.InsertionPoint(before):
+        args = list(before.arguments)
+        scf.condition(o.not_(args[-1]), args)
+    after = w.after.blocks.append(*types)
+    with ir.InsertionPoint(after):
+        args = list(after.arguments)
+        x, t, ref, cnt, ov = args[:d], args[d], args[d + 1], args[d + 2], args[d + 3]
+        lo = o.fmax(arith.subf(ref, t), o.c(0.0))
+        hi = arith.subf(T, t)
+        # the refractory period covers the rest of the interval: no threshold to test
+        skip = o.and_(o.ge(lo, hi), o.gt(lo, o.c(0.0)))
+        Dc = o.if_(skip, lambda: [o.c(INF)], lambda: [em.first_crossing(x, lo, hi, t)], [ft])[0]
+        found = o.le(Dc, hi)
+        Du = o.sel(found, Dc, hi)
+        xn = em.materialize(em.propagate(x, Du))
+        xr = em.materialize(em.reset(xn))
+        ts = arith.addf(t, Dc)
+        room = arith.cmpi(arith.CmpIPredicate.slt, cnt, S64)
+        rec = o.and_(found, room)
+
+        def store():
+            memref.store(ts, out, [b, j, arith.index_cast(ir.IndexType.get(), cnt)])
+
+        o.if_void(rec, store)
+        dead = o.and_(found, o.not_(room))
+        x2 = [o.sel(found, r, n) for r, n in zip(xr, xn)]
+        t2 = o.sel(found, ts, T)
+        tr = o.z(em.t_ref)
+        ref2 = o.sel(found, o.sel(dead, o.c(INF), arith.addf(ts, tr)), ref)
+        cnt2 = o.sel(rec, arith.addi(cnt, arith.constant(i64, 1)), cnt)
+        ov2 = o.sel(dead, arith.constant(i64, 1), ov)
+        scf.yield_(x2 + [t2, ref2, cnt2, ov2, o.not_(found)])
+    return list(w.results)[:-1]
+
+
+# ----------------------------------------------------------------------------- entry points
+
+CLEANUP = "builtin.module(canonicalize,cse)"
+
+
+def build_module(nir: NeuronIR, dtype: str = "f64", with_layer: bool = True,
+                 port: Optional[str] = None) -> ir.Module:
+    """The module in a fresh context (caller keeps `module.context` alive)."""
+    ctx = ir.Context()
+    with ctx, ir.Location.unknown():
+        float_type(dtype)  # validates dtype
+        em = NeuronEmitter(nir, dtype)
+        m = ir.Module.create()
+        with ir.InsertionPoint(m.body):
+            add_helpers(em.o)
+            build_functions(em)
+            if with_layer and em.spiking:
+                build_layer(em, port=port)
+                build_layer_shared(em, port=port)
+        if not m.operation.verify():
+            raise RuntimeError(f"{nir.name}: emitted MLIR does not verify")
+        passmanager.PassManager.parse(CLEANUP).run(m.operation)
+    return m
+
+
+def emit_module(nir: NeuronIR, dtype: str = "f64") -> str:
+    """One module per neuron type, canonicalized and CSE'd, as text (parses back and verifies)."""
+    return str(build_module(nir, dtype))
+
+
+def _dense(rank, et):
+    dyn = ir.ShapedType.get_dynamic_size()
+    return ir.MemRefType.get([dyn] * rank, et)
+
+
+def build_layer_shared(em: NeuronEmitter, port: Optional[str] = None, name: str = "layer_shared"):
+    """Event-outer variant of `layer` for a layer without delays whose parameters are shared
+    (DESIGN.md section 9): per event, Phi(D) is computed once for the whole layer; then a
+    branch-free pass over the neurons (contiguous state, so LLVM can vectorise it) advances every
+    neuron that passes the cheap no-crossing test and is not refractory, and flags the others;
+    only if some neuron was flagged, a second pass runs the exact per-neuron path of `layer`
+    on them (same formulas, same results).
+
+    func @layer_shared(times[B,n], chan[B,n], order[B,n], weight[Bw,C,N] (dense; Bw = 1 or B),
+    nvalid[B], horizon[B], p_1..p_P (element 0 used), out[B,N,S], counts[B,N], over[B,N],
+    xs[d,N] (dense scratch state), refs[N] (scratch refractory ends), ints[2,N] (scratch
+    count/over), flags[N] i8 (scratch))."""
+    o = em.o
+    ft = o.ft
+    i64 = ir.IntegerType.get_signless(64)
+    i8 = ir.IntegerType.get_signless(8)
+    idx = ir.IndexType.get()
+    d = em.d
+    npar = len(em.pnames)
+    types = ([_memref(2, ft), _memref(2, i64), _memref(2, i64), _dense(3, ft), _memref(1, i64),
+              _memref(1, ft)] + [_memref(1, ft)] * npar
+             + [_memref(3, ft), _memref(2, i64), _memref(2, i64), _dense(2, ft), _dense(1, ft),
+                _dense(2, i64), _dense(1, i8)])
+    fn = func.FuncOp(name, ir.FunctionType.get(types, []))
+    fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
+    blk = fn.add_entry_block()
+    with ir.InsertionPoint(blk):
+        a = list(blk.arguments)
+        times, chan, order, weight, nvalid, horizon = a[:6]
+        pmem = a[6:6 + npar]
+        out, counts, over, xs, refs, ints, flags = a[6 + npar:]
+        c0, c1 = o.ci(0), o.ci(1)
+        nB = memref.dim(out, c0)
+        nN = memref.dim(out, c1)
+        S64 = arith.index_cast(i64, memref.dim(out, o.ci(2)))
+        wb = arith.cmpi(arith.CmpIPredicate.ugt, memref.dim(weight, c0), c1)  # per-sample weights
+        zero64 = arith.constant(i64, 0)
+        em.setup({n: memref.load(m, [c0]) for n, m in zip(em.pnames, pmem)})
+        lb = scf.ForOp(c0, nB, c1)
+        with ir.InsertionPoint(lb.body):
+            b = lb.induction_variable
+            bw = arith.select(wb, b, c0)
+            nv = arith.index_cast(idx, memref.load(nvalid, [b]))
+            H = memref.load(horizon, [b])
+            x0 = em.materialize(em.init)
+            li = scf.ForOp(c0, nN, c1)
+            with ir.InsertionPoint(li.body):
+                j = li.induction_variable
+                for q in range(d):
+                    memref.store(x0[q], xs, [o.ci(q), j])
+                memref.store(o.c(-INF), refs, [j])
+                memref.store(zero64, ints, [c0, j])
+                memref.store(zero64, ints, [c1, j])
+                scf.yield_([])
+            lk = scf.ForOp(c0, arith.addi(nv, c1), c1, [o.c(0.0)])
+            with ir.InsertionPoint(lk.body):
+                k = lk.induction_variable
+                t_prev = lk.inner_iter_args[0]
+                last = arith.cmpi(arith.CmpIPredicate.uge, k, nv)
+                kk = arith.select(last, arith.subi(nv, c1), k)
+                kk = arith.select(arith.cmpi(arith.CmpIPredicate.eq, nv, c0), c0, kk)
+                e = arith.index_cast(idx, memref.load(order, [b, kk]))
+                ch = arith.index_cast(idx, memref.load(chan, [b, e]))
+                tk = memref.load(times, [b, e])
+                beyond = o.or_(last, o.not_(o.lt(tk, H)))
+                T = o.sel(beyond, H, tk)
+                D = arith.subf(T, t_prev)
+                wscale = o.sel(beyond, o.c(0.0), o.c(1.0))
+                Phi, phi = em.phi_at(D)  # once per event for the whole layer
+                # pass 1: branch-free affine update of the provably quiet neurons
+                lj = scf.ForOp(c0, nN, c1, [o.i1(False)])
+                with ir.InsertionPoint(lj.body):
+                    j = lj.induction_variable
+                    x = [memref.load(xs, [o.ci(q), j]) for q in range(d)]
+                    ref = memref.load(refs, [j])
+                    safe = o.and_(em.no_cross(x), o.le(ref, t_prev))
+                    w = arith.mulf(wscale, memref.load(weight, [bw, ch, j]))
+                    xn = [o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)]
+                    xn = em.materialize(em.jump(xn, w, port))
+                    for q in range(d):
+                        memref.store(o.sel(safe, xn[q], x[q]), xs, [o.ci(q), j])
+                    memref.store(arith.extui(i8, o.not_(safe)), flags, [j])
+                    scf.yield_([o.or_(lj.inner_iter_args[0], o.not_(safe))])
+                anyflag = lj.results[0]
+
+                # pass 2 (rare): the exact per-neuron path for the flagged neurons
+                def fixup():
+                    lf = scf.ForOp(c0, nN, c1)
+                    with ir.InsertionPoint(lf.body):
+                        j = lf.induction_variable
+                        flagged = arith.cmpi(arith.CmpIPredicate.ne, memref.load(flags, [j]),
+                                             arith.constant(i8, 0))
+
+                        def slow():
+                            x = [memref.load(xs, [o.ci(q), j]) for q in range(d)]
+                            ref = memref.load(refs, [j])
+                            cnt = memref.load(ints, [c0, j])
+                            ov = memref.load(ints, [c1, j])
+                            st = _advance(em, x + [t_prev, ref, cnt, ov], T, b, j, out, S64)
+                            memref.store(st[d + 1], refs, [j])
+                            memref.store(st[d + 2], ints, [c0, j])
+                            memref.store(st[d + 3], ints, [c1, j])
+                            w = arith.mulf(wscale, memref.load(weight, [bw, ch, j]))
+                            xj = em.materialize(em.jump(st[:d], w, port))
+                            for q in range(d):
+                                memref.store(xj[q], xs, [o.ci(q), j])
+
+                        o.if_void(flagged, slow)
+                        scf.yield_([])
+
+                o.if_void(anyflag, fixup)
+                scf.yield_([T])
+            lo = scf.ForOp(c0, nN, c1)
+            with ir.InsertionPoint(lo.body):
+                j = lo.induction_variable
+                memref.store(memref.load(ints, [c0, j]), counts, [b, j])
+                memref.store(memref.load(ints, [c1, j]), over, [b, j])
+                scf.yield_([])
+            scf.yield_([])
+        func.ReturnOp([])
+    return fn

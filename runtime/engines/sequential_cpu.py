@@ -1,0 +1,161 @@
+"""Engine "sequential-cpu": the exact sequential event loop, generated as MLIR from the neuron's
+IR and JIT-compiled for the CPU (compiler/backends/cpu_jit.py). Forward only: its backward
+raises NotImplementedError (use the "torch" or "torch-sequential" engines to train).
+Readouts (observe=..., neurons without threshold) are delegated to "torch-sequential".
+
+Per sample and neuron the loop visits the input events in arrival order (one argsort per sample
+without delays, shared by every neuron through a stride-0 view; per-neuron orders with delays),
+tests every inter-event interval with the IR's cheap no-crossing test, isolates and solves the
+spike time exactly where that test fails, resets, honours the refractory period and the spike
+cap, and continues to the horizon (t_end, else the last arrival + 60 slowest time constants,
+the convention of runtime/events.py and tests/mpref.py)."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from spikescan.compiler.ir import NeuronIR
+from spikescan.runtime.engines.result import LayerResult, SpikeCapExceeded
+
+Tensor = torch.Tensor
+TAIL_TAUS = 60.0
+USE_SHARED_PATH = True  # tests switch it off to compare the two generated loops
+_DTYPES = {torch.float64: "f64", torch.float32: "f32"}
+
+
+def _param_vectors(ir: NeuronIR, params: dict, N: int, dtype) -> list[Tensor]:
+    known = {p.name for p in ir.params}
+    unknown = set(params or {}) - known
+    if unknown:
+        raise KeyError(f"{ir.name}: unknown parameters {sorted(unknown)}; known: {sorted(known)}")
+    out = []
+    for p in ir.params:
+        v = (params or {}).get(p.name, p.default)
+        v = torch.as_tensor(v, dtype=dtype).detach().cpu()
+        if v.dim() == 0:
+            v = v.reshape(1).expand(N)
+        elif v.shape != (N,):
+            raise ValueError(f"parameter {p.name!r} must be a scalar or [N={N}], got {tuple(v.shape)}")
+        out.append(v.contiguous() if v.stride(0) != 0 else v)
+    return out
+
+
+def _slowest_tau(ir: NeuronIR, pvec: list[Tensor]) -> float:
+    """Largest 1/|rate| over the eigenvalues of A (triangular: its diagonal) and all neurons."""
+    import sympy
+
+    syms = [p.symbol for p in ir.params]
+    best = 0.0
+    for i in range(ir.d):
+        f = sympy.lambdify(syms, ir.A[i, i], "math")
+        for vals in zip(*[v.tolist() for v in pvec]) if pvec else [()]:
+            lam = abs(float(f(*vals)))
+            if lam > 0:
+                best = max(best, 1.0 / lam)
+    return best if best > 0 else 1.0
+
+
+class _NoGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, out, *inputs):
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise NotImplementedError(
+            "the sequential-cpu engine (JIT-compiled MLIR) is forward-only: its JIT backward is not "
+            "implemented; train with engine='torch' or 'torch-sequential'")
+
+
+def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weight: Tensor,
+              delays: Optional[Tensor] = None, *, port: Optional[str] = None, chunk: int = 128,
+              max_spikes: int = 64, on_overflow: str = "raise", observe: Optional[str] = None,
+              t_end: Optional[float] = None) -> LayerResult:
+    del chunk  # one event at a time
+    from spikescan.compiler.backends.cpu_jit import compile_neuron
+
+    if on_overflow not in ("raise", "flag"):
+        raise ValueError(f"on_overflow must be 'raise' or 'flag', got {on_overflow!r}")
+    if observe is not None or ir.c is None or ir.theta is None:
+        # readouts (observe=..., neurons without threshold) are not generated as MLIR yet: the
+        # exact PyTorch sequential engine computes them with the same semantics
+        from spikescan.runtime.engines import torch_sequential
+
+        return torch_sequential.run_layer(ir, params, times, channels, weight, delays, port=port,
+                                          max_spikes=max_spikes, on_overflow=on_overflow,
+                                          observe=observe, t_end=t_end)
+    if max_spikes < 1:
+        raise ValueError("max_spikes must be >= 1")
+    if times.dtype not in _DTYPES:
+        raise TypeError(f"times must be float32 or float64, got {times.dtype}")
+    if port is not None and port not in ir.ports:
+        raise KeyError(f"{ir.name} has no input port {port!r}; ports: {list(ir.ports)}")
+    dtype = times.dtype
+    dev = times.device
+    B, n = times.shape
+    if weight.dim() not in (2, 3):
+        raise ValueError(f"weight must be [C, N] or [B, C, N], got {tuple(weight.shape)}")
+    C, N = weight.shape[-2], weight.shape[-1]
+    if weight.dim() == 3 and weight.shape[0] != B:
+        raise ValueError(f"weight [B, C, N] has batch {weight.shape[0]}, times has {B}")
+
+    t = times.detach().cpu()
+    ch = channels.detach().cpu().to(torch.int64).contiguous()
+    if n and bool(((ch < 0) | (ch >= C)).any()):
+        raise ValueError(f"channels must lie in [0, {C})")
+    if bool((t < 0).any()):
+        raise ValueError("event times must be >= 0 (neurons start at t = 0)")
+    if bool(torch.isnan(t).any()):
+        raise ValueError("event times contain NaN (use +inf for padding)")
+    if n == 0:  # one padding column keeps every index in range
+        t = torch.full((B, 1), math.inf, dtype=dtype)
+        ch = torch.zeros((B, 1), dtype=torch.int64)
+        n = 1
+    t = t.contiguous()
+    W = weight.detach().cpu().to(dtype)
+    W = W.contiguous().unsqueeze(0).expand(B, C, N) if W.dim() == 2 else W.contiguous()
+    pvec = _param_vectors(ir, params, N, dtype)
+    fin = t < math.inf
+    nvalid = fin.sum(1).to(torch.int64)
+
+    if delays is None:
+        order = torch.argsort(t, dim=1, stable=True).unsqueeze(1).expand(B, N, n)
+        dl = torch.zeros((1, 1), dtype=dtype).expand(C, N)
+        last = t.masked_fill(~fin, 0.0).amax(1, keepdim=True).expand(B, N)
+    else:
+        dl = delays.detach().cpu().to(dtype).contiguous()
+        if dl.shape != (C, N):
+            raise ValueError(f"delays must be [C={C}, N={N}], got {tuple(dl.shape)}")
+        arr = t.unsqueeze(1) + dl.t()[:, ch].permute(1, 0, 2)  # [B, N, n] arrival times
+        order = torch.argsort(arr, dim=2, stable=True)
+        last = arr.masked_fill(~(arr < math.inf), 0.0).amax(2)
+    if t_end is not None:
+        horizon = torch.full((1, 1), float(t_end), dtype=dtype).expand(B, N)
+    else:
+        horizon = (last + TAIL_TAUS * _slowest_tau(ir, pvec)).contiguous()
+
+    eng = compile_neuron(ir, _DTYPES[dtype], port)
+    out = torch.full((B, N, max_spikes), math.inf, dtype=dtype)
+    counts = torch.zeros((B, N), dtype=torch.int64)
+    over = torch.zeros((B, N), dtype=torch.int64)
+    if delays is None and USE_SHARED_PATH and all(v.stride(0) == 0 for v in pvec):
+        # shared time constants, one event order per sample: the event-outer loop
+        Wd = weight.detach().cpu().to(dtype)  # [C, N] stays unexpanded (dense) here
+        eng.layer_shared(t, ch, order[:, 0, :], Wd, nvalid, horizon[:, 0], pvec, out, counts, over)
+    else:
+        eng.layer(t, ch, order, W, dl, nvalid, horizon, pvec, out, counts, over)
+
+    over_b = over.bool().any(1)
+    if on_overflow == "raise" and bool(over_b.any()):
+        b, j = [int(v) for v in over.nonzero()[0]]
+        raise SpikeCapExceeded(b, j, max_spikes)
+    S = max(1, int(counts.max())) if counts.numel() else 1
+    out = out[:, :, :S].contiguous().to(dev)
+    grads = [v for v in (times, weight, delays) if v is not None and v.requires_grad]
+    grads += [v for v in (params or {}).values() if torch.is_tensor(v) and v.requires_grad]
+    if grads and torch.is_grad_enabled():
+        out = _NoGrad.apply(out, *grads)
+    return LayerResult(times=out, counts=counts.to(dev), overflow=over_b.to(dev), observed=None)

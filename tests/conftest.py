@@ -1,0 +1,22 @@
+"""Suite-wide test set-up: make tests/mpref.py (the mpmath reference) importable as `mpref`,
+and keep generated code of the whole suite out of the user's ./.spikescan-cache."""
+
+import os
+import sys
+
+import pytest
+
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _suite_cache(tmp_path_factory):
+    old = os.environ.get("SPIKESCAN_CACHE")
+    os.environ["SPIKESCAN_CACHE"] = str(tmp_path_factory.mktemp("spikescan-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SPIKESCAN_CACHE", None)
+    else:
+        os.environ["SPIKESCAN_CACHE"] = old
