@@ -1,0 +1,393 @@
+"""Generate a Triton module (Python source) for one neuron type from its NeuronIR.
+
+Everything neuron-specific is printed from the IR's sympy expressions (Phi, phi, B, c, theta,
+R, r, t_ref, the isolation chain and the no-crossing rows); the event loops and the chunked
+scan (compiler/backends/triton_kernels.py) are generic text around those helpers. The state
+vector is unrolled into scalars/tensors x0..x{d-1}; every helper is elementwise, so it serves
+both the per-lane vectors of the sequential kernel and the [lanes, K] tiles of the scan.
+
+    generate(ir, dtype="f64") -> str        the module source
+    load_module(ir, dtype="f64")            import it from the content-hash cache folder
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import sympy
+
+from ..ir import DT, NeuronIR
+from .triton_kernels import kernel_source
+from .triton_inline import inline_helpers
+from .triton_printer import TritonPrinter, emit_assignments
+
+GENERATOR_VERSION = "1"
+
+_DTYPES = {
+    # machine epsilon, a tiny positive normal number, cap on safeguarded-Newton iterations
+    "f64": dict(tl="tl.float64", eps=2.220446049250313e-16, tiny=1e-300, maxit=100),
+    "f32": dict(tl="tl.float32", eps=1.1920929e-07, tiny=1e-30, maxit=60),
+}
+
+# Special functions of compiler/special.py, implemented once (same algorithms as numeric_*).
+# tl.where evaluates both branches, so every denominator is made safe first.
+SPECIAL_HELPERS = '''
+@triton.jit
+def _expm1(z):
+    # Kahan: (u - 1) * z / log(u) with u = exp(z) is accurate to a few ulp (no libdevice in the
+    # interpreter); exact branches for u == 1 and u == 0, and overflow passes through.
+    u = tl.exp(z)
+    um1 = u - 1.0
+    lu = tl.log(u)
+    safe = (um1 != 0.0) & (um1 != -1.0) & (u < float('inf'))
+    r = tl.where(safe, um1 * (z / tl.where(safe, lu, 1.0)), um1)
+    return tl.where(um1 == 0.0, z, r)
+
+
+@triton.jit
+def exprel(z):
+    small = tl.abs(z) < 1e-5
+    zs = tl.where(small, 1.0, z)
+    u = tl.exp(zs)
+    um1 = u - 1.0
+    safe = (um1 != 0.0) & (um1 != -1.0) & (u < float('inf'))
+    lu = tl.log(tl.where(safe, u, 2.0))
+    big = tl.where(safe, um1 / lu, tl.where(um1 == -1.0, -1.0 / zs, u))
+    return tl.where(small, 1.0 + z * (0.5 + z * (1.0 / 6.0)), big)
+
+
+@triton.jit
+def phi2(z):
+    small = tl.abs(z) < 1e-2
+    # sum_{k>=0} z^k / (k+2)!, Horner, 9 terms (enough for |z| < 1e-2 in double)
+    s = 1.0 / 3628800.0
+    s = s * z + 1.0 / 362880.0
+    s = s * z + 1.0 / 40320.0
+    s = s * z + 1.0 / 5040.0
+    s = s * z + 1.0 / 720.0
+    s = s * z + 1.0 / 120.0
+    s = s * z + 1.0 / 24.0
+    s = s * z + 1.0 / 6.0
+    s = s * z + 0.5
+    zs = tl.where(small, 1.0, z)
+    return tl.where(small, s, (_expm1(zs) - zs) / (zs * zs))
+
+
+@triton.jit
+def dexp2(x, y):
+    # exp[0, x, y]: shift by the largest node so all nodes are <= 0 (see numeric_dexp2)
+    zero = x * 0.0
+    p2 = tl.maximum(tl.maximum(x, y), zero)
+    p0 = tl.minimum(tl.minimum(x, y), zero)
+    p1 = tl.maximum(tl.minimum(x, y), tl.minimum(tl.maximum(x, y), zero))
+    u = p0 - p2
+    v = p1 - p2
+    scale = tl.exp(p2)
+    # series sum_n h_n(u, v)/(n+2)!, h_n = u h_{n-1} + v^n (used when the spread is < 1/2)
+    tot = zero
+    h = zero
+    vn = zero + 1.0
+    fact = 2.0
+    for n in tl.static_range(24):
+        h = u * h + vn
+        tot = tot + h / fact
+        vn = vn * v
+        fact = fact * (n + 3)
+    us = tl.where(u > -0.5, -1.0, u)
+    quot = (exprel(v) - tl.exp(v) * exprel(us - v)) / (-us)
+    return scale * tl.where(u > -0.5, tot, quot)
+'''
+
+
+def _state_syms(d: int) -> list[sympy.Symbol]:
+    return [sympy.Symbol(f"x{i}", real=True) for i in range(d)]
+
+
+def _chain_rows(ir: NeuronIR) -> list[sympy.Matrix]:
+    """Rows l_0 = c^T, l_k = l_{k-1}(A - lam_k I) of the isolation chain (from the IR when the
+    analysis filled it; otherwise from the diagonal of the lower-triangular A). The last row
+    is a left eigenvector, so l_m (A x + a0) keeps one sign along an interval."""
+    if ir.chain is not None and ir.chain.rows:
+        return [sympy.Matrix(r).reshape(1, ir.d) for r in ir.chain.rows]
+    rows = [ir.c.T]
+    for k in range(ir.d - 1):
+        nxt = (rows[-1] * (ir.A - ir.A[k, k] * sympy.eye(ir.d))).applyfunc(sympy.simplify)
+        if all(e == 0 for e in nxt):
+            break
+        rows.append(nxt)
+    return rows
+
+
+class _Gen:
+    def __init__(self, ir: NeuronIR, dtype: str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if ir.Phi is None or ir.phi is None:
+            raise ValueError(f"neuron {ir.name}: the IR has no propagator (run the analysis first)")
+        self.ir, self.dtype, self.cfg = ir, dtype, _DTYPES[dtype]
+        self.d = ir.d
+        self.xs = _state_syms(self.d)
+        self.pnames = [f"p_{p.name}" for p in ir.params]
+        self.names = {p.symbol: f"p_{p.name}" for p in ir.params}
+        self.names[DT] = "D"
+        for i, s in enumerate(self.xs):
+            self.names[s] = f"x{i}"
+        self.P = ", ".join(self.pnames)
+        self.X = ", ".join(f"x{i}" for i in range(self.d))
+        self.spiking = ir.c is not None and ir.theta is not None
+        # structural non-zeros of Phi: the scan carries only these entries
+        self.nz = [(i, j) for i in range(self.d) for j in range(self.d)
+                   if sympy.simplify(ir.Phi[i, j]) != 0]
+        self.lines: list[str] = []
+
+    # ------------------------------------------------------------------ small emit helpers
+    def fn(self, name: str, args: str, body: list[str], ret: str):
+        self.lines += ["", "", "@triton.jit", f"def {name}({args}):"]
+        self.lines += body
+        self.lines.append(f"    return {ret}")
+
+    def assign(self, outs: dict[str, sympy.Expr], ref: str) -> list[str]:
+        """Assignments; constant outputs are broadcast to the shape/dtype of `ref`."""
+        lines = emit_assignments(outs, self.names)
+        for k, e in outs.items():
+            if not sympy.sympify(e).free_symbols:
+                lines.append(f"    {k} = tl.zeros_like({ref}) + {k}")
+        return lines
+
+    # ------------------------------------------------------------------ neuron helpers
+    def emit_basics(self):
+        ir, d, X, P = self.ir, self.d, self.X, self.P
+        xv = sympy.Matrix(self.xs)
+        # initial state (params only)
+        self.fn("state_init", f"ref, {P}", self.assign({f"y{i}": ir.init[i] for i in range(d)}, "ref"),
+                ", ".join(f"y{i}" for i in range(d)))
+        # propagate: Phi(D) x + phi(D)
+        y = ir.Phi * xv + ir.phi
+        self.fn("propagate", f"{X}, D, {P}", self.assign({f"y{i}": y[i] for i in range(d)}, "D"),
+                ", ".join(f"y{i}" for i in range(d)))
+        # the per-event affine map of each port: M = Phi(D), b = phi(D) + B w
+        wsym = sympy.Symbol("w", real=True)
+        self.names[wsym] = "w"
+        for port, Bk in ir.ports.items():
+            outs = {f"m{i}_{j}": ir.Phi[i, j] for i, j in self.nz}
+            outs.update({f"b{i}": ir.phi[i] + Bk[i] * wsym for i in range(d)})
+            self.fn(f"maps_{port}", f"D, w, {P}", self.assign(outs, "D"), ", ".join(outs))
+            jo = {f"y{i}": self.xs[i] + Bk[i] * wsym for i in range(d)}
+            self.fn(f"jump_{port}", f"{X}, w, {P}", self.assign(jo, "w"), ", ".join(jo))
+        # affine composition (M2, b2) o (M1, b1) = (M2 M1, M2 b1 + b2), non-zeros only
+        nzs = set(self.nz)
+        m1 = ", ".join(f"a{i}_{j}" for i, j in self.nz) + ", " + ", ".join(f"u{i}" for i in range(d))
+        m2 = ", ".join(f"c{i}_{j}" for i, j in self.nz) + ", " + ", ".join(f"v{i}" for i in range(d))
+        body, rets = [], []
+        for i, j in self.nz:
+            terms = [f"c{i}_{k} * a{k}_{j}" for k in range(d) if (i, k) in nzs and (k, j) in nzs]
+            body.append(f"    r{i}_{j} = " + (" + ".join(terms) if terms else f"a{i}_{j} * 0.0"))
+            rets.append(f"r{i}_{j}")
+        for i in range(d):
+            terms = [f"c{i}_{k} * u{k}" for k in range(d) if (i, k) in nzs]
+            body.append(f"    s{i} = " + " + ".join(terms + [f"v{i}"]))
+            rets.append(f"s{i}")
+        self.fn("combine", f"{m1}, {m2}", body, ", ".join(rets))
+        # apply a map to a state
+        mm = ", ".join(f"m{i}_{j}" for i, j in self.nz) + ", " + ", ".join(f"b{i}" for i in range(d))
+        body = []
+        for i in range(d):
+            terms = [f"m{i}_{k} * x{k}" for k in range(d) if (i, k) in nzs]
+            body.append(f"    y{i} = " + " + ".join(terms + [f"b{i}"]))
+        self.fn("apply_map", f"{mm}, {X}", body, ", ".join(f"y{i}" for i in range(d)))
+        # reset
+        yr = ir.R * xv + ir.r
+        self.fn("reset", f"{X}, {P}", self.assign({f"y{i}": yr[i] for i in range(d)}, "x0"),
+                ", ".join(f"y{i}" for i in range(d)))
+        # time scale for t_end=None: 60 times the slowest time constant (as tests/mpref.py)
+        rates = [ir.A[i, i] for i in range(d)]
+        body = ["    tau = ref * 0.0"]
+        pr = TritonPrinter(self.names)
+        for lam in rates:
+            if sympy.simplify(lam) == 0:
+                continue
+            body.append(f"    lam = tl.abs(tl.zeros_like(ref) + {pr.doprint(lam)})")
+            body.append("    tau = tl.maximum(tau, 1.0 / tl.where(lam > 0, lam, 1.0))")
+        body.append("    tau = tl.where(tau > 0, tau, 1.0)")
+        self.fn("tau_slow", f"ref, {P}", body, "tau")
+        # refractory period
+        self.fn("t_ref", f"ref, {P}", [f"    tr = tl.zeros_like(ref) + {pr.doprint(ir.t_ref)}"], "tr")
+
+    def emit_threshold(self):
+        ir, d, X, P = self.ir, self.d, self.X, self.P
+        xv = sympy.Matrix(self.xs)
+        pr = TritonPrinter(self.names)
+        self.fn("theta", f"ref, {P}", [f"    th = tl.zeros_like(ref) + {pr.doprint(ir.theta)}"], "th")
+        self.fn("potential", f"{X}, {P}", self.assign({"u": (ir.c.T * xv)[0]}, "x0"), "u")
+        y = ir.A * xv + ir.a0
+        rows = _chain_rows(ir)
+        self.levels = len(rows)
+        for k, row in enumerate(rows):
+            self.fn(f"chain{k}", f"{X}, {P}", self.assign({"g": (row * y)[0]}, "x0"), "g")
+            self.fn(f"dchain{k}", f"{X}, {P}", self.assign({"g": (row * ir.A * y)[0]}, "x0"), "g")
+        # cheap exact no-crossing test
+        if ir.no_cross_rows:
+            body = ["    ok = x0 == x0"]
+            for row, off in ir.no_cross_rows:
+                e = (sympy.Matrix(row).reshape(1, d) * xv)[0] + off
+                body.append(f"    ok = ok & (({pr.doprint(e)}) < th)")
+        else:
+            body = ["    ok = x0 != x0"]  # no test derived: every interval is a candidate
+        self.fn("no_cross", f"{X}, th, {P}", body, "ok")
+        self.emit_isolation()
+        self.emit_solver()
+
+    def prop_call(self, D: str, out: str) -> str:
+        outs = ", ".join(f"{out}{i}" for i in range(self.d))
+        return f"{outs} = propagate({self.X}, {D}, {self.P})"
+
+    def newton_block(self, ind: str, fn: str, dfn: str, minus: str, lo: str, hi: str, sa: str,
+                     act: str, out: str) -> list[str]:
+        """Text of a safeguarded Newton iteration for the single zero of fn(x(D)) - minus on
+        [lo, hi] (sign `sa` at lo): steps leaving the bracket become bisections; stop when the
+        step or the bracket is a few ulp, or at the iteration cap. Result in `out`."""
+        d, X, P = self.d, self.X, self.P
+        eps, maxit = self.cfg["eps"], self.cfg["maxit"]
+        ys = ", ".join(f"yn{i}" for i in range(d))
+        sub = [f"{ind}    f = f - {minus}"] if minus else []
+        i2 = ind + "    "
+        return [
+            f"{ind}nlo = {lo}",
+            f"{ind}nhi = {hi}",
+            f"{ind}nact = {act} & (nhi > nlo)",
+            f"{ind}{out} = tl.where(nact, 0.5 * (nlo + nhi), nhi)",
+            f"{ind}nit = 0",
+            f"{ind}while (nit < {maxit}) & (tl.sum(nact.to(tl.int32)) > 0):",
+            f"{i2}{ys} = propagate({X}, {out}, {P})",
+            f"{i2}f = {fn}({ys}, {P})",
+        ] + sub + [
+            f"{i2}fp = {dfn}({ys}, {P})",
+            f"{i2}right = (f < 0) == ({sa} < 0)",
+            f"{i2}nlo = tl.where(nact & right, {out}, nlo)",
+            f"{i2}nhi = tl.where(nact & ~right, {out}, nhi)",
+            f"{i2}Dn = {out} - f / tl.where(fp != 0, fp, 1.0)",
+            f"{i2}Dn = tl.where((Dn > nlo) & (Dn < nhi), Dn, 0.5 * (nlo + nhi))",
+            f"{i2}tol = {4 * eps!r} * tl.maximum(tl.abs({out}), {self.cfg['tiny']!r})",
+            f"{i2}conv = (tl.abs(Dn - {out}) <= tol) | (nhi - nlo <= tol) | (f == 0)",
+            f"{i2}{out} = tl.where(nact & (f != 0), Dn, {out})",
+            f"{i2}nact = nact & ~conv",
+            f"{i2}nit += 1",
+        ]
+
+    def emit_isolation(self):
+        """first_crossing(x, H, th) -> (found, lo, hi): the first upward crossing of theta by
+        u(D) on [0, H] is bracketed in [lo, hi] with u monotone there (lo == hi == 0 when the
+        interval starts at or above theta). Breakpoints: zeros of chain row k are isolated
+        between the zeros of row k+1 (Rolle), from the top row (constant sign) down to u'."""
+        d, X, P = self.d, self.X, self.P
+        L = self.levels
+        b = ["    zero = H * 0.0", "    pts0 = zero", "    pts1 = H"]
+        npts = 2
+        for k in range(L - 2, -1, -1):  # zeros of chain row k, between zeros of row k+1
+            g = f"chain{k}"
+            b.append(f"    # zeros of {g} (at most one between consecutive breakpoints)")
+            b.append(f"    {self.prop_call('pts0', 'ya')}")
+            b.append(f"    ga = {g}({', '.join(f'ya{i}' for i in range(d))}, {P})")
+            for q in range(npts - 1):
+                b.append(f"    {self.prop_call(f'pts{q + 1}', 'yb')}")
+                b.append(f"    gb = {g}({', '.join(f'yb{i}' for i in range(d))}, {P})")
+                b.append(f"    has = ((ga < 0) & (gb > 0)) | ((ga > 0) & (gb < 0))")
+                b += self.newton_block("    ", g, f"dchain{k}", "", f"pts{q}", f"pts{q + 1}", "ga",
+                                       "has", f"z{q}")
+                b.append(f"    z{q} = tl.where(has, z{q}, pts{q + 1})")
+                b.append("    ga = gb")
+            new = ["zero"] + [f"z{q}" for q in range(npts - 1)] + ["H"]
+            for i, e in enumerate(new):
+                b.append(f"    npts{i} = {e}")
+            for i in range(len(new)):
+                b.append(f"    pts{i} = npts{i}")
+            npts = len(new)
+        # first breakpoint where u >= theta closes the bracket
+        b.append(f"    u0 = potential({X}, {P})")
+        b.append("    found = u0 >= th")
+        b.append("    lo = zero")
+        b.append("    hi = zero")
+        for i in range(1, npts):
+            b.append(f"    {self.prop_call(f'pts{i}', 'yq')}")
+            b.append(f"    uq = potential({', '.join(f'yq{k}' for k in range(d))}, {P})")
+            b.append("    new = (~found) & (uq >= th)")
+            b.append(f"    lo = tl.where(new, pts{i - 1}, lo)")
+            b.append(f"    hi = tl.where(new, pts{i}, hi)")
+            b.append("    found = found | new")
+        self.fn("first_crossing", f"{X}, H, th, {P}", b, "found, lo, hi")
+
+    def emit_solver(self):
+        """solve_crossing(x, lo, hi, th): the crossing time in a bracket where u rises
+        through theta (u(lo) < theta <= u(hi)), by the safeguarded Newton iteration."""
+        b = ["    neg = lo * 0.0 - 1.0", "    on = lo == lo"]
+        b += self.newton_block("    ", "potential", "chain0", "th", "lo", "hi", "neg", "on", "D")
+        self.fn("solve_crossing", f"{self.X}, lo, hi, th, {self.P}", b, "D")
+
+    def source(self) -> str:
+        ir = self.ir
+        head = [
+            f'"""Generated by spikescan.compiler.backends.triton_codegen v{GENERATOR_VERSION} for '
+            f'neuron {ir.name} ({self.dtype}). Do not edit."""',
+            "import triton",
+            "import triton.language as tl",
+            "",
+            f"NEURON = {ir.name!r}",
+            f"DTYPE = {self.dtype!r}",
+            f"STATE = {tuple(ir.state)!r}",
+            f"PARAMS = {tuple(p.name for p in ir.params)!r}",
+            f"PORTS = {tuple(ir.ports)!r}",
+            f"SPIKING = {self.spiking!r}",
+            f"PHI_NONZEROS = {self.nz!r}",
+        ]
+        self.lines = head + SPECIAL_HELPERS.splitlines()
+        self.emit_basics()
+        if self.spiking:
+            self.emit_threshold()
+        self.lines.append(f"\nCHAIN_LEVELS = {getattr(self, 'levels', 0)}")
+        self.lines += kernel_source(self).splitlines()
+        src = "\n".join(self.lines) + "\n"
+        # kernels get every helper inlined (one straight function per kernel)
+        return inline_helpers(src, lambda name: "_kernel_" in name)
+
+
+def generate(ir: NeuronIR, dtype: str = "f64") -> str:
+    """Python source of a Triton module for neuron `ir` (see module docstring)."""
+    return _Gen(ir, dtype).source()
+
+
+# ---------------------------------------------------------------------- loading from the cache
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SPIKESCAN_CACHE", "./.spikescan-cache")) / "triton"
+
+
+_LOADED: dict[str, object] = {}
+
+
+def load_module(ir: NeuronIR, dtype: str = "f64", root: Path | None = None):
+    """Generate (or reuse) the module for `ir`, write it to <cache>/triton/<hash>.py keyed by a
+    content hash of the source, and import it from there (Triton needs a real file to read
+    the source of @triton.jit functions)."""
+    src = generate(ir, dtype)
+    h = hashlib.sha256(src.encode()).hexdigest()[:20]
+    if h in _LOADED:
+        return _LOADED[h]
+    folder = Path(root) if root is not None else cache_root()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{ir.name}_{dtype}_{h}.py"
+    if not path.exists() or path.read_text() != src:
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(src)
+        os.replace(tmp, path)  # atomic: concurrent processes never read a half-written file
+    modname = f"spikescan_triton_{ir.name}_{dtype}_{h}"
+    spec = importlib.util.spec_from_file_location(modname, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = mod
+    spec.loader.exec_module(mod)
+    _LOADED[h] = mod
+    return mod
