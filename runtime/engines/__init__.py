@@ -20,7 +20,8 @@ ENGINES = {
 }
 
 # Engines that propagate gradients through run_layer (usable for training).
-DIFFERENTIABLE = {"torch", "torch-sequential", "triton-scan", "triton-sequential"}
+# The Triton engines are forward-only so far (their backward raises NotImplementedError).
+DIFFERENTIABLE = {"torch", "torch-sequential"}
 
 
 class EngineUnavailable(RuntimeError):
@@ -45,18 +46,25 @@ def available(name: str) -> bool:
         return False
 
 
+def _usable(needs_grad: bool) -> set:
+    return DIFFERENTIABLE if needs_grad else set(ENGINES)
+
+
 def choose_auto(device: str = "cpu", needs_grad: bool = True) -> str:
-    """The fastest exact engine for the device: CUDA -> triton-scan; CPU -> torch, or the MLIR
-    sequential-cpu engine when no gradient is needed and it is available."""
+    """The fastest exact engine for the device that can deliver what is needed: on CUDA,
+    triton-scan for forward-only runs; on CPU the MLIR sequential-cpu engine when it can (no
+    gradient, or once it is differentiable), else the PyTorch scan "torch"."""
     import torch
 
     if str(device).startswith("cuda") and torch.cuda.is_available():
-        try:
-            _load("triton-scan")
-            return "triton-scan"
-        except EngineUnavailable:
-            return "torch"
-    if not needs_grad:
+        if "triton-scan" in _usable(needs_grad):
+            try:
+                _load("triton-scan")
+                return "triton-scan"
+            except EngineUnavailable:
+                pass
+        return "torch"
+    if "sequential-cpu" in _usable(needs_grad):
         try:
             _load("sequential-cpu")
             return "sequential-cpu"
