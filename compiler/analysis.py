@@ -8,12 +8,15 @@ overrides, connections and the readout. Errors are CompileError (a dsl Diagnosti
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import sympy
 
 from spikescan.dsl import ast
+from spikescan.dsl.checks import INITS, ArgError, bind_args, neuron_param_info
+from spikescan.dsl.sym import UnknownFunction, UnknownName, evaluate, to_sympy
 
 from .errors import CompileError
-from .exprs import time_power, to_sympy
 from .ir import (
     ConnectionIR,
     DelaySpec,
@@ -28,20 +31,33 @@ from .propagator import propagator
 from .structure import derive_structure
 
 
+def _sym(expr: ast.Expr, symbols: dict[str, sympy.Expr]) -> sympy.Expr:
+    """The dsl's conversion (exact rationals, times in ms). Unknown names and functions are
+    possible only in an AST that skipped the dsl checks; they still become diagnostics."""
+    try:
+        return to_sympy(expr, symbols)
+    except UnknownName as e:
+        raise CompileError("E010", str(e), e.span, "declare it in `params { }` or `state { }`") from None
+    except UnknownFunction as e:
+        raise CompileError("E019", f"{e} here", e.span,
+                           "only exp, log, sqrt and abs of parameters are allowed in expressions") from None
+
+
+def _time_power(d: Fraction) -> int | float:
+    return int(d) if d.denominator == 1 else float(d)
+
+
 def _param_irs(neuron: ast.Neuron) -> tuple[tuple[ParamIR, ...], dict[str, sympy.Symbol]]:
-    params, symbols, values, dims = [], {}, {}, {}
+    """ParamIR per parameter: dimension and default (in ms) from the dsl's checks."""
+    dims, values, diags = neuron_param_info(neuron)
+    errors = [d for d in diags if d.is_error]
+    if errors:
+        raise CompileError(errors[0].code, errors[0].message, errors[0].span, errors[0].hint)
+    params, symbols = [], {}
     for p in neuron.params:
         sym = sympy.Symbol(p.name, real=True)
-        try:
-            val = to_sympy(p.default, values)  # defaults may use earlier parameters' defaults
-            fval = float(val)
-        except (TypeError, CompileError) as exc:
-            raise CompileError("E024", f"default of parameter '{p.name}' is not a constant", p.span,
-                               "write a number, optionally with a time unit (e.g. `20 ms`)") from exc
-        dims[p.name] = time_power(p.default, dims)
-        values[p.name] = val
         symbols[p.name] = sym
-        params.append(ParamIR(name=p.name, default=fval, dim=dims[p.name], symbol=sym))
+        params.append(ParamIR(name=p.name, default=values[p.name], dim=_time_power(dims[p.name]), symbol=sym))
     return tuple(params), symbols
 
 
@@ -89,7 +105,7 @@ def _apply_assignments(body, xs, symbols, what):
                                st.span, "declare it in `state { }`")
         env = dict(symbols)
         env.update(cur)
-        val = to_sympy(st.value, env)
+        val = _sym(st.value, env)
         old = cur[st.target]
         cur[st.target] = val if st.op == "=" else old + val if st.op == "+=" else old - val
     return cur
@@ -110,7 +126,7 @@ def analyze_neuron(neuron: ast.Neuron) -> NeuronIR:
     for ode in neuron.dynamics:
         if ode.var not in names:
             raise CompileError("E013", f"ODE for undeclared variable '{ode.var}'", ode.span)
-        rhs[ode.var] = (to_sympy(ode.rhs, symbols), ode.span)
+        rhs[ode.var] = (_sym(ode.rhs, symbols), ode.span)
     A = sympy.zeros(d, d)
     a0 = sympy.zeros(d, 1)
     for i, n in enumerate(names):
@@ -154,7 +170,7 @@ def analyze_neuron(neuron: ast.Neuron) -> NeuronIR:
     c = theta = None
     if neuron.threshold is not None:
         th = neuron.threshold
-        lin = _linear_part(to_sympy(th.lhs, symbols) - to_sympy(th.rhs, symbols), xs)
+        lin = _linear_part(_sym(th.lhs, symbols) - _sym(th.rhs, symbols), xs)
         if lin is None:
             raise CompileError("E021", "threshold is not linear in the state", th.span,
                                "write `spike when <linear combination of state> >= <parameter>`")
@@ -179,15 +195,15 @@ def analyze_neuron(neuron: ast.Neuron) -> NeuronIR:
 
     t_ref = sympy.Integer(0)
     if neuron.refractory is not None:
-        t_ref = sympy.simplify(to_sympy(neuron.refractory.period, psyms))
+        t_ref = sympy.simplify(_sym(neuron.refractory.period, psyms))
     decl = {s.name: s for s in neuron.state}
-    init = sympy.Matrix([sympy.simplify(to_sympy(decl[n].init, psyms)) for n in names])
+    init = sympy.Matrix([sympy.simplify(_sym(decl[n].init, psyms)) for n in names])
 
     ir = NeuronIR(name=neuron.name, state=tuple(names), params=params, init=init, A=A, a0=a0,
                   ports=ports, c=c, theta=theta, R=R, r=r, t_ref=t_ref)
     first_declared = neuron.state[0].name
     ir.potential = c if c is not None else sympy.Matrix([1 if n == first_declared else 0 for n in names])
-    ir.Phi, ir.phi = propagator(A, a0, neuron.span, {p.symbol: p.default for p in params})
+    ir.Phi, ir.phi = propagator(A, a0, neuron.name_span, {p.symbol: p.default for p in params})
     derive_structure(ir)
     if perm != list(range(d)):
         ir.notes.insert(0, f"state reordered to ({', '.join(names)}) so that A is lower triangular")
@@ -200,22 +216,20 @@ def analyze_neuron(neuron: ast.Neuron) -> NeuronIR:
 
 
 def _const(expr: ast.Expr, what: str) -> float:
+    """Value of a constant option (ms for times), as the dsl evaluates it."""
     try:
-        return float(to_sympy(expr, {}))
-    except (TypeError, CompileError) as exc:
+        return evaluate(expr)
+    except (TypeError, ValueError, UnknownName, UnknownFunction) as exc:
         raise CompileError("E047", f"{what} must be a constant", getattr(expr, "span", None)) from exc
 
 
 def _call_args(call: ast.Call, names: tuple[str, ...]) -> dict[str, float]:
-    """Positional and keyword arguments of an option call, evaluated (same rules as dsl checks)."""
-    if len(call.args) > len(names):
-        raise CompileError("E047", f"{call.func}() takes at most {len(names)} arguments", call.span)
-    out = {n: _const(a, f"{call.func}() argument {n}") for n, a in zip(names, call.args)}
-    for k, v in call.kwargs:
-        if k not in names or k in out:
-            raise CompileError("E047", f"unexpected argument `{k}` to {call.func}()", call.span)
-        out[k] = _const(v, f"{call.func}() argument {k}")
-    return out
+    """Arguments of an option call bound as the dsl checks bind them, then evaluated."""
+    try:
+        bound = bind_args(call, names, f"{call.func}()")
+    except ArgError as e:
+        raise CompileError("E047", e.message, e.span, e.hint) from None
+    return {k: _const(v, f"{call.func}() argument {k}") for k, v in bound.items()}
 
 
 def _delay_spec(expr: ast.Expr) -> DelaySpec:
@@ -236,14 +250,11 @@ def _delay_spec(expr: ast.Expr) -> DelaySpec:
                        "write `delays = fixed(2 ms)` or `delays = learnable(max = 5 ms)`")
 
 
-_INITS = {"normal": ("mean", "std"), "uniform": ("low", "high"), "constant": ("value",)}
-
-
 def _init_spec(expr: ast.Expr) -> InitSpec:
     """normal(mean, std) -> (a, b) = (mean, std); uniform(low, high) -> (low, high);
     constant(value) -> a = b = value."""
-    if isinstance(expr, ast.Call) and expr.func in _INITS:
-        names = _INITS[expr.func]
+    if isinstance(expr, ast.Call) and expr.func in INITS:
+        names = INITS[expr.func]
         a = _call_args(expr, names)
         if set(a) != set(names):
             raise CompileError("E047", f"{expr.func}() needs {', '.join(names)}", expr.span)
@@ -317,7 +328,9 @@ def analyze_network(net: ast.Network, neurons: dict[str, NeuronIR]) -> NetworkIR
         raise CompileError("E048", f"network '{net.name}' has no readout", net.span,
                            "add e.g. `readout out: first_spike`")
     if len(net.readouts) > 1:
-        raise CompileError("E063", "only one readout per network is supported", net.readouts[1].span)
+        raise CompileError("E063", "only one readout per network is supported", net.readouts[1].span,
+                           f"keep one `readout` line; the network's output also carries every layer's "
+                           f"spikes and counts, so `{net.readouts[1].layer}` can be read from Python")
     ro = net.readouts[0]
     if ro.layer not in by_name:
         raise CompileError("E042", f"readout of missing layer '{ro.layer}'", ro.layer_span)

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from spikescan.dsl.diagnostics import DiagnosticError
+    from spikescan.dsl.diagnostics import DiagnosticError, plural
 
     from .driver import compile_model, load_model
     from .explain import explain_network, explain_neuron
@@ -47,8 +47,7 @@ def run(args) -> int:
                               force=args.force, progress=print)
     except DiagnosticError as e:
         print(str(e), file=sys.stderr)
-        n = len(e.diagnostics)
-        print(f"{n} error{'s' if n != 1 else ''}; nothing was compiled", file=sys.stderr)
+        print(f"{plural(len(e.diagnostics), 'error')}; nothing was compiled", file=sys.stderr)
         return 1
-    print(f"build folder: {model.build_dir}")
+    print(f"build folder: {model.build_dir}{' (cache hit)' if model.cache_hit else ''}")
     return 0

@@ -5,11 +5,14 @@
                   progress=print) -> CompiledModel with .build_dir and .manifest
     load_compiled(dir)  -> CompiledModel re-analysed from the source copy stored in the folder
 
-A build folder `<root>/<hash>/` (root: out_dir, else $SPIKESCAN_CACHE, else ./.spikescan-cache)
-is keyed by a content hash of every source file (the main file and what it imports), the
-compiler version and the options; it holds manifest.json, `src/` (the sources, so the folder is
-self-contained), `<Neuron>.<dtype>.mlir` and `<Neuron>_triton.py`. It is written to a temporary
-folder and renamed into place, so concurrent compiles never see half a build.
+Every file is read by the dsl loader (spikescan.dsl.load_with_sources), so its encoding and
+size guards apply here too. A build folder `<root>/<hash>/` (root: out_dir, else
+$SPIKESCAN_CACHE, else ./.spikescan-cache) is keyed by a content hash of the texts the loader
+read (the main file and what it imports), the compiler version and the options; it holds
+manifest.json, `src/` (the sources, so the folder is self-contained), `<Neuron>.<dtype>.mlir`
+and `<Neuron>_triton.py`. It is written to a temporary folder and renamed into place, so
+concurrent compiles never see half a build. The hash is computed before the analysis: a cache
+hit neither analyses nor runs a backend.
 Errors of the file, the analysis or a backend raise spikescan.dsl DiagnosticError.
 """
 
@@ -20,13 +23,13 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 from spikescan import __version__
 from spikescan.dsl import ast
 from spikescan.dsl.diagnostics import Diagnostic, DiagnosticError
+from spikescan.dsl.loader import load_with_sources, sources_of
 
 from .errors import CompileError
 from .ir import NetworkIR, NeuronIR
@@ -37,34 +40,47 @@ BACKENDS = ("mlir", "triton", "cpu")
 DTYPES = ("f32", "f64")
 
 
-@dataclass
 class CompiledModel:
-    source_path: Path
-    neurons: dict[str, NeuronIR]
-    networks: dict[str, NetworkIR]
-    build_dir: Optional[Path] = None
-    manifest: Optional[dict] = None
-    cache_hit: bool = False
+    """A loaded model: `neurons` (name -> NeuronIR) and `networks` (name -> NetworkIR).
+
+    Built from a checked module, the analysis runs on first access to `neurons` or `networks`,
+    so a cache hit of `compile_model` costs a parse and a hash, not an analysis. The analysis is
+    deterministic given the sources and the compiler version (both in the hash), so a model
+    whose build folder exists analyses cleanly."""
+
+    def __init__(self, source_path, neurons: Optional[dict[str, NeuronIR]] = None,
+                 networks: Optional[dict[str, NetworkIR]] = None, *, module: Optional[ast.Module] = None,
+                 sources: Optional[dict[str, str]] = None, build_dir: Optional[Path] = None,
+                 manifest: Optional[dict] = None, cache_hit: bool = False):
+        if neurons is None and module is None:
+            raise ValueError("CompiledModel needs the analysed neurons or the checked module")
+        self.source_path = Path(source_path)
+        self.module, self.sources = module, sources
+        self._neurons, self._networks = neurons, networks if networks is not None else {}
+        self.build_dir, self.manifest, self.cache_hit = build_dir, manifest, cache_hit
+
+    def analyse(self) -> "CompiledModel":
+        """Run the analysis now (DiagnosticError on a model the compiler cannot handle)."""
+        if self._neurons is None:
+            self._neurons, self._networks = analyze_module(self.module, self.sources)
+        return self
+
+    @property
+    def neurons(self) -> dict[str, NeuronIR]:
+        return self.analyse()._neurons
+
+    @property
+    def networks(self) -> dict[str, NetworkIR]:
+        return self.analyse()._networks
+
+    def __repr__(self) -> str:
+        state = "analysed" if self._neurons is not None else "not analysed yet"
+        return f"CompiledModel({str(self.source_path)!r}, {state}, build_dir={self.build_dir})"
 
 
 # ----------------------------------------------------------------------------- analysis
 
 _ANALYSIS_CACHE: dict[ast.Neuron, NeuronIR] = {}  # frozen AST (with spans) -> IR
-
-
-def _sources_for(diags: list[Diagnostic]) -> dict[str, str]:
-    out = {}
-    for d in diags:
-        if d.span is not None and d.span.file not in out and os.path.isfile(d.span.file):
-            try:
-                out[d.span.file] = Path(d.span.file).read_text(encoding="utf-8-sig")
-            except (OSError, UnicodeDecodeError):
-                pass
-    return out
-
-
-def _raise(diags: list[Diagnostic]):
-    raise DiagnosticError(diags, _sources_for(diags))
 
 
 def analyze_cached(neuron: ast.Neuron) -> NeuronIR:
@@ -75,8 +91,11 @@ def analyze_cached(neuron: ast.Neuron) -> NeuronIR:
     return _ANALYSIS_CACHE[neuron]
 
 
-def analyze_module(module: ast.Module) -> tuple[dict[str, NeuronIR], dict[str, NetworkIR]]:
-    """Analyse every visible neuron and every network of a loaded module (DiagnosticError)."""
+def analyze_module(module: ast.Module, sources: Optional[dict[str, str]] = None
+                   ) -> tuple[dict[str, NeuronIR], dict[str, NetworkIR]]:
+    """Analyse every visible neuron and every network of a checked module. Raises DiagnosticError
+    (E06x, or the dsl codes the analysis repeats defensively); `sources` (file -> text) lets the
+    diagnostics show the offending line, else the files are read again."""
     from .analysis import analyze_network
 
     visible = dict(module.visible_neurons)
@@ -98,7 +117,7 @@ def analyze_module(module: ast.Module) -> tuple[dict[str, NeuronIR], dict[str, N
             except Exception as e:  # noqa: BLE001
                 diags.append(_internal(f"network '{net.name}'", e, net.span))
     if diags:
-        _raise(diags)
+        raise DiagnosticError(diags, sources if sources is not None else sources_of(diags))
     return neurons, networks
 
 
@@ -110,31 +129,11 @@ def _internal(what: str, exc: BaseException, span) -> Diagnostic:
 
 def load_model(path) -> CompiledModel:
     """Parse, check and analyse a .snn file (and its imports); nothing is written."""
-    from spikescan.dsl import load
-
-    module = load(str(path))
-    neurons, networks = analyze_module(module)
-    return CompiledModel(source_path=Path(path), neurons=neurons, networks=networks)
+    module, sources = load_with_sources(str(path))
+    return CompiledModel(path, module=module, sources=sources).analyse()
 
 
 # ----------------------------------------------------------------------------- sources and hash
-
-
-def source_files(path) -> list[Path]:
-    """The main file followed by every file it imports (transitively), resolved paths."""
-    from spikescan.dsl.parser import parse_source
-
-    out: list[Path] = []
-    todo = [Path(path).resolve()]
-    while todo:
-        p = todo.pop(0)
-        if p in out or not p.is_file():
-            continue
-        out.append(p)
-        module, _ = parse_source(p.read_text(encoding="utf-8-sig"), str(p))
-        if module is not None:
-            todo += [(p.parent / imp.path).resolve() for imp in module.imports]
-    return out
 
 
 def cache_root(out_dir=None) -> Path:
@@ -143,12 +142,19 @@ def cache_root(out_dir=None) -> Path:
     return Path(os.environ.get("SPIKESCAN_CACHE") or "./.spikescan-cache")
 
 
-def content_hash(files: list[Path], base: Path, emit, dtype: str) -> str:
+def source_texts(sources: dict[str, str]) -> tuple[dict[Path, bytes], Path]:
+    """The loader's texts keyed by resolved path (main file first) and their common folder."""
+    files = {Path(name).resolve(): text.encode("utf-8") for name, text in sources.items()}
+    base = Path(os.path.commonpath([str(f.parent) for f in files]))
+    return files, base
+
+
+def content_hash(files: dict[Path, bytes], base: Path, emit, dtype: str) -> str:
+    """Hash of the compiler version, the options and every source (path relative to `base`)."""
     h = hashlib.sha256()
     h.update(f"spikescan {__version__} abi {COMPILER_ABI}\n".encode())
     h.update(f"emit={','.join(sorted(emit))} dtype={dtype}\n".encode())
-    for f in files:
-        data = f.read_bytes()
+    for f, data in files.items():
         h.update(f"{f.relative_to(base).as_posix()} {len(data)}\n".encode())
         h.update(data)
     return h.hexdigest()[:20]
@@ -213,7 +219,7 @@ def _network_summary(net: NetworkIR) -> dict:
 
 
 def _backend_error(ir_name: str, backend: str, exc: BaseException, span) -> CompileError:
-    if isinstance(exc, ModuleNotFoundError) and "spikescan.compiler.backends" in str(exc):
+    if isinstance(exc, ImportError):  # the backend module or what it needs (torch-mlir, triton)
         return CompileError("E062", f"the {backend} backend is not available in this installation ({exc})",
                             span, f"compile with `--emit` listing only available backends (without {backend})")
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -250,81 +256,33 @@ def _emit_one(ir: NeuronIR, backend: str, dtype: str, folder: Path) -> dict[str,
 
 def compile_model(path, out_dir=None, emit=BACKENDS, dtype: str = "f64", force: bool = False,
                   progress: Optional[Callable[[str], None]] = print) -> CompiledModel:
+    """Compile to `<cache root>/<hash>/`. The hash comes first (sources read and checked by the
+    dsl, imports, version, options); on a hit nothing is analysed or generated (the returned
+    model analyses on first use). A bad file raises DiagnosticError and never touches the cache."""
     progress = progress or (lambda s: None)
     emit = tuple(emit)
     bad = [e for e in emit if e not in BACKENDS]
     if bad or dtype not in DTYPES:
         raise ValueError(f"emit must be a subset of {BACKENDS} (got {emit}); dtype one of {DTYPES} (got {dtype!r})")
-    if not Path(path).is_file():
-        _raise([Diagnostic("E004", f"no such file: {path}", None, "check the path")])
-    model = load_model(path)  # diagnostics first: a bad file never touches the cache
-    files = source_files(path)
-    base = Path(os.path.commonpath([str(f.parent) for f in files]))
+    module, sources = load_with_sources(str(path))
+    files, base = source_texts(sources)
     key = content_hash(files, base, emit, dtype)
     root = cache_root(out_dir)
     build = root / key
+    model = CompiledModel(path, module=module, sources=sources)
     if (build / "manifest.json").is_file() and not force:
         progress(f"cache hit: {build}")
-        manifest = json.loads((build / "manifest.json").read_text())
-        model.build_dir, model.manifest, model.cache_hit = build, manifest, True
+        model.build_dir, model.manifest, model.cache_hit = build, json.loads((build / "manifest.json").read_text()), True
         return model
+    model.analyse()  # analysis diagnostics before anything is written
 
     progress(f"compiling {path} -> {build}")
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{key}.tmp-{os.getpid()}-{time.time_ns()}"
     tmp.mkdir(parents=True)
     try:
-        sources = {}
-        for f in files:
-            rel = f.relative_to(base).as_posix()
-            dst = tmp / "src" / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, dst)
-            sources[rel] = _sha(f.read_bytes())
-        main_rel = files[0].relative_to(base).as_posix()
-
-        # neurons defined in the main file or used by one of its networks
-        module_neurons = _main_neurons(path, model)
-        manifest = {
-            "spikescan_version": __version__,
-            "compiler_abi": COMPILER_ABI,
-            "hash": key,
-            "source": main_rel,
-            "sources": sources,
-            "dtype": dtype,
-            "emit": list(emit),
-            "neurons": {},
-            "networks": {n: _network_summary(net) for n, net in model.networks.items()},
-            "hashes": {},
-        }
-        diags = []
-        for name in module_neurons:
-            ir = model.neurons[name]
-            summary = _neuron_summary(ir)
-            for backend in emit:
-                progress(f"  {name}: {backend}")
-                try:
-                    summary["kernels"].update(_emit_one(ir, backend, dtype, tmp))
-                except DiagnosticError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - any backend failure becomes a diagnostic
-                    diags.append(_backend_error(name, backend, exc, _neuron_span(path, name)).diagnostic)
-            manifest["neurons"][name] = summary
-        if diags:
-            _raise(diags)
-        for f in sorted(tmp.glob("*")):
-            if f.is_file():
-                manifest["hashes"][f.name] = _sha(f.read_bytes())
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-        finished_elsewhere = (build / "manifest.json").is_file() and not force
-        if build.exists() and not finished_elsewhere:
-            shutil.rmtree(build, ignore_errors=True)  # --force, or a broken folder without manifest
-        if not finished_elsewhere:
-            try:
-                os.replace(tmp, build)
-            except OSError:  # another process won the race with an identical build: keep theirs
-                if not (build / "manifest.json").is_file():
-                    raise
+        manifest = _write_build(model, files, base, key, emit, dtype, tmp, progress)
+        _publish(tmp, build, force)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -333,25 +291,71 @@ def compile_model(path, out_dir=None, emit=BACKENDS, dtype: str = "f64", force: 
     return model
 
 
-def _main_neurons(path, model: CompiledModel) -> list[str]:
-    from spikescan.dsl.parser import parse_source
+def _write_build(model: CompiledModel, files: dict[Path, bytes], base: Path, key: str, emit, dtype: str,
+                 folder: Path, progress) -> dict:
+    """Sources, artifacts and manifest.json into `folder`; DiagnosticError (E062) if a backend fails."""
+    sources = {}
+    for f, data in files.items():
+        rel = f.relative_to(base).as_posix()
+        dst = folder / "src" / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(data)
+        sources[rel] = _sha(data)
+    manifest = {
+        "spikescan_version": __version__,
+        "compiler_abi": COMPILER_ABI,
+        "hash": key,
+        "source": next(iter(files)).relative_to(base).as_posix(),
+        "sources": sources,
+        "dtype": dtype,
+        "emit": list(emit),
+        "neurons": {},
+        "networks": {n: _network_summary(net) for n, net in model.networks.items()},
+        "hashes": {},
+    }
+    visible = dict(model.module.visible_neurons, **{n.name: n for n in model.module.neurons})
+    diags = []
+    for name in _main_neurons(model):
+        ir = model.neurons[name]
+        summary = _neuron_summary(ir)
+        for backend in emit:
+            progress(f"  {name}: {backend}")
+            try:
+                summary["kernels"].update(_emit_one(ir, backend, dtype, folder))
+            except DiagnosticError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any backend failure becomes a diagnostic
+                diags.append(_backend_error(name, backend, exc, visible[name].name_span).diagnostic)
+        manifest["neurons"][name] = summary
+    if diags:
+        raise DiagnosticError(diags, model.sources)
+    for f in sorted(folder.glob("*")):
+        if f.is_file():
+            manifest["hashes"][f.name] = _sha(f.read_bytes())
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return manifest
 
-    module, _ = parse_source(Path(path).read_text(encoding="utf-8-sig"), str(path))
-    names = [n.name for n in module.neurons] if module else []
+
+def _publish(tmp: Path, build: Path, force: bool) -> None:
+    """Rename the finished folder into place; a concurrent identical build that won keeps its folder."""
+    finished_elsewhere = (build / "manifest.json").is_file() and not force
+    if finished_elsewhere:
+        return
+    if build.exists():
+        shutil.rmtree(build, ignore_errors=True)  # --force, or a broken folder without manifest
+    try:
+        os.replace(tmp, build)
+    except OSError:  # another process won the race with an identical build: keep theirs
+        if not (build / "manifest.json").is_file():
+            raise
+
+
+def _main_neurons(model: CompiledModel) -> list[str]:
+    """Neurons defined in the main file or used by one of its networks (these get kernels)."""
+    names = [n.name for n in model.module.neurons]
     for net in model.networks.values():
         names += [l.neuron for l in net.layers if l.neuron not in names]
     return names or list(model.neurons)
-
-
-def _neuron_span(path, name: str):
-    from spikescan.dsl import load
-
-    try:
-        module = load(str(path))
-        n = dict(module.visible_neurons, **{m.name: m for m in module.neurons}).get(name)
-        return n.name_span if n is not None else None
-    except DiagnosticError:
-        return None
 
 
 def load_compiled(build_dir) -> CompiledModel:

@@ -10,6 +10,8 @@ Codes used by the compiler (beyond the dsl's E0xx checks it may repeat defensive
     E062 backend failure (MLIR / Triton / CPU JIT generation)
     E063 unsupported network construct
     E064 internal compiler error (a bug, reported as a diagnostic instead of a traceback)
+Each is documented with an example in docs/language.md ("Compiler diagnostics") and tested in
+tests/compiler/test_diagnostics.py.
 """
 
 from __future__ import annotations

@@ -387,21 +387,25 @@ def check_neuron(n: ast.Neuron) -> list[Diagnostic]:
     return NeuronChecks(n).run()
 
 
-def neuron_param_info(n: ast.Neuron) -> tuple[dict[str, Fraction], dict[str, float]]:
-    """(dimension, default value in ms) of every well-formed parameter of a neuron."""
+def neuron_param_info(n: ast.Neuron) -> tuple[dict[str, Fraction], dict[str, float], list[Diagnostic]]:
+    """(dimension, default value in ms) of every well-formed parameter of a neuron, and the
+    diagnostics of the malformed ones. The single source of parameter units: the network
+    checks (overrides) and the compiler (ParamIR) both use it."""
     c = NeuronChecks(n)
     c.params()
-    return c.param_dims, c.param_values
+    return c.param_dims, c.param_values, c.diags
 
 
 # ============================================================================ networks
 
 
 class NetworkChecks(_Checks):
-    def __init__(self, net: ast.Network, neurons: dict[str, ast.Neuron]):
+    def __init__(self, net: ast.Network, neurons: dict[str, ast.Neuron],
+                 unresolved: frozenset[str] = frozenset()):
         super().__init__()
         self.net = net
         self.neurons = neurons
+        self.unresolved = unresolved  # names of failed imports ("*": a whole file)
         self.pops: dict[str, object] = {}  # name -> InputPop | Layer
 
     def run(self) -> list[Diagnostic]:
@@ -431,12 +435,12 @@ class NetworkChecks(_Checks):
             self.err("E040", f"layer `{layer.name}` has size {layer.size}", layer.size_span,
                      "sizes are positive integers, e.g. `layer hidden[120] = ...`")
         neuron = self.neurons.get(layer.neuron)
-        if neuron is None:
+        if neuron is not None:
+            self.overrides(layer, neuron)
+        elif not {layer.neuron, "*"} & self.unresolved:  # else reported at the import (E007-E009)
             self.err("E041", f"unknown neuron type `{layer.neuron}`", layer.neuron_span,
                      _suggest(layer.neuron, self.neurons) +
                      " (define it in this file or import it, e.g. `from \"lif.snn\" import LIF`)")
-        else:
-            self.overrides(layer, neuron)
         if not layer.connections:
             self.err("E049", f"layer `{layer.name}` has no inputs", layer.span,
                      f"connect it, e.g. `layer {layer.name}[{layer.size}] = {layer.neuron}() "
@@ -445,7 +449,7 @@ class NetworkChecks(_Checks):
             self.connection(layer, c, neuron, index, order)
 
     def overrides(self, layer: ast.Layer, neuron: ast.Neuron) -> None:
-        dims, values = neuron_param_info(neuron)
+        dims, _, _ = neuron_param_info(neuron)
         declared = {p.name for p in neuron.params}
         seen: set[str] = set()
         for o in layer.overrides:
@@ -507,19 +511,11 @@ class NetworkChecks(_Checks):
                      "declare one, e.g. `on input(w) { i += w }`")
 
     def call_args(self, call: ast.Call, names: tuple[str, ...], what: str) -> Optional[dict]:
-        """Map positional and keyword arguments of an option call onto `names`."""
-        if len(call.args) > len(names):
-            self.err("E047", f"{what} takes at most {len(names)} arguments ({', '.join(names)})",
-                     call.span, None)
+        try:
+            return bind_args(call, names, what)
+        except ArgError as e:
+            self.err("E047", e.message, e.span, e.hint)
             return None
-        out = dict(zip(names, call.args))
-        for k, v in call.kwargs:
-            if k not in names or k in out:
-                self.err("E047", f"unexpected argument `{k}` to {what}", v.span,
-                         "arguments: " + ", ".join(names))
-                return None
-            out[k] = v
-        return out
 
     def init_option(self, value: ast.Expr) -> None:
         hint = "write `init = normal(mean, std)`, `uniform(low, high)` or `constant(value)`"
@@ -608,26 +604,49 @@ class NetworkChecks(_Checks):
                          "use `max_potential` or `li_integral(...)` for neurons without threshold")
 
 
+class ArgError(Exception):
+    """Arguments of an option call that do not fit its parameters (E047)."""
+
+    def __init__(self, message: str, span: ast.Span, hint: Optional[str] = None):
+        super().__init__(message)
+        self.message, self.span, self.hint = message, span, hint
+
+
+def bind_args(call: ast.Call, names: tuple[str, ...], what: str) -> dict[str, ast.Expr]:
+    """Map the positional and keyword arguments of an option call (`learnable(5 ms, init = 1 ms)`)
+    onto `names`; ArgError if there are too many or one is unknown or given twice. The checks and
+    the compiler's analysis both bind arguments through this function."""
+    if len(call.args) > len(names):
+        raise ArgError(f"{what} takes at most {len(names)} arguments ({', '.join(names)})",
+                       call.span)
+    out = dict(zip(names, call.args))
+    for k, v in call.kwargs:
+        if k not in names or k in out:
+            raise ArgError(f"unexpected argument `{k}` to {what}", v.span,
+                           "arguments: " + ", ".join(names))
+        out[k] = v
+    return out
+
+
 def _divides(neuron: ast.Neuron, param: str) -> bool:
     return any(n.id == param for ode in neuron.dynamics for n in free_names(ode.rhs))
 
 
-def check_network(net: ast.Network, neurons: dict[str, ast.Neuron]) -> list[Diagnostic]:
-    return NetworkChecks(net, neurons).run()
+def check_network(net: ast.Network, neurons: dict[str, ast.Neuron],
+                  unresolved: frozenset[str] = frozenset()) -> list[Diagnostic]:
+    return NetworkChecks(net, neurons, unresolved).run()
 
 
 # ============================================================================ modules
 
 
-def check_module(module: ast.Module, imported: dict[str, ast.Neuron]) -> list[Diagnostic]:
-    """Check a parsed module whose imports gave `imported`; fills module.visible_neurons."""
+def check_module(module: ast.Module, imported: dict[str, ast.Neuron],
+                 unresolved: frozenset[str] = frozenset()) -> list[Diagnostic]:
+    """Check a parsed module whose imports gave `imported`; fills module.visible_neurons.
+    Uses of `unresolved` names (imports already reported as failed) are not reported again."""
     diags: list[Diagnostic] = []
     local: dict[str, ast.Neuron] = {}
-    for n in module.neurons:
-        if n.name in local:
-            diags.append(Diagnostic("E011", f"duplicate neuron `{n.name}`", n.name_span,
-                                    f"first defined at line {local[n.name].name_span.line}"))
-            continue
+    for n in _unique(module.neurons, "neuron", lambda n: n.name_span, diags):
         if n.name in imported:
             diags.append(Diagnostic("E011", f"neuron `{n.name}` is also imported", n.name_span,
                                     f"rename it or drop the import of `{n.name}`"))
@@ -637,12 +656,18 @@ def check_module(module: ast.Module, imported: dict[str, ast.Neuron]) -> list[Di
     visible = dict(imported)
     visible.update(local)
     module.visible_neurons = visible
-    nets: dict[str, ast.Network] = {}
-    for net in module.networks:
-        if net.name in nets:
-            diags.append(Diagnostic("E011", f"duplicate network `{net.name}`", net.span,
-                                    f"first defined at line {nets[net.name].span.line}"))
-            continue
-        nets[net.name] = net
-        diags += check_network(net, visible)
+    for net in _unique(module.networks, "network", lambda n: n.span, diags):
+        diags += check_network(net, visible, unresolved)
     return diags
+
+
+def _unique(items, what: str, span_of, diags: list[Diagnostic]) -> list:
+    """The items whose name was not taken by an earlier one; E011 for the others."""
+    first: dict[str, object] = {}
+    for it in items:
+        if it.name in first:
+            diags.append(Diagnostic("E011", f"duplicate {what} `{it.name}`", span_of(it),
+                                    f"first defined at line {span_of(first[it.name]).line}"))
+        else:
+            first[it.name] = it
+    return list(first.values())

@@ -143,5 +143,10 @@ class DiagnosticError(Exception):
         return render_all(self.diagnostics, self.sources)
 
 
+def plural(n: int, noun: str) -> str:
+    """`1 neuron`, `2 neurons`, `0 errors` (CLI summaries)."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def has_errors(diags: Iterable[Diagnostic]) -> bool:
     return any(d.is_error for d in diags)

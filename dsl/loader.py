@@ -1,6 +1,7 @@
 """Loading .snn files: read (with encoding/size guards), parse, resolve imports, run the checks.
 
     load(path) -> ast.Module            raises DiagnosticError on any error
+    load_with_sources(path)             -> (Module, {file: text}) for the compiler's hash
     check_source(text, filename)        -> (Module | None, diagnostics)
     check_file(path)                    -> (Module | None, diagnostics)
 
@@ -67,9 +68,9 @@ class _Loader:
             self.diags += diags
             if module is None:
                 return None
-            imported = self.resolve_imports(module, filename)
+            imported, unresolved = self.resolve_imports(module, filename)
             module.visible_neurons = dict(imported)
-            self.diags += check_module(module, imported)
+            self.diags += check_module(module, imported, unresolved)
             return module
         finally:
             self.loading.pop()
@@ -87,11 +88,16 @@ class _Loader:
         self.modules[key] = module
         return module
 
-    def resolve_imports(self, module: ast.Module, filename: str) -> dict[str, ast.Neuron]:
-        """Neurons brought in by the imports (name -> Neuron), with E007/E008/E009/E011."""
+    def resolve_imports(self, module: ast.Module, filename: str
+                        ) -> tuple[dict[str, ast.Neuron], frozenset[str]]:
+        """Neurons brought in by the imports (name -> Neuron), with E007/E008/E009/E011, and the
+        names an import that failed would have brought ("*" for a whole-file import), so that
+        their uses are not reported again as unknown neurons."""
         base = Path(filename).parent
         visible: dict[str, ast.Neuron] = {}
+        unresolved: set[str] = set()
         for imp in module.imports:
+            failed = set(imp.names) if imp.names is not None else {"*"}
             target = base / imp.path
             key = os.path.realpath(target)
             if key in self.loading:
@@ -99,14 +105,17 @@ class _Loader:
                 self.diags.append(Diagnostic("E008", f"import cycle: {chain} -> {Path(key).name}",
                                              imp.span, "move the shared neurons into a third file "
                                              "that both files import"))
+                unresolved |= failed
                 continue
             if not target.is_file():
                 self.diags.append(Diagnostic("E007", f"imported file not found: \"{imp.path}\" "
                                              f"(looked for {target})", imp.span,
                                              "import paths are relative to the importing file"))
+                unresolved |= failed
                 continue
             sub = self.load_path(str(target), os.path.normpath(str(target)))
             if sub is None:
+                unresolved |= failed
                 continue
             offered = sub.visible_neurons
             if imp.names is None:
@@ -123,6 +132,7 @@ class _Loader:
                         known = ", ".join(sorted(offered)) or "none"
                         self.diags.append(Diagnostic("E009", what, imp.span,
                                                      f"neurons available there: {known}"))
+                        unresolved.add(name)
             for name, neuron in chosen.items():
                 prev = visible.get(name)
                 if prev is not None and prev is not neuron:
@@ -131,7 +141,7 @@ class _Loader:
                                                  "import it from one file only"))
                     continue
                 visible[name] = neuron
-        return visible
+        return visible, frozenset(unresolved)
 
 
 def _ordered(diags: list[Diagnostic]) -> list[Diagnostic]:
@@ -169,10 +179,16 @@ def _check_file(path) -> tuple[Optional[ast.Module], list[Diagnostic], dict[str,
 def load(path: str | os.PathLike) -> ast.Module:
     """Load a checked module (imports resolved, visible_neurons filled); DiagnosticError if any
     error is found in the file or the files it imports."""
+    return load_with_sources(path)[0]
+
+
+def load_with_sources(path: str | os.PathLike) -> tuple[ast.Module, dict[str, str]]:
+    """`load`, plus the text of every file read (file name as in the spans -> text): the main
+    file first, then its imports. The compiler hashes and stores exactly these texts."""
     module, diags, sources = _check_file(path)
     if module is None or has_errors(diags):
         raise DiagnosticError([d for d in diags if d.is_error] or diags, sources)
-    return module
+    return module, sources
 
 
 def sources_of(diags: list[Diagnostic]) -> dict[str, str]:

@@ -101,32 +101,25 @@ def evaluate(expr: ast.Expr, values: Mapping[str, float] | None = None) -> float
     return float(sympy.N(to_sympy(expr, syms)))
 
 
-def free_names(expr: ast.Expr) -> list[ast.Name]:
-    """Every Name node in an expression, in source order (iterative)."""
-    out, stack = [], [expr]
+def walk(expr: ast.Expr):
+    """Every node of an expression, in source order (pre-order, iterative)."""
+    stack = [expr]
     while stack:
         e = stack.pop()
-        if isinstance(e, ast.Name):
-            out.append(e)
-        elif isinstance(e, ast.UnaryOp):
+        yield e
+        if isinstance(e, ast.UnaryOp):
             stack.append(e.operand)
         elif isinstance(e, ast.BinOp):
             stack += [e.right, e.left]
         elif isinstance(e, ast.Call):
             stack += [v for _, v in reversed(e.kwargs)] + list(reversed(e.args))
-    return out
+
+
+def free_names(expr: ast.Expr) -> list[ast.Name]:
+    """Every Name node in an expression, in source order."""
+    return [e for e in walk(expr) if isinstance(e, ast.Name)]
 
 
 def calls(expr: ast.Expr) -> list[ast.Call]:
-    """Every Call node in an expression (iterative)."""
-    out, stack = [], [expr]
-    while stack:
-        e = stack.pop()
-        if isinstance(e, ast.Call):
-            out.append(e)
-            stack += list(e.args) + [v for _, v in e.kwargs]
-        elif isinstance(e, ast.UnaryOp):
-            stack.append(e.operand)
-        elif isinstance(e, ast.BinOp):
-            stack += [e.left, e.right]
-    return out
+    """Every Call node in an expression, in source order."""
+    return [e for e in walk(expr) if isinstance(e, ast.Call)]

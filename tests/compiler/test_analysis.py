@@ -39,6 +39,38 @@ def test_units_convert_to_ms():
     assert ir.t_ref == 2
 
 
+def test_parameter_units_come_from_the_dsl():
+    """Dimensions and defaults are the dsl's (dsl.checks.neuron_param_info): a rate, a time
+    written in s, a square root of a time."""
+    n = astbuild.neuron("U", {"tau": "0.02 s", "k": "2 / tau_x", "tau_x": "4 ms", "r": "1 / (5 ms)",
+                              "q": "sqrt(4 ms)", "v_th": "1"},
+                        {"v": "0"}, {"v": "-v / tau"}, inputs={"input": ("w", "v += w")},
+                        threshold=("v", "v_th"))
+    d = _err(analyze_neuron, n)  # defaults are constants: `2 / tau_x` is refused as by the dsl
+    assert d.code == "E024" and "tau_x" in d.message
+    n = astbuild.neuron("U", {"tau": "0.02 s", "r": "1 / (5 ms)", "q": "sqrt(4 ms)", "v_th": "1"},
+                        {"v": "0"}, {"v": "-v / tau"}, inputs={"input": ("w", "v += w")},
+                        threshold=("v", "v_th"))
+    ir = analyze_neuron(n)
+    assert {p.name: p.dim for p in ir.params} == {"tau": 1, "r": -1, "q": 0.5, "v_th": 0}
+    assert ir.defaults() == {"tau": 20.0, "r": 0.2, "q": 2.0, "v_th": 1.0}
+
+
+@pytest.mark.parametrize("field,code", [("dyn", "E010"), ("fn", "E019"), ("default", "E037")])
+def test_unchecked_ast_errors_are_diagnostics(field, code):
+    """analyze_neuron on an AST that skipped the dsl checks still ends in a diagnostic."""
+    kw = dict(name="Bad", params={"tau": "10 ms", "v_th": "1"}, state={"v": "0"}, dynamics={"v": "-v / tau"},
+              inputs={"input": ("w", "v += w")}, threshold=("v", "v_th"))
+    if field == "dyn":
+        kw["dynamics"] = {"v": "-v / tau_nope"}
+    elif field == "fn":
+        kw["dynamics"] = {"v": "-v / tau * sin(1)"}
+    else:
+        kw["params"] = {"tau": "1e999 ms", "v_th": "1"}
+    d = _err(analyze_neuron, astbuild.neuron(**kw))
+    assert d.code == code and d.span is not None
+
+
 def test_li_readout_potential_is_first_declared_variable(models_dir):
     ir = load_model(models_dir / "li_readout.snn").neurons["LI"]
     assert ir.c is None and ir.theta is None and ir.solver == "none"
@@ -105,25 +137,6 @@ def _write(tmp_path, name, text):
     p = tmp_path / name
     p.write_text(text)
     return p
-
-
-def test_cyclic_coupling_from_a_file_reaches_the_user_with_a_span(tmp_path):
-    p = _write(tmp_path, "osc.snn", """
-neuron Osc {
-    params { tau = 10 ms  v_th = 1.0 }
-    state { v = 0.0  u = 0.0 }
-    dynamics {
-        dv/dt = (u - v) / tau
-        du/dt = (v - u) / tau
-    }
-    on input(w) { v += w }
-    spike when v >= v_th
-}
-""")
-    with pytest.raises(DiagnosticError) as exc:
-        load_model(p)
-    text = str(exc.value)
-    assert "E060" in text and "osc.snn:6:" in text and "^" in text
 
 
 def test_network_analysis_yinyang(models_dir):
@@ -208,3 +221,26 @@ def test_layers_are_topologically_ordered_and_cycles_refused():
     with pytest.raises(CompileError) as exc:
         analyze_network(_net([("out", [("dense", "nowhere")])]), neurons)
     assert exc.value.diagnostic.code == "E043"
+
+
+@pytest.mark.parametrize("option,ok", [("learnable(5 ms, init = 1 ms)", (True, 5.0, 1.0)),
+                                       ("fixed(value = 0.002 s)", (False, 2.0, 2.0)),
+                                       ("fixed(1 ms, 2 ms)", None), ("learnable(5 ms, max = 1 ms)", None),
+                                       ("learnable(init = 1 ms)", None)])
+def test_connection_options_bound_as_the_dsl_binds_them(option, ok):
+    """Arguments of option calls go through dsl.checks.bind_args even on an unchecked AST."""
+    from astbuild import SPAN, expr
+    from spikescan.dsl import ast
+
+    conn = ast.Connection("dense", "x", (("delays", expr(option)),), SPAN, SPAN)
+    net = ast.Network(name="h", inputs=(ast.InputPop("x", 3, SPAN),),
+                      layers=(ast.Layer("out", 2, "CubaLIF", (), (conn,), SPAN, SPAN, SPAN),),
+                      readouts=(ast.Readout("out", "spike_count", (), SPAN, SPAN),), span=SPAN)
+    neurons = {"CubaLIF": analyze_neuron(astbuild.cuba_lif())}
+    if ok is None:
+        with pytest.raises(CompileError) as exc:
+            analyze_network(net, neurons)
+        assert exc.value.diagnostic.code == "E047"
+    else:
+        d = analyze_network(net, neurons).layers[0].connections[0].delays
+        assert (d.learnable, d.max, d.init) == ok

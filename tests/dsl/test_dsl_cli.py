@@ -15,8 +15,8 @@ def test_check_all_models_ok(capsys):
     assert main(["check", *paths]) == 0
     out, err = capsys.readouterr()
     assert err == ""
-    assert f"ok: {ROOT / 'models' / 'cuba_lif.snn'} (1 neurons, 0 networks)" in out
-    assert f"ok: {ROOT / 'models' / 'yinyang.snn'} (0 neurons, 1 networks)" in out
+    assert f"ok: {ROOT / 'models' / 'cuba_lif.snn'} (1 neuron, 0 networks)" in out
+    assert f"ok: {ROOT / 'models' / 'yinyang.snn'} (0 neurons, 1 network)" in out
     assert out.count("ok: ") == len(paths)
 
 

@@ -125,9 +125,13 @@ def test_full_network_syntax():
     assert module.networks[0].readouts[0].args[0][0] == "tau"
 
 
-def test_dsl_does_not_import_torch():
+def test_dsl_does_not_import_torch_nor_the_compiler():
+    # the language package never imports the compiler; `spikescan check` (which runs the
+    # compiler's analysis) still never imports torch
     code = ("import sys, spikescan.dsl as d; d.load(sys.argv[1]); "
-            "from spikescan.dsl import cli_check; "
+            "assert not [m for m in sys.modules if m.startswith('spikescan.compiler')]; "
+            "from spikescan.cli import main; assert main(['check', sys.argv[1]]) == 0; "
+            "assert 'spikescan.compiler.analysis' in sys.modules; "
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
             "assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code, str(ROOT / "models" / "shd.snn")],
