@@ -21,6 +21,7 @@ import sympy
 import torch
 
 from spikescan.compiler.ir import DT, NeuronIR
+from spikescan.compiler.special import numeric_exprel as _numeric_exprel
 
 Tensor = torch.Tensor
 Vec = list  # list of d entries, each a Tensor, a float, or None (structural zero)
@@ -91,23 +92,53 @@ def _no_dexpn(*args):
                               "torch kernels; propagators should only use exprel/phi2/dexp2")
 
 
+def exprel_fast(z):
+    """exprel for the no-grad solver iterations: expm1(z)/z is accurate to ~1 ulp for every
+    finite z != 0 (expm1 is), and the only NaN is 0/0 at z = 0, which is the value 1: 3 ops
+    instead of ~10. No autograd use (its derivative at z = 0 would be wrong; `exprel` has the
+    series for that)."""
+    if not torch.is_tensor(z):
+        return _numeric_exprel(float(z))
+    return torch.nan_to_num(torch.expm1(z) / z, nan=1.0)
+
+
+def log1prel(z):
+    """log1p(z)/z, 1 at z = 0 (NaN for z < -1: callers mask it)."""
+    r = torch.log1p(z) / z
+    return torch.where(z == 0, 1.0, r)
+
+
+def _scalar_ok(fn, mfn):
+    """Torch function that also takes Python floats (shared, constant parameters are passed as
+    floats so that parameter-only subexpressions cost no torch op)."""
+    def f(*args):
+        if any(torch.is_tensor(a) for a in args):
+            return fn(*[torch.as_tensor(a) if not torch.is_tensor(a) and fn in (torch.maximum, torch.minimum)
+                        else a for a in args])
+        return mfn(*args)
+    return f
+
+
 _TORCH_NS = {
     "dexp2": dexp2,
     "dexpn": _no_dexpn,
-    "exp": torch.exp,
-    "expm1": torch.expm1,
-    "log": torch.log,
-    "sqrt": torch.sqrt,
-    "Abs": torch.abs,
+    "exp": _scalar_ok(torch.exp, math.exp),
+    "expm1": _scalar_ok(torch.expm1, math.expm1),
+    "log": _scalar_ok(torch.log, math.log),
+    "sqrt": _scalar_ok(torch.sqrt, math.sqrt),
+    "Abs": _scalar_ok(torch.abs, abs),
     "exprel": exprel,
     "phi2": phi2,
-    "Max": torch.maximum,
-    "Min": torch.minimum,
+    "Max": _scalar_ok(torch.maximum, max),
+    "Min": _scalar_ok(torch.minimum, min),
 }
 
 
-def _lambdify(args, exprs):
-    return sympy.lambdify(args, exprs, modules=[_TORCH_NS], cse=True)
+_FAST_NS = dict(_TORCH_NS, exprel=exprel_fast)
+
+
+def _lambdify(args, exprs, fast: bool = False):
+    return sympy.lambdify(args, exprs, modules=[_FAST_NS if fast else _TORCH_NS], cse=True)
 
 
 # ----------------------------------------------------------------------------- small vector algebra
@@ -172,11 +203,11 @@ def densify(v: Vec, like: Tensor) -> list[Tensor]:
 class _Printed:
     """A sympy matrix printed to one function of `args`; zeros kept as None."""
 
-    def __init__(self, M: sympy.Matrix, args):
+    def __init__(self, M: sympy.Matrix, args, fast: bool = False):
         self.shape = M.shape
         flat = list(M)
         self.nz = [k for k, e in enumerate(flat) if not (e == 0 or e.is_zero is True)]
-        self.fn = _lambdify(args, [flat[k] for k in self.nz]) if self.nz else None
+        self.fn = _lambdify(args, [flat[k] for k in self.nz], fast) if self.nz else None
 
     def __call__(self, *args) -> list:
         vals: list = [None] * (self.shape[0] * self.shape[1])
@@ -231,11 +262,49 @@ class NeuronKernels:
         self.r = _Printed(sympy.Matrix(ir.r), syms)
         self._tref = _Printed(sympy.Matrix([[ir.t_ref]]), syms)
         self.spiking = ir.c is not None and ir.theta is not None
-        c = sympy.Matrix(ir.c) if self.spiking else sympy.Matrix([[1] + [0] * (self.d - 1)]).T
+        if self.spiking:
+            c = sympy.Matrix(ir.c)
+        elif getattr(ir, "potential", None) is not None:  # first *declared* state (IR order may differ)
+            c = sympy.Matrix(ir.potential)
+        else:
+            c = sympy.Matrix([[1] + [0] * (self.d - 1)]).T
         self._c = _Printed(c.T, syms)  # potential functional (first state var if no threshold)
         self._theta = _Printed(sympy.Matrix([[ir.theta if self.spiking else 0]]), syms)
-        rows = self._chain_rows(ir, c)
+        rows, rates = self._chain_rows(ir, c)
         self._chain = [_Printed(sympy.Matrix(rw).reshape(1, self.d), syms) for rw in rows]
+        # Solver-only (no autograd) prints: l_k Phi(D) for each chain row (row 0 = c^T, so
+        # u(D) = (c^T Phi) x + c^T phi - theta, u' = (c^T Phi) y0, g_k = (l_k Phi) y0) and the
+        # rates, with the cheap exprel. One fused CSE'd function each: few torch ops per solver
+        # iteration (the engines are bound by per-op overhead, not flops).
+        Phi_m, phi_m = sympy.Matrix(ir.Phi), sympy.Matrix(ir.phi)
+        self._lPhi = [_Printed(sympy.Matrix(rw).reshape(1, self.d) * Phi_m, argsD, fast=True) for rw in rows]
+        th = ir.theta if self.spiking else 0
+        self._cphi = _Printed(sympy.Matrix([[(c.T * phi_m)[0, 0] - th]]), argsD, fast=True)
+        self._rates = _Printed(sympy.Matrix([list(rates)]), syms) if rates else None
+        # Closed form for the lowest chain level (spike_time._bottom_root): valid when the last
+        # row is a left eigenvector of A with the last rate (checked here, not assumed).
+        A_m = sympy.Matrix(ir.A)
+        self.closed_bottom = False
+        if len(rows) >= 2 and len(rates) >= len(rows):
+            lm = sympy.Matrix(rows[-1]).reshape(1, self.d)
+            res = (lm * (A_m - rates[len(rows) - 1] * sympy.eye(self.d))).applyfunc(sympy.simplify)
+            self.closed_bottom = all(e == 0 for e in res)
+        # Support of a reset's jump once propagated (delta = x_after - x_before): the components
+        # the reset touches, closed under Phi's sparsity. Others (e.g. CubaLIF's i) are
+        # reset-invariant, so propagating delta only needs these columns of Phi.
+        R_m, r_m = sympy.Matrix(ir.R), sympy.Matrix(ir.r)
+        supp = {i for i in range(self.d) if R_m.row(i) != sympy.eye(self.d).row(i) or r_m[i] != 0}
+        grow = True
+        while grow:
+            grow = False
+            for j in list(supp):
+                for i in range(self.d):
+                    if i not in supp and not (Phi_m[i, j] == 0 or Phi_m[i, j].is_zero is True):
+                        supp.add(i)
+                        grow = True
+        self.delta_support = tuple(sorted(supp))
+        PhiS = sympy.Matrix(self.d, self.d, lambda i, j: Phi_m[i, j] if j in supp else 0)
+        self._PhiS = _Printed(PhiS, argsD)
         self._nocross = [
             (_Printed(sympy.Matrix(rw).reshape(1, self.d), syms), _Printed(sympy.Matrix([[off]]), syms))
             for rw, off in (ir.no_cross_rows or [])
@@ -251,18 +320,17 @@ class NeuronKernels:
 
     # -- chain: from the IR, or derived here from A's eigenvalues when the IR has none
     def _chain_rows(self, ir: NeuronIR, c: sympy.Matrix):
+        """(rows, rates) of the isolation chain of u = c^T x (compiler/structure.py conventions:
+        rates[k] takes rows[k] to rows[k+1], the last used rate is the mode of the last row)."""
         if self.spiking and ir.chain is not None and ir.chain.rows:
-            return list(ir.chain.rows)
+            return list(ir.chain.rows), list(ir.chain.rates)
         A = sympy.Matrix(ir.A)
         if not (A.is_lower or A.is_upper):
             raise NotImplementedError(f"neuron {ir.name!r}: no isolation chain and A is not triangular")
-        lams = [A[i, i] for i in range(self.d)]
-        rows = [c.T]
-        for lam in lams[:-1]:
-            rows.append(sympy.simplify(rows[-1] * (A - lam * sympy.eye(self.d))))
-        while len(rows) > 1 and all(sympy.simplify(e).is_zero for e in rows[-1]):
-            rows.pop()
-        return rows
+        from spikescan.compiler.structure import isolation_chain
+
+        ch = isolation_chain(ir, functional=c)
+        return list(ch.rows), list(ch.rates)
 
     # ------------------------------------------------------------------ parameters
     def param_tensors(self, params: Optional[dict], n: int, dtype, device) -> tuple:
@@ -282,6 +350,13 @@ class NeuronKernels:
                 t = t.reshape(())
             out.append(t)
         return tuple(out)
+
+    @staticmethod
+    def constants(P: tuple) -> tuple:
+        """P with shared parameters that need no gradient as Python floats (fewer torch ops:
+        parameter-only subexpressions of the printed kernels become float arithmetic)."""
+        return tuple(float(p) if torch.is_tensor(p) and p.dim() == 0 and not p.requires_grad else p
+                     for p in P)
 
     @staticmethod
     def shared(P: tuple) -> bool:
@@ -324,6 +399,21 @@ class NeuronKernels:
 
     def chain_rows(self, P) -> list:
         return [ch(*P)[0] for ch in self._chain]
+
+    def rates(self, P) -> list:
+        return self._rates(*P)[0] if self._rates is not None else []
+
+    def lPhi(self, k: int, D, P) -> list:
+        """Row l_k Phi(D) (no-autograd solver print; k = 0 gives c^T Phi(D))."""
+        return self._lPhi[k](D, *P)[0]
+
+    def cphi_minus_theta(self, D, P):
+        """c^T phi(D) - theta (no-autograd solver print), a tensor, float or None."""
+        return self._cphi(D, *P)[0][0]
+
+    def PhiS(self, D, P) -> list:
+        """Phi(D) restricted to the columns of `delta_support` (None elsewhere)."""
+        return self._PhiS(D, *P)
 
     def no_cross(self, P) -> list:
         return [(rw(*P)[0], off(*P)[0][0]) for rw, off in self._nocross]

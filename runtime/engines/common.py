@@ -110,13 +110,13 @@ class SpikeRecord:
 
 
 def lane_params(P: tuple, j: Tensor) -> tuple:
-    """Params for flat lanes whose neuron index is j."""
-    return tuple(p if p.dim() == 0 else p[j] for p in P)
+    """Params for flat lanes whose neuron index is j (floats and 0-d tensors are shared)."""
+    return tuple(p if not torch.is_tensor(p) or p.dim() == 0 else p[j] for p in P)
 
 
 def col(P: tuple) -> tuple:
     """Params shaped [N, 1] to broadcast against [B, N, K]."""
-    return tuple(p if p.dim() == 0 else p[:, None] for p in P)
+    return tuple(p if not torch.is_tensor(p) or p.dim() == 0 else p[:, None] for p in P)
 
 
 def no_cross_safe(kern: NeuronKernels, x: list, Pb: tuple, theta) -> Optional[Tensor]:
