@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-eval", type=int, default=None, help="use only the first N val/test samples")
     p.add_argument("--loss", default=None, help='loss options as JSON, e.g. \'{"tau": 2.0, "alpha": 0.003}\'')
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1: the engines run many small ops, "
+                        "where more threads are slower; 0 keeps torch's default)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             args.model, data=args.data, data_root=args.data_root, epochs=args.epochs, batch_size=args.batch_size,
             lr=args.lr, engine=args.engine, seed=args.seed, out=args.out, resume=args.resume,
             progress=not args.no_progress, network=args.network, loss=loss, clip_grad=args.clip_grad,
-            limit_train=args.limit_train, limit_eval=args.limit_eval,
+            limit_train=args.limit_train, limit_eval=args.limit_eval, threads=args.threads,
         )
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,8 +1,12 @@
-"""Suite-wide test set-up: make tests/mpref.py (the mpmath reference) importable as `mpref`,
+"""Suite-wide test set-up: one torch thread, make tests/mpref.py (the mpmath reference) importable as `mpref`,
 and keep generated code of the whole suite out of the user's ./.spikescan-cache."""
 
 import os
 import sys
+
+# The engines run many small tensor ops, where intra-op threads only add synchronisation cost
+# (about 10x slower with 2 threads on a 2-core machine). Set before anything imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
