@@ -69,6 +69,7 @@ class CompiledNeuron:
             self.engine = execution_engine.ExecutionEngine(self.module, opt_level=3)
         self.t_compile = time.perf_counter() - t0
         self.pnames = [p.name for p in nir.params]
+        self._bwd: dict = {}
 
     def layer(self, times, chan, order, weight, delays, nvalid, horizon, params: list, out, counts, over):
         """Run the generated event loop (see mlir_emit.build_layer for the argument meaning)."""
@@ -76,6 +77,31 @@ class CompiledNeuron:
         descs = [memref_of(t) for t in tensors]
         ptrs = [ctypes.pointer(ctypes.pointer(dsc)) for dsc in descs]
         self.engine.invoke("layer", *ptrs)
+
+    def layer_backward(self, times, chan, order, weight, delays, nvalid, horizon, params: list, gout,
+                       counts, gtimes, gweight, gdelays, gparams, tape_f, tape_i, tpos,
+                       with_params: bool = True):
+        """The adjoint event loop (mlir_adjoint.build_layer_backward), JIT-compiled on first use
+        (two variants: with and without the parameter gradients)."""
+        eng = self._backward_engine(bool(with_params))
+        tensors = [times, chan, order, weight, delays, nvalid, horizon, *params, gout, counts, gtimes,
+                   gweight, gdelays, gparams, tape_f, tape_i, tpos]
+        descs = [memref_of(t) for t in tensors]
+        eng.invoke("layer_backward", *[ctypes.pointer(ctypes.pointer(dsc)) for dsc in descs])
+
+    def _backward_engine(self, with_params: bool):
+        with _LOCK:
+            if with_params not in self._bwd:
+                from spikescan.compiler.backends.mlir_adjoint import build_backward_module
+
+                t0 = time.perf_counter()
+                mod = build_backward_module(self.ir, self.dtype, self.port, with_params)
+                with mod.context:
+                    passmanager.PassManager.parse(LOWER).run(mod.operation)
+                    eng = execution_engine.ExecutionEngine(mod, opt_level=3)
+                self._bwd[with_params] = (mod, eng)  # the module keeps its context alive
+                self.t_compile_backward = time.perf_counter() - t0
+            return self._bwd[with_params][1]
 
     def layer_shared(self, times, chan, order, weight, nvalid, horizon, params: list, out, counts, over):
         """The event-outer loop for shared parameters and no delays (mlir_emit.build_layer_shared);

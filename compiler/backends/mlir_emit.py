@@ -395,27 +395,8 @@ def build_layer(em: NeuronEmitter, port: Optional[str] = None, name: str = "laye
             with ir.InsertionPoint(lj.body):
                 j = lj.induction_variable
                 em.setup({n: memref.load(m, [j]) for n, m in zip(em.pnames, pmem)})
-                H = memref.load(horizon, [b, j])
-                x0 = em.materialize(em.init)
-                inits = x0 + [o.c(0.0), o.c(-INF), zero64, zero64]
-                lk = scf.ForOp(c0, arith.addi(nv, c1), c1, inits)
-                with ir.InsertionPoint(lk.body):
-                    k = lk.induction_variable
-                    st = list(lk.inner_iter_args)
-                    last = arith.cmpi(arith.CmpIPredicate.uge, k, nv)
-                    kk = arith.select(last, arith.subi(nv, c1), k)
-                    kk = arith.select(arith.cmpi(arith.CmpIPredicate.eq, nv, c0), c0, kk)
-                    e = arith.index_cast(idx, memref.load(order, [b, j, kk]))
-                    ch = arith.index_cast(idx, memref.load(chan, [b, e]))
-                    tk = arith.addf(memref.load(times, [b, e]), memref.load(delays, [ch, j]))
-                    wk = memref.load(weight, [b, ch, j])
-                    beyond = o.or_(last, o.not_(o.lt(tk, H)))
-                    T = o.sel(beyond, H, tk)
-                    w = o.sel(beyond, o.c(0.0), wk)
-                    st = _advance(em, st, T, b, j, out, S64)
-                    x = em.materialize(em.jump(st[:d], w, port))
-                    scf.yield_(x + st[d:])
-                res = list(lk.results)
+                res = lane_forward(em, b, j, nv, times, chan, order, weight, delays, horizon, out,
+                                   S64, port)
                 memref.store(res[d + 2], counts, [b, j])
                 memref.store(res[d + 3], over, [b, j])
                 scf.yield_([])
@@ -424,7 +405,44 @@ def build_layer(em: NeuronEmitter, port: Optional[str] = None, name: str = "laye
     return fn
 
 
-def _advance(em: NeuronEmitter, st, T, b, j, out, S64):
+def lane_forward(em: NeuronEmitter, b, j, nv, times, chan, order, weight, delays, horizon, out,
+                 S64, port: Optional[str] = None, tape=None):
+    """The exact event loop of one sample b and neuron j (em.setup already done for j):
+    returns the final (x..., t, ref_end, count, over). `tape(aux)`, if given, returns a
+    recorder that _advance calls once per step (the adjoint loop of mlir_adjoint.py replays
+    this very code with a tape, so its decisions are those of the forward bit for bit)."""
+    o = em.o
+    idx = ir.IndexType.get()
+    i64 = ir.IntegerType.get_signless(64)
+    d = em.d
+    c0, c1 = o.ci(0), o.ci(1)
+    zero64 = arith.constant(i64, 0)
+    H = memref.load(horizon, [b, j])
+    x0 = em.materialize(em.init)
+    inits = x0 + [o.c(0.0), o.c(-INF), zero64, zero64]
+    lk = scf.ForOp(c0, arith.addi(nv, c1), c1, inits)
+    with ir.InsertionPoint(lk.body):
+        k = lk.induction_variable
+        st = list(lk.inner_iter_args)
+        last = arith.cmpi(arith.CmpIPredicate.uge, k, nv)
+        kk = arith.select(last, arith.subi(nv, c1), k)
+        kk = arith.select(arith.cmpi(arith.CmpIPredicate.eq, nv, c0), c0, kk)
+        e64 = memref.load(order, [b, j, kk])
+        e = arith.index_cast(idx, e64)
+        ch = arith.index_cast(idx, memref.load(chan, [b, e]))
+        tk = arith.addf(memref.load(times, [b, e]), memref.load(delays, [ch, j]))
+        wk = memref.load(weight, [b, ch, j])
+        beyond = o.or_(last, o.not_(o.lt(tk, H)))
+        T = o.sel(beyond, H, tk)
+        w = o.sel(beyond, o.c(0.0), wk)
+        rec = None if tape is None else tape(arith.select(beyond, arith.constant(i64, -1), e64))
+        st = _advance(em, st, T, b, j, out, S64, rec)
+        x = em.materialize(em.jump(st[:d], w, port))
+        scf.yield_(x + st[d:])
+    return list(lk.results)
+
+
+def _advance(em: NeuronEmitter, st, T, b, j, out, S64, tape=None):
     """Simulate (x..., t, ref_end, count, over) to time T, spiking on the way (scf.while: one
     iteration per spike in the interval, plus one)."""
     o = em.o
@@ -458,7 +476,10 @@ def _advance(em: NeuronEmitter, st, T, b, j, out, S64):
         def store():
             memref.store(ts, out, [b, j, arith.index_cast(ir.IndexType.get(), cnt)])
 
-        o.if_void(rec, store)
+        if out is not None:  # None: a replay that only needs the decisions (mlir_adjoint)
+            o.if_void(rec, store)
+        if tape is not None:
+            tape(x, t, lo, hi, Dc, found, rec, cnt)
         dead = o.and_(found, o.not_(room))
         x2 = [o.sel(found, r, n) for r, n in zip(xr, xn)]
         t2 = o.sel(found, ts, T)

@@ -21,7 +21,7 @@ ENGINES = {
 
 # Engines that propagate gradients through run_layer (usable for training).
 # The Triton engines are forward-only so far (their backward raises NotImplementedError).
-DIFFERENTIABLE = {"torch", "torch-sequential"}
+DIFFERENTIABLE = {"torch", "torch-sequential", "sequential-cpu"}
 
 
 class EngineUnavailable(RuntimeError):

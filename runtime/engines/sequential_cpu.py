@@ -1,7 +1,7 @@
 """Engine "sequential-cpu": the exact sequential event loop, generated as MLIR from the neuron's
-IR and JIT-compiled for the CPU (compiler/backends/cpu_jit.py). Forward only: its backward
-raises NotImplementedError (use the "torch" or "torch-sequential" engines to train).
-Readouts (observe=..., neurons without threshold) are delegated to "torch-sequential".
+IR and JIT-compiled for the CPU (compiler/backends/cpu_jit.py). Differentiable: the backward
+is the JIT-compiled adjoint event loop (compiler/backends/mlir_adjoint.py), exact gradients to
+input times, weights, delays and tensor parameters (IFT at every spike). Readouts (observe=..., neurons without threshold) are delegated to "torch-sequential".
 
 Per sample and neuron the loop visits the input events in arrival order (one argsort per sample
 without delays, shared by every neuron through a stride-0 view; per-neuron orders with delays),
@@ -58,16 +58,71 @@ def _slowest_tau(ir: NeuronIR, pvec: list[Tensor]) -> float:
     return best if best > 0 else 1.0
 
 
-class _NoGrad(torch.autograd.Function):
+class _Saved:
+    """What the adjoint loop needs: the forward's prepared (CPU, dense or stride-0) inputs."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+class _LayerGrad(torch.autograd.Function):
+    """Identity on the forward's spike times; the backward runs the JIT-compiled adjoint event
+    loop (compiler/backends/mlir_adjoint.py): exact gradients (IFT at every spike, adjoint of
+    the flow, jumps and resets between) to input times, weights, delays and parameters."""
+
     @staticmethod
-    def forward(ctx, out, *inputs):
+    def forward(ctx, out, sv, times, weight, delays, *ptens):
+        ctx.sv = sv
+        ctx.shapes = [None if v is None else (v.shape, v.dtype, v.device) for v in (times, weight, delays, *ptens)]
         return out.clone()
 
     @staticmethod
-    def backward(ctx, *grads):
-        raise NotImplementedError(
-            "the sequential-cpu engine (JIT-compiled MLIR) is forward-only: its JIT backward is not "
-            "implemented; train with engine='torch' or 'torch-sequential'")
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gout):
+        sv = ctx.sv
+        B, N, S = sv.out_shape
+        dt = sv.dtype
+        g = torch.zeros((B, N, sv.max_spikes), dtype=dt)
+        g[:, :, : gout.shape[2]] = gout.detach().cpu().to(dt)
+        g = torch.where(torch.isfinite(sv.out_full), g, torch.zeros((), dtype=dt))  # padding
+        n, C = sv.t.shape[1], sv.W.shape[1]
+        npar = len(sv.pvec)
+        counts = torch.zeros((B, N), dtype=torch.int64)
+        gtimes = torch.zeros((B, n), dtype=dt)
+        shared_w = len(ctx.shapes[1][0]) == 2
+        # a shared [C, N] weight: accumulate over the batch through a stride-0 view (the adjoint
+        # loop is sequential, so every sample adds into the same [C, N] gradient)
+        gw = torch.zeros((C, N) if shared_w else (B, C, N), dtype=dt)
+        gweight = gw.unsqueeze(0).expand(B, C, N) if shared_w else gw
+        gdelays = torch.zeros((C, N), dtype=dt)
+        gparams = torch.zeros((N, max(npar, 1)), dtype=dt)
+        M = n + sv.max_spikes + 2
+        tape_f = torch.empty((M, sv.eng.ir.d + 2), dtype=dt)
+        tape_i = torch.empty((M, 2), dtype=torch.int64)
+        tpos = torch.zeros((1,), dtype=torch.int64)
+        sv.eng.layer_backward(sv.t, sv.ch, sv.order, sv.W, sv.dl, sv.nvalid, sv.horizon, sv.pvec, g,
+                              counts, gtimes, gweight, gdelays, gparams, tape_f, tape_i, tpos,
+                              with_params=any(ctx.needs_input_grad[5:]))
+        if not torch.equal(counts, sv.counts):
+            raise RuntimeError("sequential-cpu backward: the replayed forward disagrees with the "
+                               "forward pass (spike counts differ); this is a bug, please report it")
+        grads = [None, None]
+        want = ctx.needs_input_grad[2:]
+        shp = ctx.shapes
+
+        def put(val, k):
+            if not want[k] or shp[k] is None:
+                return None
+            shape, dtype, dev = shp[k]
+            return val.reshape(shape).to(dtype=dtype, device=dev)
+
+        grads.append(put(gtimes[:, : shp[0][0][1]], 0))  # [:, :0] when the forward padded n = 0
+        grads.append(put(gw, 1))
+        grads.append(put(gdelays, 2))
+        for k, pi in zip(range(3, len(shp)), sv.pindex):
+            col = gparams[:, pi]
+            grads.append(put(col.sum() if len(shp[k][0]) == 0 else col, k))
+        return tuple(grads)
 
 
 def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weight: Tensor,
@@ -148,14 +203,19 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
     else:
         eng.layer(t, ch, order, W, dl, nvalid, horizon, pvec, out, counts, over)
 
+    out_full = out
     over_b = over.bool().any(1)
     if on_overflow == "raise" and bool(over_b.any()):
         b, j = [int(v) for v in over.nonzero()[0]]
         raise SpikeCapExceeded(b, j, max_spikes)
     S = max(1, int(counts.max())) if counts.numel() else 1
     out = out[:, :, :S].contiguous().to(dev)
-    grads = [v for v in (times, weight, delays) if v is not None and v.requires_grad]
-    grads += [v for v in (params or {}).values() if torch.is_tensor(v) and v.requires_grad]
-    if grads and torch.is_grad_enabled():
-        out = _NoGrad.apply(out, *grads)
+    need = [v for v in (times, weight, delays) if v is not None and v.requires_grad]
+    pnames = [p.name for p in ir.params]
+    ptens = [(k, v) for k, v in (params or {}).items() if torch.is_tensor(v) and v.requires_grad]
+    if (need or ptens) and torch.is_grad_enabled():
+        sv = _Saved(eng=eng, t=t, ch=ch, order=order, W=W, dl=dl, nvalid=nvalid, horizon=horizon,
+                    pvec=pvec, counts=counts, out_full=out_full, out_shape=tuple(out.shape),
+                    max_spikes=max_spikes, dtype=dtype, pindex=[pnames.index(k) for k, _ in ptens])
+        out = _LayerGrad.apply(out, sv, times, weight, delays, *[v for _, v in ptens])
     return LayerResult(times=out, counts=counts.to(dev), overflow=over_b.to(dev), observed=None)

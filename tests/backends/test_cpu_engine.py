@@ -147,17 +147,14 @@ def test_spike_cap_raise_and_flag():
     assert torch.equal(res.times[0, 0], times[0, :10])  # every input spikes LIF at once
 
 
-def test_t_end_and_backward_raises():
+def test_t_end_cuts_the_spike_train():
     times, ch, W = random_input(6, 50, 3, 2, 60.0, 2.5)
     full = run_layer(neuron("CubaLIF"), {}, times, ch, W)
     cut = run_layer(neuron("CubaLIF"), {}, times, ch, W, t_end=30.0)
     for j in range(2):
         f = full.times[0, j, : int(full.counts[0, j])]
         assert torch.equal(cut.times[0, j, : int(cut.counts[0, j])], f[f <= 30.0])
-    Wg = W.clone().requires_grad_()
-    out = run_layer(neuron("CubaLIF"), {}, times, ch, Wg).times
-    with pytest.raises(NotImplementedError, match="forward-only"):
-        out[torch.isfinite(out)].sum().backward()
+    assert int(cut.counts.sum()) < int(full.counts.sum())
 
 
 @pytest.mark.parametrize("name", ["CubaLIF", "AdaptiveLIF"])
