@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spikescan.runtime.train import TrainingDiverged, train
+    from spikescan.runtime.train import TrainingDiverged, TrainingStalled, train
 
     try:
         loss = json.loads(args.loss) if args.loss else None
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress, network=args.network, loss=loss, clip_grad=args.clip_grad,
             limit_train=args.limit_train, limit_eval=args.limit_eval, threads=args.threads,
         )
-    except TrainingDiverged as e:
+    except (TrainingDiverged, TrainingStalled) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except (FileNotFoundError, ValueError, NotImplementedError) as e:

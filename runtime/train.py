@@ -33,6 +33,10 @@ class TrainingDiverged(RuntimeError):
     """Loss or gradients became NaN/inf; the message says where and which checkpoint is intact."""
 
 
+class TrainingStalled(RuntimeError):
+    """The loss has no gradient (a silent network); the message says which layers are silent."""
+
+
 # Per-dataset defaults (ms for times). Yin-Yang follows DATASETS.md's reference settings.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # EventProp's Yin-Yang loss settings (tau0 = 0.5 ms, tau1 = 6.4 ms, alpha = 3e-3); measured
@@ -58,9 +62,24 @@ class TrainResult:
     model: Optional[SpikingNetwork] = None
 
 
+def _any_gradient(net) -> bool:
+    return any(p.grad is not None and bool(p.grad.ne(0).any()) for p in net.parameters())
+
+
+def _stalled(outp, where: str) -> "TrainingStalled":
+    counts = ", ".join(f"{name}: {float(c.float().mean()):.2f}" for name, c in zip(outp.layer_names, outp.counts))
+    return TrainingStalled(
+        f"the loss has no gradient at {where}: no spike of this batch carries one to the weights "
+        f"(mean spikes per neuron {counts}). Exact event-based gradients need spikes; increase the "
+        "weight init of the silent layer in the .snn file (e.g. `dense(x, init = normal(MEAN, STD))`) "
+        "or use a max_potential readout."
+    )
+
+
 def resolve_engine(name: str) -> str:
-    """"auto" for training: the fastest engine with autograd on this device. On CPU that is the
-    torch chunked-scan engine (the MLIR CPU engine is forward-only)."""
+    """"auto" for training: the torch chunked-scan engine. The MLIR sequential-cpu engine has a
+    compiled backward too, but it hands readout layers (max potential, which the first-spike
+    loss observes) to the Python-loop torch-sequential engine, which is slower overall here."""
     if not isinstance(name, str) or name != "auto":
         return name
     try:
@@ -260,7 +279,11 @@ def train(
                     "Try a smaller --lr or check the input data."
                 )
             opt.zero_grad(set_to_none=True)
-            loss_v.backward()
+            if loss_v.requires_grad:
+                loss_v.backward()
+            if not _any_gradient(net):
+                bar.close()
+                raise _stalled(outp, where)
             if not _grads_finite(net):
                 bar.close()
                 raise TrainingDiverged(

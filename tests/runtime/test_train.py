@@ -147,3 +147,17 @@ def test_cli_train_then_eval(tiny_snn, tmp_path, capsys):
     # errors are messages, not tracebacks
     assert main(["eval", str(tmp_path / "nope.pt"), "--data", "yinyang"]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_silent_network_stops_with_a_message_naming_the_layers(tmp_path):
+    """A network whose hidden layer never spikes has no exact gradient: training must say so
+    (which layers are silent, what to change) instead of failing inside autograd."""
+    from spikescan.runtime.train import TrainingStalled
+
+    shutil.copy(ROOT / "models" / "cuba_lif.snn", tmp_path / "cuba_lif.snn")
+    p = tmp_path / "silent.snn"
+    p.write_text(TINY.replace("normal(1.5, 0.8)", "normal(0.0, 0.001)"))
+    with pytest.raises(TrainingStalled) as e:
+        _train(p, out=str(tmp_path / "run"), epochs=1, **FAST)
+    msg = str(e.value)
+    assert "hidden: 0.00" in msg and "init" in msg
