@@ -6,7 +6,6 @@ import os
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere in this process
 
 import ast
-import functools
 import math
 from pathlib import Path
 
@@ -16,25 +15,7 @@ import scipy.linalg
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = {"CubaLIF": "cuba_lif.snn", "AdaptiveLIF": "adaptive_lif.snn", "AlphaLIF": "alpha_lif.snn"}
-
-
-@functools.lru_cache(maxsize=None)
-def model_ir(name):
-    from spikescan.compiler.driver import load_model
-
-    return load_model(ROOT / "models" / MODELS[name]).neurons[name]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory):
-    old = os.environ.get("SPIKESCAN_CACHE")
-    os.environ["SPIKESCAN_CACHE"] = str(tmp_path_factory.mktemp("spikescan-cache"))
-    yield
-    if old is None:
-        os.environ.pop("SPIKESCAN_CACHE", None)
-    else:
-        os.environ["SPIKESCAN_CACHE"] = old
+from example_models import MODELS, model_ir  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -61,9 +42,10 @@ def test_generated_source_structure(name, dtype):
     assert "exprel" in ast.unparse(funcs["propagate"])
 
 
-def test_load_module_from_content_hash_cache(tmp_path):
+def test_load_module_from_content_hash_cache(tmp_path, monkeypatch):
     from spikescan.compiler.backends import triton_codegen as tc
 
+    monkeypatch.setattr(tc, "_LOADED", {})  # independent of modules other tests loaded
     ir = model_ir("CubaLIF")
     mod = tc.load_module(ir, "f64", root=tmp_path)
     files = list(tmp_path.glob("CubaLIF_f64_*.py"))

@@ -9,7 +9,6 @@ import os
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere in this process
 
 import dataclasses
-import functools
 import sys
 from pathlib import Path
 
@@ -21,26 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 import mpref  # noqa: E402
 
-MODELS = {"CubaLIF": "cuba_lif.snn", "AdaptiveLIF": "adaptive_lif.snn", "AlphaLIF": "alpha_lif.snn"}
+from example_models import MODELS, model_ir  # noqa: E402
 TOL = 1e-12  # ms, f64
-
-
-@functools.lru_cache(maxsize=None)
-def model_ir(name):
-    from spikescan.compiler.driver import load_model
-
-    return load_model(ROOT / "models" / MODELS[name]).neurons[name]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory):
-    old = os.environ.get("SPIKESCAN_CACHE")
-    os.environ["SPIKESCAN_CACHE"] = str(tmp_path_factory.mktemp("spikescan-cache"))
-    yield
-    if old is None:
-        os.environ.pop("SPIKESCAN_CACHE", None)
-    else:
-        os.environ["SPIKESCAN_CACHE"] = old
 
 
 def run(ir, times, channels, weight, mode, **kw):
