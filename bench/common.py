@@ -70,11 +70,14 @@ def env_info(device: str) -> dict:
             "python": platform.python_version(),
             "cpu": _cpu_name(),
             "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
             "commit": _git_commit(),
             "host": platform.node(),
         }
     env = dict(_ENV_CACHE)
+    # read at every record: the thread count is set from --threads after import, and the load
+    # of a shared machine changes during a run (timings under load are slower, say so)
+    env["torch_threads"] = torch.get_num_threads()
+    env["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     env["device"] = device
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
@@ -131,10 +134,20 @@ def base_parser(description: str, bench: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help=f"JSON-lines file (default bench/results/{bench}[-quick][-cuda].jsonl)")
     p.add_argument("--no-out", action="store_true", help="print only, write no file")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the engines issue many small ops, and on "
+                        "2 cores 2 threads made them ~10x slower; 0 keeps torch's default)")
     return p
 
 
+def apply_threads(args) -> None:
+    """torch.set_num_threads(--threads) before anything is timed (0: leave torch's default)."""
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+
+
 def make_emitter(args, bench: str) -> Emitter:
+    apply_threads(args)  # every script builds its emitter first: threads are set before timing
     if args.no_out:
         out = None
     elif args.out:

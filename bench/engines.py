@@ -2,13 +2,16 @@
 
 Workload: batch B (32), 700 Poisson inputs at 12 Hz over 1 s (~8,400 events per sample),
 H (256) hidden CubaLIF (tau_m 20 ms, tau_s 5 ms), 20 leaky-integrator readouts, f64 by default.
-For each engine: hidden-layer-only forward time (the engine alone), network forward time and
-forward+backward time (median of repeats) at chunk sizes
+For each engine: hidden-layer-only forward and forward+backward time (the engine alone; backward
+of the sum of hidden spike times), network forward time and forward+backward time (median of
+repeats; sequential-cpu delegates the readout layer to torch-sequential, as the records say) at
+chunk sizes
 32, 128, 512 (sequential engines have no chunk: measured once), peak memory of forward+backward,
 measured hidden firing rate, agreement of hidden spike counts with the first engine run, and the
 speed ratio scan / sequential measured in the same run.
 
     python bench/engines.py [--quick] [--device cuda] [--batch 128 --hidden 512] [--dtype f32]
+                            [--threads 1]
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from bench.common import ENGINES, ShdLike, base_parser, get_engine, make_emitter, peak_memory, time_fn  # noqa: E402
-from bench.shd_step import hidden_rate_hz, make_problem, readout_engine_for, step  # noqa: E402
+from bench.shd_step import SILENT, hidden_rate_hz, make_problem, readout_engine_for, step  # noqa: E402
 
 SEQUENTIAL = {"torch-sequential", "sequential-cpu", "triton-sequential"}
+MODES = ("hidden-forward", "hidden-forward+backward", "forward", "forward+backward")
 
 
 def main(argv=None):
@@ -41,7 +45,7 @@ def main(argv=None):
     dtype = torch.float64 if args.dtype == "f64" else torch.float32
     if args.quick:  # ~840 events per sample, 2 samples, 32 hidden
         batch, duration, hidden, repeats, max_s = args.batch or 2, args.duration or 100.0, \
-            (args.hidden if args.hidden != 256 else 32), args.repeats or 1, args.max_seconds or 5.0
+            (args.hidden if args.hidden != 256 else 32), args.repeats or 3, args.max_seconds or 5.0
     else:
         batch, duration, hidden, repeats, max_s = args.batch or 32, args.duration or 1000.0, \
             args.hidden, args.repeats or 5, args.max_seconds or 60.0
@@ -81,15 +85,31 @@ def main(argv=None):
                 agree = int((counts != ref_counts).sum())
             rate = hidden_rate_hz(hid, duration)
 
-            def hidden_only():  # the hidden layer alone: every engine supports it
-                return eng.run_layer(pb.cuba, {}, pb.times, pb.channels, pb.W1, max_spikes=64,
-                                     **({} if chunk is None else {"chunk": chunk}))
+            def hidden_only(backward=False):
+                # the hidden layer alone (no readout, so no delegated readout engine); backward:
+                # gradient of the sum of its spike times w.r.t. W1
+                W1 = pb.W1.detach().requires_grad_(backward)
+                with torch.set_grad_enabled(backward):
+                    res = eng.run_layer(pb.cuba, {}, pb.times, pb.channels, W1, max_spikes=64,
+                                        **({} if chunk is None else {"chunk": chunk}))
+                    if backward:
+                        t = res.times
+                        loss = torch.where(torch.isfinite(t), t, torch.zeros_like(t)).sum()
+                        if not loss.requires_grad:
+                            raise RuntimeError(SILENT)
+                        loss.backward()
+                return res
 
-            for mode, bw in (("hidden-forward", None), ("forward", False), ("forward+backward", True)):
-                fn = hidden_only if bw is None else (lambda: step(eng, pb, backward=bw, **kw))
+            for mode, hid_only, bw in (("hidden-forward", True, False),
+                                       ("hidden-forward+backward", True, True),
+                                       ("forward", False, False), ("forward+backward", False, True)):
+                if hid_only:
+                    fn = (lambda bw=bw: hidden_only(bw))
+                else:
+                    fn = (lambda bw=bw: step(eng, pb, backward=bw, **kw))
                 try:
                     tm = time_fn(fn, args.device,
-                                 repeats=repeats, warmup=0 if args.quick else 1,
+                                 repeats=repeats, warmup=1,
                                  max_seconds=max_s)
                     mem = peak_memory(fn, args.device)
                 except Exception as e:  # noqa: BLE001
@@ -103,7 +123,7 @@ def main(argv=None):
                         readout_engine=ro_name or name)
 
     # scan / sequential speed ratios, same run, same sizes
-    for mode in ("hidden-forward", "forward", "forward+backward"):
+    for mode in MODES:
         seqs = {k[0]: v for k, v in results.items() if k[0] in SEQUENTIAL and k[2] == mode}
         for (name, chunk, m), t in results.items():
             if m != mode or name in SEQUENTIAL:

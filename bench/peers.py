@@ -161,7 +161,7 @@ def main(argv=None):
     em = make_emitter(args, "peers")
     if args.quick:
         batch, hidden, duration, repeats, max_s = args.batch or 2, args.hidden or 32, 100.0, \
-            args.repeats or 1, 5.0
+            args.repeats or 3, 5.0
     else:
         batch, hidden, duration, repeats, max_s = args.batch or 32, args.hidden or 256, 1000.0, \
             args.repeats or 5, 60.0
@@ -184,7 +184,8 @@ def main(argv=None):
         rec = {}
         for mode, fn in (("forward", fn_fwd), ("forward+backward", fn_step)):
             try:
-                tm = time_fn(fn, args.device, repeats=repeats, warmup=0 if args.quick else 1,
+                # one warm-up always: the first call JIT-compiles (sequential-cpu's backward)
+                tm = time_fn(fn, args.device, repeats=repeats, warmup=1,
                              max_seconds=max_s)
                 mem = peak_memory(fn, args.device)
             except Exception as e:  # noqa: BLE001

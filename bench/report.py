@@ -74,11 +74,33 @@ def table(headers, rows) -> str:
     return "\n".join(lines)
 
 
+def load_text(recs) -> str:
+    """Range of the 1-minute load average over a run's records (a shared machine is slower)."""
+    loads = [r["loadavg"][0] for r in recs if isinstance(r.get("loadavg"), list) and r["loadavg"]]
+    if not loads:
+        return "machine load not recorded"
+    lo, hi = min(loads), max(loads)
+    return f"1-min load average {lo:.1f}" + (f"-{hi:.1f}" if hi - lo >= 0.05 else "")
+
+
+def date_range(recs) -> str:
+    dates = sorted(r["date"] for r in recs if r.get("date"))
+    if not dates:
+        return "?"
+    a, b = dates[0].replace("+00:00", ""), dates[-1].replace("+00:00", "")
+    return f"{a} to {b[11:] if a[:10] == b[:10] else b} UTC"
+
+
+def threads_text(recs) -> str:
+    th = sorted({r["torch_threads"] for r in recs if r.get("torch_threads") is not None})
+    return "/".join(str(t) for t in th) if th else "?"
+
+
 def machine_line(recs) -> str:
     r = next((x for x in recs if "torch" in x), recs[0])
     dev = r.get("gpu") or r.get("device", "?")
-    return (f"_Run {r.get('date', '?')} on {r.get('cpu', '?')} ({r.get('cpu_count', '?')} cores, "
-            f"{r.get('torch_threads', '?')} torch threads), device `{dev}`, torch "
+    return (f"_Run {date_range(recs)} on {r.get('cpu', '?')} ({r.get('cpu_count', '?')} cores, "
+            f"{threads_text(recs)} torch threads, {load_text(recs)}), device `{dev}`, torch "
             f"{r.get('torch', '?')}, Python {r.get('python', '?')}, commit {r.get('commit', '?')}"
             f"{', --quick sizes' if r.get('quick') else ''}._")
 
@@ -99,8 +121,33 @@ def skipped_lines(recs) -> list[str]:
 def sections_for(groups: dict[str, list[dict]], bench: str) -> list[str]:
     """File stems of one bench (e.g. engines, engines-cuda, engines-quick-cuda-large), in order;
     a --quick file is left out when the full run of the same variant is present."""
-    stems = sorted(s for s in groups if s == bench or s.startswith(bench + "-"))
+    stems = sorted((s for s in groups if s == bench or s.startswith(bench + "-")),
+                   key=lambda s: ("cuda" in s, s))  # CPU sections first, then CUDA
     return [s for s in stems if not ("-quick" in s and s.replace("-quick", "") in stems)]
+
+
+# Facts about a result file that its records cannot state themselves (they were measured before
+# a code change): shown under the section title. Keep in step with the files in bench/results/.
+STALE_NOTES = {
+    "engines-cuda": "Older measurement, kept as measured: taken before the torch engine became "
+                    "~4x faster (closed-form crossing decisions, commit 4633067) and before "
+                    "sequential-cpu got its backward (e330fa3); 16 torch threads; not re-run "
+                    "since (no GPU time). Current torch-engine times on this GPU should be "
+                    "lower than these.",
+    "peers-cuda": "Older measurement, kept as measured: the spikescan rows use the torch engine "
+                  "as it was before its ~4x speed-up (commit 4633067); 16 torch threads; not "
+                  "re-run since (no GPU time).",
+}
+
+
+def section_title(bench_title: str, stem: str, recs) -> str:
+    r = next((x for x in recs if "torch" in x), recs[0])
+    if "cuda" in stem:
+        where = f"CUDA ({r.get('gpu', 'GPU')})"
+    else:
+        where = f"CPU ({r.get('cpu', '?')}, {threads_text(recs)} torch thread(s))"
+    size = "--quick sizes" if r.get("quick") else "full sizes"
+    return f"{bench_title}: {where}, {size}, {str(r.get('date', '?'))[:10]}"
 
 
 # ----------------------------------------------------------------------------- sections
@@ -114,14 +161,19 @@ def section_engines(recs, title) -> str:
         out.append(f"Sizes: batch {r0['batch']}, {r0['inputs']} inputs, "
                    f"{r0['events_per_sample']:.0f} events per sample over {r0['duration_ms']:.0f} ms, "
                    f"{r0['hidden']} hidden CubaLIF, {r0['readout']} LI readouts, {r0['dtype']}. "
-                   f"Median of {r0['runs']}+ runs.")
+                   f"Median of {runs_text(timing)} timed runs after one warm-up (slow engines "
+                   f"stop repeating after a time budget). `hidden-*` passes: the hidden layer "
+                   f"alone (backward of the sum of its spike times); the other passes: the whole "
+                   f"network with the readout loss.")
         out.append("")
         rows = [[r["engine"], r["chunk"] if r["chunk"] is not None else "-", r["mode"],
                  fmt_s(r["median_s"]), fmt_b(r.get("peak_bytes")), f"{r['hidden_rate_hz']:.1f}",
-                 "ref" if r.get("count_mismatch_vs_first") is None else r["count_mismatch_vs_first"]]
+                 "ref" if r.get("count_mismatch_vs_first") is None else r["count_mismatch_vs_first"],
+                 "-" if r["mode"].startswith("hidden") else r.get("readout_engine") or r["engine"]]
                 for r in timing]
         out.append(table(["engine", "chunk", "pass", "time (median)", "peak memory",
-                          "hidden rate (Hz)", "count mismatches vs first"], rows))
+                          "hidden rate (Hz)", "count mismatches vs first", "readout layer run by"],
+                         rows))
     ratios = [r for r in recs if r.get("kind") == "ratio"]
     if ratios:
         out += ["", "Scan / sequential speed-up (same run):", ""]
@@ -132,6 +184,11 @@ def section_engines(recs, title) -> str:
     if sk:
         out += [""] + sk
     return "\n".join(out) + "\n"
+
+
+def runs_text(timing) -> str:
+    runs = sorted({r.get("runs", 1) for r in timing})
+    return str(runs[0]) if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
 
 
 def section_peers(recs, title) -> str:
@@ -154,18 +211,24 @@ def section_peers(recs, title) -> str:
             rows.append([fw, any_.get("version", ""), any_.get("dtype", ""),
                          "exact" if any_.get("exact") else f"dt = {any_.get('dt_ms', '?')} ms",
                          fmt_s(f and f["median_s"]), fmt_s(fb and fb["median_s"]),
-                         fmt_b(fb and fb.get("peak_bytes")), f"{any_.get('hidden_rate_hz', 0):.1f}"])
+                         fmt_b(fb and fb.get("peak_bytes")), f"{any_.get('hidden_rate_hz', 0):.1f}",
+                         any_.get("readout_engine") or any_.get("engine") or "-"])
         out.append(table(["framework", "version", "dtype", "time", "forward",
                           "forward+backward (train step)", "peak memory (train step)",
-                          "hidden rate (Hz)"], rows))
-    ratios = [r for r in recs if r.get("kind") == "ratio" and r["mode"] == "forward+backward"]
+                          "hidden rate (Hz)", "spikescan readout run by"], rows))
+        out += ["", f"Median of {runs_text(timing)} timed runs after one warm-up."]
+    ratios = [r for r in recs if r.get("kind") == "ratio"]
     if ratios:
-        out += ["", "Train-step time ratio peer / spikescan (> 1: spikescan faster):", ""]
+        out += ["", "Time ratio peer / spikescan, same run (> 1: spikescan faster, < 1: the peer "
+                "is faster):", ""]
         ss = sorted({r["spikescan"] for r in ratios})
-        peers = sorted({r["framework"] for r in ratios})
-        val = {(r["framework"], r["spikescan"]): r["ratio"] for r in ratios}
-        out.append(table(["peer"] + ss, [[p] + [f"{val[(p, s)]:.2f}" if (p, s) in val else "-"
-                                                for s in ss] for p in peers]))
+        rows = []
+        for mode in ("forward", "forward+backward"):
+            val = {(r["framework"], r["spikescan"]): r["ratio"] for r in ratios if r["mode"] == mode}
+            for peer in sorted({k[0] for k in val}):
+                rows.append([peer, mode] + [f"{val[(peer, x)]:.2f}" if (peer, x) in val else "-"
+                                            for x in ss])
+        out.append(table(["peer", "pass"] + ss, rows))
     sk = skipped_lines(recs)
     if sk:
         out += [""] + sk
@@ -289,6 +352,11 @@ def plot_scaling(pts, img_dir: Path, suffix: str):
     plt = _plt()
     sweeps = [s for s in ("rate", "neurons", "batch", "chunk") if any(p["sweep"] == s for p in pts)]
     fig, axes = plt.subplots(1, len(sweeps), figsize=(4 * len(sweeps), 3.6), squeeze=False)
+    # one colour per engine in every panel (a panel may lack engines, e.g. chunk: scans only)
+    engines = sorted({p["engine"] for p in pts})
+    colour = {e: f"C{i}" for i, e in enumerate(engines)}
+    from matplotlib.ticker import NullFormatter
+
     for ax, sw in zip(axes[0], sweeps):
         series = defaultdict(list)
         for p in pts:
@@ -297,11 +365,13 @@ def plot_scaling(pts, img_dir: Path, suffix: str):
         for (eng, mode), xy in sorted(series.items()):
             xy.sort()
             ax.loglog([a for a, _ in xy], [b for _, b in xy], "o-" if mode == "forward" else "s--",
-                      label=f"{eng} ({'fwd' if mode == 'forward' else 'fwd+bwd'})", ms=4)
+                      color=colour[eng], label=f"{eng} ({'fwd' if mode == 'forward' else 'fwd+bwd'})",
+                      ms=4)
         ax.set_xlabel("events per sample" if sw == "rate" else sw)
         ax.set_ylabel("time (s)")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     img_dir.mkdir(parents=True, exist_ok=True)
     path = img_dir / f"scaling{suffix}.png"
@@ -311,6 +381,45 @@ def plot_scaling(pts, img_dir: Path, suffix: str):
 
 
 # ----------------------------------------------------------------------------- main
+
+
+def section_summary(groups: dict[str, list[dict]]) -> str:
+    """Per engine and measurement set (file): forward and forward+backward of the whole network
+    at the chunk with the fastest forward+backward, so new CPU and older CUDA runs sit side by
+    side. Sizes and conditions differ between sets: each row names its own."""
+    rows = []
+    for stem in sections_for(groups, "engines"):
+        recs = groups[stem]
+        timing = [r for r in recs if r.get("kind") == "timing"]
+        if not timing:
+            continue
+        r0 = timing[0]
+        where = (f"CUDA {r0.get('gpu', '')}" if "cuda" in stem else
+                 f"CPU, {threads_text(recs)} thread(s), {load_text(recs)}")
+        cond = (f"{where}; {date_range(recs)[:16]}; batch {r0['batch']}, {r0['hidden']} hidden, "
+                f"{r0['events_per_sample']:.0f} events/sample, {r0['dtype']}"
+                + ("; --quick" if r0.get("quick") else "") + ("; older code" if stem in STALE_NOTES else ""))
+        by = defaultdict(dict)  # engine -> chunk -> mode -> s
+        for r in timing:
+            by[r["engine"]].setdefault(r["chunk"], {})[r["mode"]] = r["median_s"]
+        for eng, chunks in by.items():
+            def key(c):
+                m = chunks[c]
+                return m.get("forward+backward", m.get("forward", math.inf))
+            c = min(chunks, key=key)
+            m = chunks[c]
+            rows.append([cond, eng, "-" if c is None else c, fmt_s(m.get("hidden-forward")),
+                         fmt_s(m.get("hidden-forward+backward")), fmt_s(m.get("forward")),
+                         fmt_s(m.get("forward+backward"))])
+    if not rows:
+        return ""
+    return "\n".join(["## Summary: engines, new CPU runs next to older CUDA runs", "",
+                      "Whole network (700 -> hidden CubaLIF -> 20 LI readouts) per engine, at the "
+                      "chunk size with the fastest forward+backward; `-` = not measured in that "
+                      "set. Rows of different sets differ in machine, sizes and code version (see "
+                      "the first column and the sections below): compare within a set.", "",
+                      table(["measurement set", "engine", "chunk", "hidden fwd", "hidden fwd+bwd",
+                             "network fwd", "network fwd+bwd"], rows), ""])
 
 
 def render(groups: dict[str, list[dict]], out_md: Path) -> str:
@@ -329,22 +438,35 @@ def render(groups: dict[str, list[dict]], out_md: Path) -> str:
              "replacing the installed torch.", "",
              "Sections marked `--quick sizes` use tiny inputs (tens of neurons, ~100 ms) so the "
              "scripts finish in minutes on a 2-core CPU: their times are dominated by per-call "
-             "overhead, and their fitted exponents say little about large-size scaling.", ""]
+             "overhead, and their fitted exponents say little about large-size scaling.", "",
+             "CPU runs use `torch.set_num_threads(--threads)`, 1 by default (the engines issue "
+             "many small ops; on 2 cores 2 threads made them ~10x slower); every record carries "
+             "its thread count (`torch_threads`) and the machine's load average (`loadavg`), and "
+             "each section's first line gives both. The CUDA sections are older runs on an H100 "
+             "and are labelled as such.", ""]
+    summary = section_summary(groups)
+    if summary:
+        parts.append(summary)
+    titles = {"engines": "Engines on the SHD-like workload",
+              "peers": "spikescan vs discrete-time frameworks", "precision": "Precision",
+              "scaling": "Scaling"}
     for bench in ("engines", "peers", "precision", "scaling"):
         for stem in sections_for(groups, bench):
             recs = groups[stem]
             tag = stem[len(bench):].replace("-quick", "").strip("-")
-            title_tag = f" ({tag})" if tag else ""
+            title = section_title(titles[bench], stem, recs)
             if bench == "engines":
-                parts.append(section_engines(recs, f"Engines on the SHD-like workload{title_tag}"))
+                text = section_engines(recs, title)
             elif bench == "peers":
-                parts.append(section_peers(recs, f"spikescan vs discrete-time frameworks{title_tag}"))
+                text = section_peers(recs, title)
             elif bench == "precision":
-                parts.append(section_precision(recs, f"Precision{title_tag}", img_dir, rel,
-                                                f"-{tag}" if tag else ""))
+                text = section_precision(recs, title, img_dir, rel, f"-{tag}" if tag else "")
             else:
-                parts.append(section_scaling(recs, f"Scaling{title_tag}", img_dir, rel,
-                                             f"-{tag}" if tag else ""))
+                text = section_scaling(recs, title, img_dir, rel, f"-{tag}" if tag else "")
+            if stem in STALE_NOTES:  # right under the title line
+                head, rest = text.split("\n", 1)
+                text = f"{head}\n\n**{STALE_NOTES[stem]}**\n{rest}"
+            parts.append(text)
     text = "\n".join(parts)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text(text)

@@ -54,7 +54,7 @@ def main(argv=None):
         base = dict(batch=2, neurons=32, rate=12.0, duration=100.0, chunk=128)
         sweeps = {"rate": [3.0, 12.0, 48.0], "neurons": [16, 128], "batch": [1, 8],
                   "chunk": [32, 128, 512]}
-        repeats, max_s = args.repeats or 1, 4.0
+        repeats, max_s = args.repeats or 3, 4.0
     else:
         base = dict(batch=8, neurons=256, rate=12.0, duration=1000.0, chunk=128)
         sweeps = {"rate": [3.0, 6.0, 12.0, 24.0, 48.0], "neurons": [32, 64, 128, 256, 512, 1024],

@@ -14,6 +14,10 @@ import torch
 from bench.common import ShdLike, load_neuron, readout_weights, shd_weights, spikes_to_events
 
 
+SILENT = ("no gradient path: the hidden layer is silent (no spikes) on this input, so the loss "
+          "does not depend on the weights; use more inputs, neurons or a longer duration")
+
+
 @dataclass
 class ShdProblem:
     workload: ShdLike
@@ -48,7 +52,7 @@ def step(eng, pb: ShdProblem, chunk: int = 128, backward: bool = False, max_spik
     """One pass; returns (loss, hidden LayerResult). With backward=True, grads land in W1/W2.
 
     `readout_eng` runs the 20-unit readout layer (default: `eng`); engines without `observe`
-    support (forward-only CPU engine) use the torch engine there, and the record says so.
+    support use the torch engine there, and the record says so.
     """
     W1 = pb.W1.detach().requires_grad_(backward)
     W2 = pb.W2.detach().requires_grad_(backward)
@@ -61,6 +65,8 @@ def step(eng, pb: ShdProblem, chunk: int = 128, backward: bool = False, max_spik
                             on_overflow="raise", observe="max_potential", t_end=pb.t_end)
         loss = torch.nn.functional.cross_entropy(out.observed, pb.labels)
         if backward:
+            if not loss.requires_grad:
+                raise RuntimeError(SILENT)
             loss.backward()
     return loss.detach(), hid
 
@@ -74,6 +80,10 @@ def readout_engine_for(eng, pb: ShdProblem):
     w = torch.ones((1, 1), dtype=pb.times.dtype, device=pb.times.device)
     try:
         eng.run_layer(pb.li, {}, t, c, w, observe="max_potential", t_end=pb.t_end)
+        if eng.__name__.endswith(".sequential_cpu"):
+            # sequential-cpu accepts observe= but runs readouts through torch-sequential itself:
+            # say so in the records (only the hidden layer is the MLIR JIT engine)
+            return None, "torch-sequential (delegated by sequential-cpu)"
         return None, None
     except NotImplementedError:
         return get_engine("torch"), "torch"

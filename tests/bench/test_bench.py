@@ -92,6 +92,27 @@ def test_peak_memory_sees_a_large_torch_allocation():
     assert small["peak_bytes"] < 16 * 2**20, small
 
 
+def test_threads_option_sets_torch_and_every_record_names_threads_and_load(tmp_path):
+    from bench.common import base_parser, make_emitter
+
+    before = torch.get_num_threads()
+    try:
+        args = base_parser("t", "x").parse_args(["--out", str(tmp_path / "x.jsonl")])
+        assert args.threads == 1  # the default for CPU benchmarks
+        em = make_emitter(args, "x")
+        assert torch.get_num_threads() == 1
+        rec = em.emit(kind="timing", median_s=1.0)
+        line = json.loads((tmp_path / "x.jsonl").read_text())
+        assert line["torch_threads"] == rec["torch_threads"] == 1
+        assert len(line["loadavg"]) == 3 and all(v >= 0 for v in line["loadavg"])
+        # 0 leaves torch's setting alone
+        torch.set_num_threads(2)
+        make_emitter(base_parser("t", "x").parse_args(["--threads", "0", "--no-out"]), "x")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 # ----------------------------------------------------------------------------- discrete-time simulator
 
 
@@ -196,6 +217,24 @@ def test_report_renders_tables_and_plots(tmp_path):
                   points=3, time_exponent=1.0, memory_exponent=1.0,
                   base=dict(batch=1, neurons=8, rate=12.0, duration=10.0, chunk=128))],
     }
+    gpu = dict(env, device="cuda", gpu="Test GPU", quick=False, cpu_count=16, date="2026-01-01T00:00:00+00:00")
+    cpu_env = dict(env, torch_threads=1, loadavg=[1.5, 1.0, 0.5], date="2026-01-02T00:00:00+00:00")
+    recs["engines-quick"] = [dict(r, **{k: v for k, v in cpu_env.items() if k != "date"})
+                             for r in recs["engines-quick"]]
+    recs["engines-cuda"] = [
+        dict(gpu, kind="timing", engine="torch", chunk=512, mode=m, batch=32, inputs=700,
+             hidden=256, readout=20, events_per_sample=8400.0, duration_ms=1000.0, dtype="f64",
+             median_s=t, runs=2, peak_bytes=2**30, hidden_rate_hz=4.5)
+        for m, t in (("forward", 1.25), ("forward+backward", 1.5))]
+    recs["peers-quick"] = [
+        dict(cpu_env, kind="timing", framework=f, mode=m, batch=2, inputs=700, hidden=32,
+             readout=20, duration_ms=100.0, events_per_sample=840.0, tau_m_ms=20.0, tau_s_ms=5.0,
+             median_s=t, runs=3, dtype="f32", exact=f.startswith("spikescan"), dt_ms=1.0)
+        for f, m, t in (("norse", "forward", 0.03), ("norse", "forward+backward", 0.06),
+                        ("spikescan:torch:f64", "forward", 0.09),
+                        ("spikescan:torch:f64", "forward+backward", 0.12))
+    ] + [dict(cpu_env, kind="ratio", framework="norse", spikescan="spikescan:torch:f64", mode=m,
+              ratio=r) for m, r in (("forward", 0.03 / 0.09), ("forward+backward", 0.5))]
     files = []
     for name, rs in recs.items():
         f = tmp_path / f"{name}.jsonl"
@@ -206,6 +245,17 @@ def test_report_renders_tables_and_plots(tmp_path):
     assert out.exists() and "| torch | 32 | forward | 500.0 ms" in text
     assert "4.00x" in text and "skipped engine triton-scan: no GPU" in text
     assert "| CubaLIF | discrete-exact dt=0.1 ms | f64 | 2 | 1/1 |" in text
+    # sections say where, when and under which conditions they were measured
+    assert "Engines on the SHD-like workload: CPU (test-cpu, 1 torch thread(s)), --quick sizes" in text
+    assert "Engines on the SHD-like workload: CUDA (Test GPU), full sizes, 2026-01-01" in text
+    assert "1-min load average 1.5" in text and "machine load not recorded" in text
+    assert "Older measurement, kept as measured" in text  # engines-cuda carries its note
+    # CPU sections come before the CUDA ones; the summary puts both sets side by side
+    assert text.index("workload: CPU") < text.index("workload: CUDA")
+    summary = text[text.index("## Summary"):text.index("## Engines")]
+    assert "| torch | 512 | - | - | 1.25 s | 1.50 s |" in summary and "older code" in summary
+    # peer ratios in both passes, < 1 when the peer is faster (not hidden)
+    assert "| norse | forward | 0.33 |" in text and "| norse | forward+backward | 0.50 |" in text
     assert (tmp_path / "docs" / "img" / "precision.png").stat().st_size > 1000
     assert (tmp_path / "docs" / "img" / "scaling.png").stat().st_size > 1000
 
@@ -227,10 +277,22 @@ def _run(args, tmp_path, name):
 
 @pytest.mark.slow
 def test_scripts_run_quick_on_tiny_sizes(tmp_path):
-    eng = _run(["--batch", "1", "--hidden", "4", "--duration", "20", "--engines",
-                "torch,torch-sequential,triton-scan", "--chunks", "32"], tmp_path, "engines")
+    from spikescan.runtime.engines import available
+
+    has_cpu = available("sequential-cpu")
+    # 16 neurons over 100 ms: the hidden layer fires (6 spikes), so every backward has a path
+    eng = _run(["--batch", "1", "--hidden", "16", "--duration", "100", "--repeats", "1",
+                "--engines",
+                "torch,torch-sequential,triton-scan" + (",sequential-cpu" if has_cpu else ""),
+                "--chunks", "32"], tmp_path, "engines")
     timing = [r for r in eng if r.get("kind") == "timing"]
+    assert all(r["hidden_spikes"] > 0 for r in timing)
     assert {r["engine"] for r in timing} >= {"torch", "torch-sequential"}
+    assert all(r["torch_threads"] == 1 and len(r["loadavg"]) == 3 for r in eng)
+    if has_cpu:  # the JIT backward is timed, hidden layer alone and whole network
+        modes = {r["mode"] for r in timing if r["engine"] == "sequential-cpu"}
+        assert modes >= {"hidden-forward+backward", "forward+backward"}
+        assert not any(r.get("skipped") and r.get("engine") == "sequential-cpu" for r in eng)
     assert all(r["median_s"] > 0 and r["peak_bytes"] >= 0 for r in timing)
     assert any(r.get("kind") == "ratio" for r in eng)
     assert any(r.get("skipped") and r.get("engine") == "triton-scan" for r in eng)
@@ -243,10 +305,14 @@ def test_scripts_run_quick_on_tiny_sizes(tmp_path):
                "--spikescan-engines", "torch", "--spikescan-dtypes", "f64"], tmp_path, "peers")
     assert any(r.get("framework") == "spikescan:torch:f64" for r in pe)
 
-    pr = _run(["--models", "LIF", "--engines", "torch", "--dts", "1", "--size", "1,2,3,8,30",
-               "--mp-grad-models", ""], tmp_path, "precision")
+    pr = _run(["--models", "LIF", "--engines", "torch" + (",sequential-cpu" if has_cpu else ""),
+               "--dts", "1", "--size", "1,2,3,8,30", "--mp-grad-models", ""], tmp_path, "precision")
     errs = [r for r in pr if r.get("kind") == "spike_time_error" and r["engine"] == "torch"]
     assert errs and all(r["count_mismatch"] == 0 for r in errs if r["dtype"] == "f64")
+    if has_cpu:  # gradients of the JIT backward against the engine's own f64 differences
+        g = [r for r in pr if r.get("kind") == "gradient_error" and r["engine"] == "sequential-cpu"]
+        assert {r["wrt"] for r in g} == {"weights", "input_times"}
+        assert all(r["autograd_vs_f64_fd"]["max_rel_err"] < 1e-5 for r in g)
 
     r = subprocess.run([sys.executable, str(REPO / "bench" / "report.py"),
                         *[str(p) for p in sorted(tmp_path.glob("*.jsonl"))],
