@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .camera import camera_channels, camera_layout
+from .camera import camera_channels
 from .errors import CorruptDataFile
 from .events import check_split
-from .recordings import Preprocess, RecordingDataset, not_found, resolve_root, train_holdout
+from .recordings import Preprocess, RecordingDataset, resolve_root
 
 SENSOR = (128, 128, 2)
 T_MAX = 6000.0
@@ -80,30 +80,17 @@ class DVSGestureEvents(RecordingDataset):
         super().__init__(Preprocess(t_max, time_bin, max_events, cap_mode), cache)
         root = resolve_root(root)
         base = root / "DVSGesture"
-        has_train, has_test = _has_npy(base / "ibmGestureTrain"), _has_npy(base / "ibmGestureTest")
-        if split == "test" and has_test:
-            self._tonic_args = (root, False)
-            self.idx = np.arange(len(self.tonic.data))
-        else:
-            if not has_train:
-                missing = [f"{base / 'ibmGestureTrain'}/userNN_<lighting>/<label>.npy"]
-                if split == "test":
-                    missing.append(f"{base / 'ibmGestureTest'}/userNN_<lighting>/<label>.npy")
-                raise not_found("DVS Gesture", split, missing, root,
-                                HOW.replace("ROOT", str(root)))
-            self._tonic_args = (root, True)
-            self.idx = train_holdout(len(self.tonic.data), split, has_test, val_fraction,
-                                     test_fraction, split_seed)
-        self.labels = np.asarray(self.tonic.targets, dtype=np.int64)[self.idx]
+        self._select_camera_split(
+            split, root, title="DVS Gesture", has_train=_has_npy(base / "ibmGestureTrain"),
+            has_test=_has_npy(base / "ibmGestureTest"),
+            missing_train=f"{base / 'ibmGestureTrain'}/userNN_<lighting>/<label>.npy",
+            missing_test=f"{base / 'ibmGestureTest'}/userNN_<lighting>/<label>.npy", how=HOW,
+            val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed)
         bad = self.labels[(self.labels < 0) | (self.labels >= N_CLASSES)]
         if bad.size:
             raise ValueError(f"DVS Gesture: file names give labels {sorted(set(bad.tolist()))} "
                              f"outside 0..{N_CLASSES - 1}")
-        self.name, self.split, self.n_classes = "dvsgesture", split, N_CLASSES
-        self.layout = camera_layout(SENSOR, downsample, merge_polarity)
-        self.n_channels = int(np.prod(self.layout))
-        self.downsample, self.merge_polarity = int(downsample), bool(merge_polarity)
-        self.heldout = not has_test
+        self._set_camera_layout("dvsgesture", split, N_CLASSES, SENSOR, downsample, merge_polarity)
 
     def _make_tonic(self):
         return _tonic_dvsgesture(*self._tonic_args)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 import numpy as np
 
-from .camera import camera_channels, camera_layout
+from .camera import camera_channels
 from .errors import CorruptDataFile
 from .events import check_split
-from .recordings import Preprocess, RecordingDataset, not_found, resolve_root, train_holdout
+from .recordings import Preprocess, RecordingDataset, resolve_root
 
 SENSOR = (34, 34, 2)
 T_MAX = 320.0
@@ -51,25 +51,12 @@ class NMNISTEvents(RecordingDataset):
         super().__init__(Preprocess(t_max, time_bin, max_events, cap_mode), cache)
         root = resolve_root(root)
         base = root / "NMNIST"
-        has_train, has_test = _has_bins(base / "Train"), _has_bins(base / "Test")
-        if split == "test" and has_test:
-            self._tonic_args = (root, False)
-            self.idx = np.arange(len(self.tonic.data))
-        else:
-            if not has_train:
-                missing = [f"{base / 'Train'}/<digit>/*.bin"]
-                if split == "test":
-                    missing.append(f"{base / 'Test'}/<digit>/*.bin")
-                raise not_found("N-MNIST", split, missing, root, HOW.replace("ROOT", str(root)))
-            self._tonic_args = (root, True)
-            self.idx = train_holdout(len(self.tonic.data), split, has_test, val_fraction,
-                                     test_fraction, split_seed)
-        self.labels = np.asarray(self.tonic.targets, dtype=np.int64)[self.idx]
-        self.name, self.split, self.n_classes = "nmnist", split, 10
-        self.layout = camera_layout(SENSOR, downsample, merge_polarity)
-        self.n_channels = int(np.prod(self.layout))
-        self.downsample, self.merge_polarity = int(downsample), bool(merge_polarity)
-        self.heldout = not has_test
+        self._select_camera_split(
+            split, root, title="N-MNIST", has_train=_has_bins(base / "Train"),
+            has_test=_has_bins(base / "Test"), missing_train=f"{base / 'Train'}/<digit>/*.bin",
+            missing_test=f"{base / 'Test'}/<digit>/*.bin", how=HOW, val_fraction=val_fraction,
+            test_fraction=test_fraction, split_seed=split_seed)
+        self._set_camera_layout("nmnist", split, 10, SENSOR, downsample, merge_polarity)
 
     def _make_tonic(self):
         return _tonic_nmnist(*self._tonic_args)

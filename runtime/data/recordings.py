@@ -157,6 +157,32 @@ class RecordingDataset(EventDataset):
     def _make_tonic(self):
         raise NotImplementedError
 
+    def _select_camera_split(self, split, root, *, title, has_train, has_test, missing_train,
+                             missing_test, how, val_fraction, test_fraction, split_seed):
+        """Pick the tonic split and the item indices of `split` for the camera sets (N-MNIST,
+        DVS Gesture): the real test split when its files exist, else a deterministic hold-out of
+        the training recordings. Missing files raise DatasetNotFound naming them."""
+        if split == "test" and has_test:
+            self._tonic_args = (root, False)
+            self.idx = np.arange(len(self.tonic.data))
+        else:
+            if not has_train:
+                missing = [missing_train] + ([missing_test] if split == "test" else [])
+                raise not_found(title, split, missing, root, how.replace("ROOT", str(root)))
+            self._tonic_args = (root, True)
+            self.idx = train_holdout(len(self.tonic.data), split, has_test, val_fraction,
+                                     test_fraction, split_seed)
+        self.labels = np.asarray(self.tonic.targets, dtype=np.int64)[self.idx]
+        self.heldout = not has_test
+
+    def _set_camera_layout(self, name, split, n_classes, sensor, downsample, merge_polarity):
+        from .camera import camera_layout
+
+        self.name, self.split, self.n_classes = name, split, n_classes
+        self.layout = camera_layout(sensor, downsample, merge_polarity)
+        self.n_channels = int(np.prod(self.layout))
+        self.downsample, self.merge_polarity = int(downsample), bool(merge_polarity)
+
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_tonic"] = None
