@@ -44,7 +44,9 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "yinyang": dict(epochs=15, lr=5e-3, batch_size=32, t_end=60.0, schedule="cosine",
                     loss=dict(tau=0.5, alpha=3e-3, beta=6.4, silent_slope=10.0)),
     "randman": dict(epochs=20, lr=5e-3, batch_size=32, loss=dict(tau=2.0, alpha=1e-3, beta=20.0, silent_slope=10.0)),
-    "digits": dict(epochs=20, lr=5e-3, batch_size=32, loss=dict(tau=2.0, alpha=1e-3, beta=20.0, silent_slope=10.0)),
+    # measured with models/digits.snn: 93.3% test (best val 95.5%) in 30 epochs, ~8 min on 2 cores
+    # (tau 2 / beta 20 gave 67%).
+    "digits": dict(epochs=30, lr=5e-3, batch_size=32, loss=dict(tau=0.5, alpha=3e-3, beta=6.4, silent_slope=10.0)),
 }
 GENERIC_DEFAULTS: dict[str, Any] = dict(epochs=10, lr=5e-3, batch_size=32, schedule="cosine", loss={})
 
