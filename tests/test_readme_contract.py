@@ -21,3 +21,17 @@ def test_readme_main_job_trains_yinyang():
     blocks = _bash_blocks((ROOT / "README.md").read_text())
     assert any("spikescan train models/yinyang.snn --data yinyang" in b for b in blocks)
     assert (ROOT / "models" / "yinyang.snn").exists()
+
+
+def test_readme_python_example_prints_what_it_says(capsys, monkeypatch):
+    """The README's simulate example runs from the repo root and prints the spike times its
+    comment states (to the 4 decimals shown)."""
+    monkeypatch.chdir(ROOT)
+    text = (ROOT / "README.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", text, flags=re.S)[0]
+    claimed = re.search(r"# tensor\(\[\[(.*?)\]\]\)", code).group(1)
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    got = [float(v) for v in re.search(r"tensor\(\[\[(.*?)\]\]", printed).group(1).split(",")]
+    want = [float(v) for v in claimed.split(",")]
+    assert got == want
