@@ -13,6 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help=".snn file defining the network")
     p.add_argument("--data", required=True, choices=DATASETS, help="dataset to train on")
     p.add_argument("--data-root", default=None, help="folder with the dataset files (tonic datasets)")
+    p.add_argument("--data-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="dataset option, repeatable, e.g. --data-opt downsample=2 --data-opt "
+                        "merge_polarity=true --data-opt max_events=400 (see runtime/data/)")
     p.add_argument("--network", default=None, help="network name, when the file defines several")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: per dataset)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: per dataset, 32)")
@@ -40,11 +43,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --loss is not valid JSON: {e}", file=sys.stderr)
         return 2
     try:
+        data_opts = parse_data_opts(args.data_opt)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
         res = train(
             args.model, data=args.data, data_root=args.data_root, epochs=args.epochs, batch_size=args.batch_size,
             lr=args.lr, engine=args.engine, seed=args.seed, out=args.out, resume=args.resume,
             progress=not args.no_progress, network=args.network, loss=loss, clip_grad=args.clip_grad,
             limit_train=args.limit_train, limit_eval=args.limit_eval, threads=args.threads,
+            data_opts=data_opts,
         )
     except (TrainingDiverged, TrainingStalled) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -55,3 +64,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"test accuracy: {res.test_accuracy:.4f} (best val {res.best_val_accuracy:.4f} at epoch {res.best_epoch}; "
           f"{res.wall_s:.1f} s; outputs in {res.out})")
     return 0
+
+
+def parse_data_opts(items: list[str]) -> dict:
+    """`KEY=VALUE` strings -> dataset keyword arguments (JSON values, true/false, or strings)."""
+    opts = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--data-opt expects KEY=VALUE, got {item!r}")
+        low = raw.strip().lower()
+        if low in ("true", "false"):
+            opts[key] = low == "true"
+            continue
+        try:
+            opts[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            opts[key] = raw
+    return opts
+

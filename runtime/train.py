@@ -64,6 +64,16 @@ class TrainResult:
     model: Optional[SpikingNetwork] = None
 
 
+def _check_channels(ds, net) -> None:
+    """The dataset's channels must fit the network's input populations: say how to fix it."""
+    if ds.n_channels > net.n_inputs:
+        raise ValueError(
+            f"dataset {getattr(ds, 'name', '?')} has {ds.n_channels} input channels but network "
+            f"'{net.ir.name}' takes {net.n_inputs} (input {dict(net.ir.inputs)}); change the input "
+            "size in the .snn file or reduce the data (e.g. --data-opt downsample=2 --data-opt "
+            "merge_polarity=true for the event cameras)")
+
+
 def _any_gradient(net) -> bool:
     return any(p.grad is not None and bool(p.grad.ne(0).any()) for p in net.parameters())
 
@@ -214,6 +224,7 @@ def train(
 
     train_ds = _subset(get_dataset(data, "train", root=data_root, **data_opts), limit_train)
     val_ds = _subset(get_dataset(data, "val", root=data_root, **data_opts), limit_eval)
+    _check_channels(get_dataset(data, "train", root=data_root, **data_opts), net)
     t_end = _t_end(train_ds, t_end)
     theta = net.readout_theta()
     need_vmax = net.readout_kind == "first_spike" and loss_cfg.silent_slope > 0
