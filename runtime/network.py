@@ -5,7 +5,8 @@ spikes [B, N, S] become the next layer's input events (times [B, N*S], channel =
 a layer with several presynaptic sources sees their events merged, with channel offsets, and
 one weight matrix that stacks the per-connection weights along the channel axis. Gradients flow
 through the spike times (the engines differentiate them exactly), so earlier layers learn
-through later ones.
+through later ones. A layer with a `recurrent(itself)` connection keeps that weight apart
+(`w_rec` [N, N]) and always runs on runtime/engines/recurrent.py, whatever the engine name.
 """
 
 from __future__ import annotations
@@ -86,24 +87,38 @@ class _Layer(nn.Module):
                 "supported yet (the engines take one port per call)"
             )
         self.port = next(iter(ports)) if ports else None
+        # Recurrent connections (to the layer itself, zero delay) are fed back inside the event
+        # loop by runtime/engines/recurrent.py; their weights are kept apart as `w_rec` [N, N].
+        rec = [c for c in layer.connections if c.kind == "recurrent"]
         for c in layer.connections:
-            if c.kind == "recurrent":
-                raise NotImplementedError(
-                    f"layer {layer.name!r} has a recurrent connection from {c.source!r}: no engine supports "
-                    "recurrence yet (it needs the layer's own spikes fed back inside the event loop)"
-                )
-            if c.kind != "dense":
+            if c.kind not in ("dense", "recurrent"):
                 raise NotImplementedError(f"layer {layer.name!r}: connection kind {c.kind!r} is not supported")
-        self.sources = [c.source for c in layer.connections]
+        for c in rec:
+            if c.source != layer.name:
+                raise NotImplementedError(
+                    f"layer {layer.name!r}: recurrent({c.source}) must name the layer itself ({layer.name!r})"
+                )
+            if c.delays is not None:
+                raise NotImplementedError(f"layer {layer.name!r}: delays on a recurrent connection are not supported")
+        if len(rec) > 1:
+            raise NotImplementedError(f"layer {layer.name!r}: more than one recurrent connection")
+        if rec and neuron.c is None:
+            raise ValueError(f"layer {layer.name!r}: a recurrent connection needs a spiking neuron ({neuron.name} has "
+                             "no threshold)")
+        self.w_rec = (nn.Parameter(init_weight(rec[0].init, layer.size, layer.size, gen)) if rec else None)
+        ff = [c for c in layer.connections if c.kind != "recurrent"]
+        if rec and not ff:
+            raise ValueError(f"layer {layer.name!r}: a recurrent layer needs at least one feed-forward input")
+        self.sources = [c.source for c in ff]
         self.source_sizes = [source_sizes[s] for s in self.sources]
         self.weights = nn.ParameterList(
-            [nn.Parameter(init_weight(c.init, source_sizes[c.source], layer.size, gen)) for c in layer.connections]
+            [nn.Parameter(init_weight(c.init, source_sizes[c.source], layer.size, gen)) for c in ff]
         )
         # Delays: one tensor per connection, learnable (Parameter) or fixed (buffer); None if absent.
-        self.has_delays = any(c.delays is not None for c in layer.connections)
+        self.has_delays = any(c.delays is not None for c in ff)
         self.delay_max: list[float] = []
         self.delays = nn.ParameterList()
-        for k, c in enumerate(layer.connections):
+        for k, c in enumerate(ff):
             shape = (source_sizes[c.source], layer.size)
             if c.delays is None:
                 d, dmax, learn = torch.zeros(shape, dtype=DTYPE), 0.0, False
@@ -287,11 +302,22 @@ class SpikingNetwork(nn.Module):
                     observe = "max_potential"
             if observe is not None and t_end is None:
                 raise ValueError(f"readout {observe} needs t_end (the trial length in ms)")
-            res = engine.run_layer(
-                self.neurons[lay.neuron], lay.params(), t_in, c_in, lay.merged_weight(), lay.merged_delays(),
-                port=lay.port, chunk=self.chunk, max_spikes=self.max_spikes, on_overflow=self.on_overflow,
-                observe=observe, t_end=t_end,
-            )
+            if lay.w_rec is not None:
+                # Recurrent layers always run on the exact recurrent event loop (the engine
+                # choice applies to feed-forward layers only).
+                from spikescan.runtime.engines.recurrent import run_recurrent_layer
+
+                res = run_recurrent_layer(
+                    self.neurons[lay.neuron], lay.params(), t_in, c_in, lay.merged_weight(), lay.w_rec,
+                    lay.merged_delays(), port=lay.port, max_spikes=self.max_spikes, on_overflow=self.on_overflow,
+                    observe=observe, t_end=t_end,
+                )
+            else:
+                res = engine.run_layer(
+                    self.neurons[lay.neuron], lay.params(), t_in, c_in, lay.merged_weight(), lay.merged_delays(),
+                    port=lay.port, chunk=self.chunk, max_spikes=self.max_spikes, on_overflow=self.on_overflow,
+                    observe=observe, t_end=t_end,
+                )
             overflow = overflow | res.overflow.to(overflow.device)
             counts.append(res.counts)
             spikes.append(res.times)

@@ -4,6 +4,7 @@ offsets, delays, parameters, readouts and clear errors. A recording fake engine 
 engines are exercised in test_network_engine.py."""
 
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -176,9 +177,16 @@ def test_two_input_populations_split_channels():
     assert o.weight.shape == (2, 3)
 
 
-def test_recurrent_raises_clear_error():
-    with pytest.raises(NotImplementedError, match="'hidden'.*recurrent"):
-        SpikingNetwork(two_layer_ir(recurrent=True), engine=FakeEngine())
+def test_recurrent_layer_gets_its_own_weights_and_unsupported_forms_are_named():
+    net = SpikingNetwork(two_layer_ir(recurrent=True), engine=FakeEngine())
+    hidden = net.layers["hidden"]
+    assert tuple(hidden.w_rec.shape) == (hidden.size, hidden.size) and hidden.w_rec.requires_grad
+    net_ir, neurons = two_layer_ir(recurrent=True)
+    conns = list(net_ir.layers[0].connections)
+    conns[-1] = ConnectionIR("recurrent", "hidden", "input", DelaySpec(False, 2.0, 1.0), InitSpec("default"))
+    net_ir.layers[0] = replace(net_ir.layers[0], connections=tuple(conns))
+    with pytest.raises(NotImplementedError, match="'hidden'.*delays on a recurrent"):
+        SpikingNetwork((net_ir, neurons), engine=FakeEngine())
 
 
 def test_value_readouts_and_count_readout():
