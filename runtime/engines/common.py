@@ -14,6 +14,7 @@ from spikescan.compiler.ir import NeuronIR
 from spikescan.runtime.events import LayerEvents, build_events
 from spikescan.runtime.kernels import NeuronKernels, densify
 from spikescan.runtime.engines.result import LayerResult, SpikeCapExceeded
+from spikescan.runtime.engines.spike_time import spike_offset
 
 Tensor = torch.Tensor
 
@@ -139,3 +140,26 @@ def no_cross_safe(kern: NeuronKernels, x: list, Pb: tuple, theta) -> Optional[Te
         s = val < theta
         safe = s if safe is None else safe & s
     return safe
+
+
+def fire(kern: NeuronKernels, obs, rec: "SpikeRecord", si: Tensor, xs: list, Ps: tuple, lo_s: Tensor,
+         D_found: Tensor, x: list, t_cur: Tensor, ref_end: Tensor):
+    """Spike the lanes `si` (interval-start states xs, params Ps) at offset D_found from t_cur:
+    an offset at the interval start (a jump or the end of a refractory period) stays as it is,
+    otherwise it becomes differentiable through the IFT (spike_offset). Propagate, reset, record
+    and start the refractory period. Returns the new (x, t_cur, ref_end), the spike times and the
+    record's `keep` mask (False where the spike cap dropped the spike)."""
+    imm = D_found == lo_s.detach()
+    Dg = torch.where(imm, lo_s, spike_offset(kern, D_found, xs, Ps))
+    tstar = t_cur[si] + Dg
+    if obs.kind is not None:
+        obs.add(si, [v[:, None] for v in xs], Dg[:, None], torch.ones_like(Dg[:, None], dtype=torch.bool))
+    xm = densify(kern.propagate(Dg, xs, Ps), Dg)
+    xr = densify(kern.reset(xm, Ps), Dg)
+    keep = rec.add(si, tstar)
+    tr = kern.t_ref(Ps)
+    ref_end = ref_end.index_put((si,), tstar + (0.0 if tr is None else tr))
+    x = [v.index_put((si,), r) for v, r in zip(x, xr)]
+    t_cur = t_cur.index_put((si,), tstar)
+    return x, t_cur, ref_end, tstar, keep
+

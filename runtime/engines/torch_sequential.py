@@ -10,10 +10,10 @@ from typing import Optional
 import torch
 
 from spikescan.compiler.ir import NeuronIR
-from spikescan.runtime.engines.common import SpikeRecord, lane_params, no_cross_safe, setup
+from spikescan.runtime.engines.common import SpikeRecord, fire, lane_params, no_cross_safe, setup
 from spikescan.runtime.engines.observe import Observer
 from spikescan.runtime.engines.result import LayerResult
-from spikescan.runtime.engines.spike_time import first_crossing, spike_offset
+from spikescan.runtime.engines.spike_time import first_crossing
 from spikescan.runtime.kernels import densify
 
 Tensor = torch.Tensor
@@ -62,18 +62,7 @@ def run_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, weight: Ten
                 xs = [v[si] for v in x]
                 lo_s = lo[si]
                 D_found = D[hit]
-                imm = D_found == lo_s.detach()
-                Dg = torch.where(imm, lo_s, spike_offset(kern, D_found, xs, Ps))
-                tstar = t_cur[si] + Dg
-                if obs.kind is not None:
-                    obs.add(si, [v[:, None] for v in xs], Dg[:, None], torch.ones_like(Dg[:, None], dtype=torch.bool))
-                xm = densify(kern.propagate(Dg, xs, Ps), Dg)
-                xr = densify(kern.reset(xm, Ps), Dg)
-                keep = rec.add(si, tstar)
-                tr = kern.t_ref(Ps)
-                ref_end = ref_end.index_put((si,), tstar + (0.0 if tr is None else tr))
-                x = [v.index_put((si,), r) for v, r in zip(x, xr)]
-                t_cur = t_cur.index_put((si,), tstar)
+                x, t_cur, ref_end, tstar, keep = fire(kern, obs, rec, si, xs, Ps, lo_s, D_found, x, t_cur, ref_end)
                 chk = torch.zeros_like(chk).index_put((si[keep],), torch.ones_like(si[keep], dtype=torch.bool))
         gap = te - t_cur
         if obs.kind is not None:
