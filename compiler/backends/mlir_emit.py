@@ -386,7 +386,6 @@ def build_layer(em: NeuronEmitter, port: Optional[str] = None, name: str = "laye
         nN = memref.dim(order, c1)
         nS = memref.dim(out, o.ci(2))
         S64 = arith.index_cast(i64, nS)
-        zero64, one64 = arith.constant(i64, 0), arith.constant(i64, 1)
         lb = scf.ForOp(c0, nB, c1)
         with ir.InsertionPoint(lb.body):
             b = lb.induction_variable
