@@ -13,6 +13,8 @@ both the per-lane vectors of the sequential kernel and the [lanes, K] tiles of t
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 import importlib.util
 import os
 import sys
@@ -25,7 +27,7 @@ from .triton_kernels import kernel_source
 from .triton_inline import inline_helpers
 from .triton_printer import TritonPrinter, emit_assignments
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 _DTYPES = {
     # machine epsilon, a tiny positive normal number, cap on safeguarded-Newton iterations
@@ -101,6 +103,63 @@ def dexp2(x, y):
     quot = (exprel(v) - tl.exp(v) * exprel(us - v)) / (-us)
     return scale * tl.where(u > -0.5, tot, quot)
 '''
+
+
+def dexpn_helper(k: int) -> str:
+    """Triton source of dexpn<k>(z_1..z_k) = exp[0, z_1, ..., z_k] (repeated nodes allowed), the
+    algorithm of special.numeric_dexpn / mlir_ops.dexpn: nodes sorted by a compare-exchange
+    network, centred Taylor series (30 terms) for a spread < 1, else the difference quotient over
+    the widest gap, recursively, each part shifted by its largest node (unrolled: k is small).
+    Only the adjoint's parameter derivatives need it (d/dz of dexp2 repeats a node)."""
+    lines = ["", "", "@triton.jit", f"def dexpn{k}(" + ", ".join(f"z{i}" for i in range(k)) + "):"]
+    cnt = iter(range(10 ** 6))
+
+    def new(expr: str) -> str:
+        name = f"t{next(cnt)}"
+        lines.append(f"    {name} = {expr}")
+        return name
+
+    def dd(nodes: list[str], shift: bool) -> str:
+        if len(nodes) == 1:
+            return new(f"tl.exp({nodes[0]})")
+        if shift:
+            p = nodes[-1]
+            rest = [new(f"{n} - {p}") for n in nodes[:-1]] + [new(f"{p} * 0.0")]
+            inner = dd(rest, False)
+            return new(f"tl.exp({p}) * {inner}")
+        order = len(nodes) - 1
+        lo, hi = nodes[0], nodes[-1]
+        spread = new(f"{hi} - {lo}")
+        m = new(f"0.5 * ({lo} + {hi})")
+        a = [new(f"{n} - {m}") for n in nodes]
+        terms = 30
+        h = [new(f"{a[0]} * 0.0 + 1.0")]
+        for _ in range(1, terms):
+            h.append(new(f"{h[-1]} * {a[0]}"))
+        for node in a[1:]:
+            for jj in range(1, terms):
+                h[jj] = new(f"{h[jj]} + {node} * {h[jj - 1]}")
+        fact = float(math.factorial(order))
+        total = new(f"{h[0]} * {1.0 / fact!r}")
+        for jj in range(1, terms):
+            fact *= jj + order
+            total = new(f"{total} + {h[jj]} * {1.0 / fact!r}")
+        ser = new(f"tl.exp({m}) * {total}")
+        close = new(f"{spread} < 1.0")
+        den = new(f"tl.where({close}, 1.0, {spread})")
+        up = dd(nodes[1:], True)
+        down = dd(nodes[:-1], True)
+        return new(f"tl.where({close}, {ser}, ({up} - {down}) / {den})")
+
+    v = ["z0 * 0.0"] + [f"z{i}" for i in range(k)]
+    v = [new(e) for e in v]
+    for i in range(len(v)):  # bubble network: min/max compare-exchange
+        for jj in range(len(v) - 1 - i):
+            a, b = v[jj], v[jj + 1]
+            v[jj], v[jj + 1] = new(f"tl.minimum({a}, {b})"), new(f"tl.maximum({a}, {b})")
+    res = dd(v, False)
+    lines.append(f"    return {res}")
+    return "\n".join(lines) + "\n"
 
 
 def _state_syms(d: int) -> list[sympy.Symbol]:
@@ -348,8 +407,11 @@ class _Gen:
         if self.spiking:
             self.emit_threshold()
         self.lines.append(f"\nCHAIN_LEVELS = {getattr(self, 'levels', 0)}")
-        self.lines += kernel_source(self).splitlines()
+        kernels = kernel_source(self)  # also emits the backward's helpers into self.lines
+        self.lines += kernels.splitlines()
         src = "\n".join(self.lines) + "\n"
+        for k in sorted({int(v) for v in re.findall(r"\bdexpn(\d+)\(", src)}):
+            src += dexpn_helper(k)
         # kernels get every helper inlined (one straight function per kernel)
         return inline_helpers(src, lambda name: "_kernel_" in name)
 

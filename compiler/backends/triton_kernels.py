@@ -75,8 +75,9 @@ def _prologue(g, dt: str) -> list[str]:
     return L
 
 
-def _record(g, ind: str, xs: str, extra: list[str]) -> list[str]:
-    """Solve the bracketed crossing from state `xs` + (LO, HI, SS), record, reset."""
+def _record(g, ind: str, xs: str, extra: list[str], pre: list[str] = ()) -> list[str]:
+    """Solve the bracketed crossing from state `xs` + (LO, HI, SS), record, reset (`pre`: lines
+    run after the solve, before anything changes: the adjoint's tape)."""
     d, P = g.d, g.P
     return [
         f"{ind}Dst = solve_crossing({_v(xs, d)}, LO, HI, th, {P})",
@@ -85,6 +86,7 @@ def _record(g, ind: str, xs: str, extra: list[str]) -> list[str]:
         f"{ind}{_v('rs', d)} = reset({_v('ys', d)}, {P})",
         f"{ind}full = cnt >= S",
         f"{ind}rec = spike & ~full",
+    ] + list(pre) + [
         f"{ind}tl.store(OUT + (b * N + j) * S + cnt, tsp, mask=rec)",
         f"{ind}ovf = tl.where(spike & full, 1, ovf)",
         f"{ind}dead = dead | (spike & full)",
@@ -95,8 +97,49 @@ def _record(g, ind: str, xs: str, extra: list[str]) -> list[str]:
     ] + extra
 
 
-def _seq_kernel(g, port: str, dt: str) -> list[str]:
+def seq_step(g, port: str, ind: str, tape=None) -> list[str]:
+    """One iteration (event number k) of the exact event loop, at indentation `ind`: every spike
+    in the interval before the event, then propagate to the event and apply its jump. `tape`
+    (the adjoint's replay, triton_adjoint.py) adds lines that record each step: called as
+    tape("spike", ind) before a reset and tape("prop", ind) before the propagation."""
     d, P, X = g.d, g.P, g.X
+    i1, i2, i3 = ind + "    ", ind + "        ", ind + "            "
+    L = [
+        f"{ind}live = jm & (k <= nev)",
+        f"{ind}kv = tl.zeros([BN], dtype=tl.int32) + k",
+        f"{ind}te, ch, isev = _ev_time(kv, live, nev, tend, b, j, {EVARGS})",
+        f"{ind}w = tl.load(W + b * s_wb + ch * N + j, mask=isev, other=0.0)",
+        f"{ind}te = tl.where(live, te, tc)",
+        f"{ind}act = live & ~dead",
+        f"{ind}while tl.max(act.to(tl.int32)) > 0:",
+        f"{i1}s = tl.maximum(tc, ref_end)",
+        f"{i1}test = act & (s <= te)",
+        f"{i1}{_v('xs', d)} = propagate({X}, tl.where(test, s - tc, 0.0), {P})",
+        f"{i1}nc = no_cross({_v('xs', d)}, th, {P})",
+        f"{i1}cand = test & ~nc",
+        f"{i1}spike = cand & (ref != ref)",
+        f"{i1}LO = ref",
+        f"{i1}HI = ref",
+        f"{i1}if tl.max(cand.to(tl.int32)) > 0:",
+        f"{i2}fnd, LO, HI = first_crossing({_v('xs', d)}, tl.where(cand, te - s, 0.0), th, {P})",
+        f"{i2}spike = cand & fnd",
+        f"{i1}SS = s",
+        f"{i1}if tl.max(spike.to(tl.int32)) > 0:",
+    ]
+    pre = tape("spike", i2) if tape else []
+    L += _record(g, i2, "xs", [i2 + "act = rec"], pre=pre)
+    L += [f"{i1}else:", f"{i2}act = spike"]
+    del i3
+    L += tape("prop", ind) if tape else []
+    L += [
+        f"{ind}{X} = propagate({X}, tl.where(live, te - tc, 0.0), {P})",
+        f"{ind}tc = te",
+        f"{ind}{X} = jump_{port}({X}, tl.where(isev, w, 0.0), {P})",
+    ]
+    return L
+
+
+def _seq_kernel(g, port: str, dt: str) -> list[str]:
     L = ["", "", "@triton.jit",
          f"def seq_kernel_{port}({ARGS}, BN: tl.constexpr, HAS_DELAY: tl.constexpr,",
          "                     AUTO_END: tl.constexpr):"]
@@ -104,34 +147,9 @@ def _seq_kernel(g, port: str, dt: str) -> list[str]:
     L += [
         "    nmax = tl.max(tl.where(jm, nev, 0))",
         "    for k in range(0, nmax + 1):",
-        "        live = jm & (k <= nev)",
-        "        kv = tl.zeros([BN], dtype=tl.int32) + k",
-        f"        te, ch, isev = _ev_time(kv, live, nev, tend, b, j, {EVARGS})",
-        "        w = tl.load(W + b * s_wb + ch * N + j, mask=isev, other=0.0)",
-        "        te = tl.where(live, te, tc)",
-        "        act = live & ~dead",
-        "        while tl.max(act.to(tl.int32)) > 0:",
-        "            s = tl.maximum(tc, ref_end)",
-        "            test = act & (s <= te)",
-        f"            {_v('xs', d)} = propagate({X}, tl.where(test, s - tc, 0.0), {P})",
-        f"            nc = no_cross({_v('xs', d)}, th, {P})",
-        "            cand = test & ~nc",
-        "            spike = cand & (ref != ref)",
-        "            LO = ref",
-        "            HI = ref",
-        "            if tl.max(cand.to(tl.int32)) > 0:",
-        f"                fnd, LO, HI = first_crossing({_v('xs', d)}, tl.where(cand, te - s, 0.0), th, {P})",
-        "                spike = cand & fnd",
-        "            SS = s",
-        "            if tl.max(spike.to(tl.int32)) > 0:",
     ]
-    L += _record(g, " " * 16, "xs", [" " * 16 + "act = rec"])
+    L += seq_step(g, port, " " * 8)
     L += [
-        "            else:",
-        "                act = spike",
-        f"        {X} = propagate({X}, tl.where(live, te - tc, 0.0), {P})",
-        "        tc = te",
-        f"        {X} = jump_{port}({X}, tl.where(isev, w, 0.0), {P})",
         "    tl.store(CNT + b * N + j, cnt, mask=jm)",
         "    tl.store(OVF + b * N + j, ovf, mask=jm)",
     ]
@@ -232,4 +250,7 @@ def kernel_source(g) -> str:
     for port in g.ir.ports:
         L += _seq_kernel(g, port, dt)
         L += _scan_kernel(g, port, dt)
+    from .triton_adjoint import adjoint_source
+
+    L += adjoint_source(g)
     return "\n".join(L) + "\n"

@@ -126,6 +126,10 @@ class TritonPrinter(StrPrinter):
     def _print_dexp2(self, e):
         return f"dexp2({self._print(e.args[0])}, {self._print(e.args[1])})"
 
+    def _print_dexpn(self, e):
+        # exp[0, z_1..z_k]: one generated helper per k (triton_codegen.dexpn_helper)
+        return f"dexpn{len(e.args)}(" + ", ".join(self._print(a) for a in e.args) + ")"
+
     def _print_Piecewise(self, e):
         # tl.where chain; the last branch must be the unconditional one
         out = None

@@ -5,8 +5,10 @@ delays, per-neuron permutations of the same arrays with delays), the per-neuron 
 table, and launches the kernels generated from the NeuronIR (compiler/backends/triton_codegen).
 Kernels run on CUDA tensors, or on CPU tensors when TRITON_INTERPRET=1 (tests; slow).
 
-Forward only: gradients (reverse scan of the adjoint + IFT at spike times) are not implemented
-for the Triton engines yet; backward raises NotImplementedError (use engine="torch" to train).
+Differentiable: the backward launches the generated adjoint kernel (compiler/backends/
+triton_adjoint.py): per chunk of `chunk` events, restore the lane state checkpointed at the chunk
+start, replay the chunk with a tape, reverse associative scan of the adjoint maps, the IFT at
+every spike; exact gradients to input times, weights, delays and per-neuron parameters.
 """
 
 from __future__ import annotations
@@ -165,22 +167,77 @@ def _forward(ir, params, times, channels, weight, delays, port, chunk, max_spike
         raise SpikeCapExceeded(b, j, S)
     counts = CNT.to(torch.int64)
     smax = max(1, int(counts.max()) if counts.numel() else 1)
-    return LayerResult(times=OUT[:, :, :smax].contiguous(), counts=counts, overflow=over.any(1))
+    saved = dict(mod=mod, port=port, args=args, grid=grid, block_n=block_n, S=S, N=N, C=C, B=B,
+                 n=max(n, 1), n_user=n, out_full=OUT, cnt=CNT, kc=max(1, int(chunk)),
+                 nev_max=int(NEV.max()) if NEV.numel() else 0, has_delay=delays is not None,
+                 auto=auto, shared_w=weight.dim() == 2, d=ir.d, npar=len(ir.params),
+                 pnames=[p.name for p in ir.params])
+    return LayerResult(times=OUT[:, :, :smax].contiguous(), counts=counts, overflow=over.any(1)), saved
 
 
-class _NoBackward(torch.autograd.Function):
-    """Carries the spike times into the autograd graph so that a backward pass fails loudly
-    instead of silently producing zero gradients."""
+def _adjoint(sv: dict, gout: Tensor, with_params: bool):
+    """Launch adj_kernel_<port>: returns (gtimes [B, n], gweight, gdelays [C, N], gparams [P, N])."""
+    (T, CH, PERM, NEV, TEND, W, DL, PRM, _out, _cnt, _ovf, N, S, s_tb, s_chb, s_pb, s_pj, s_nb,
+     s_nj, s_wb) = sv["args"]
+    B, C, d, npar, kc = sv["B"], sv["C"], sv["d"], sv["npar"], sv["kc"]
+    dt, dev = T.dtype, T.device
+    G = torch.zeros((B, N, S), dtype=dt, device=dev)
+    G[:, :, : gout.shape[2]] = gout.to(dt)
+    G = torch.where(torch.isfinite(sv["out_full"]), G, torch.zeros((), dtype=dt, device=dev))
+    nch = (sv["nev_max"] + 1 + kc - 1) // kc
+    KT = _pow2(kc + S + 1)  # rows per chunk: kc arrivals + at most S + 1 spikes
+    L = B * N
+    CKF = torch.empty(L * nch * (d + 2), dtype=dt, device=dev)
+    CKI = torch.empty(L * nch * 3, dtype=torch.int32, device=dev)
+    TF = torch.empty(L * KT * (d + 1), dtype=dt, device=dev)
+    TI = torch.empty(L * KT * 2, dtype=torch.int32, device=dev)
+    GT = torch.zeros((B, sv["n"]), dtype=dt, device=dev)
+    GW = torch.zeros((C, N) if sv["shared_w"] else (B, C, N), dtype=dt, device=dev)
+    GD = torch.zeros((C, N), dtype=dt, device=dev)
+    GP = torch.zeros((max(npar, 1), N), dtype=dt, device=dev)
+    OUTS = torch.empty_like(sv["out_full"])
+    CNT2 = torch.zeros((B, N), dtype=torch.int32, device=dev)
+    OVF2 = torch.zeros((B, N), dtype=torch.int32, device=dev)
+    args = (T, CH, PERM, NEV, TEND, W, DL, PRM, OUTS, CNT2, OVF2, N, S, s_tb, s_chb, s_pb, s_pj,
+            s_nb, s_nj, s_wb, G, CKF, CKI, TF, TI, GT, GW, GD, GP, 0 if sv["shared_w"] else C * N,
+            nch, kc)
+    getattr(sv["mod"], f"adj_kernel_{sv['port']}")[sv["grid"]](
+        *args, KT=KT, BN=sv["block_n"], HAS_DELAY=sv["has_delay"], AUTO_END=sv["auto"],
+        WITH_PARAMS=bool(with_params and npar))
+    if not torch.equal(CNT2, sv["cnt"]):
+        raise RuntimeError("Triton backward: the replayed forward disagrees with the forward pass "
+                           "(spike counts differ); this is a bug, please report it")
+    return GT[:, : sv["n_user"]], GW, GD, GP
+
+
+class _TritonGrad(torch.autograd.Function):
+    """Identity on the forward's spike times; backward = the generated adjoint kernel."""
 
     @staticmethod
-    def forward(ctx, out, *inputs):
+    def forward(ctx, out, sv, pkeys, times, weight, delays, *ptens):
+        ctx.sv, ctx.pkeys = sv, pkeys
+        ctx.shapes = [None if v is None else (v.shape, v.dtype, v.device)
+                      for v in (times, weight, delays, *ptens)]
         return out.clone()
 
     @staticmethod
-    def backward(ctx, *grads):
-        raise NotImplementedError(
-            "the Triton engines have no backward pass yet (reverse adjoint scan with the IFT at "
-            "spike times is not implemented); train with engine='torch' or 'torch-sequential'")
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gout):
+        want = ctx.needs_input_grad[3:]
+        gt, gw, gd, gp = _adjoint(ctx.sv, gout.detach(), with_params=any(want[3:]))
+        shp = ctx.shapes
+
+        def put(val, k):
+            if not want[k] or shp[k] is None:
+                return None
+            shape, dtype, dev = shp[k]
+            return val.reshape(shape).to(dtype=dtype, device=dev)
+
+        grads = [None, None, None, put(gt, 0), put(gw, 1), put(gd, 2)]
+        for k, name in enumerate(ctx.pkeys):
+            row = gp[ctx.sv["pnames"].index(name)]
+            grads.append(put(row.sum() if len(shp[3 + k][0]) == 0 else row, 3 + k))
+        return tuple(grads)
 
 
 def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weight: Tensor,
@@ -192,10 +249,11 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
     if observe is not None:
         raise NotImplementedError(
             f"observe={observe!r} is not implemented by the Triton engines; use engine='torch'")
-    res = _forward(ir, params, times, channels, weight, delays, port, chunk, max_spikes,
-                   on_overflow, t_end, mode, block_n)
-    grads = [t for t in [times, weight, delays, *((params or {}).values())]
-             if isinstance(t, torch.Tensor) and t.requires_grad]
-    if grads and torch.is_grad_enabled():
-        res.times = _NoBackward.apply(res.times, *grads)
+    res, sv = _forward(ir, params, times, channels, weight, delays, port, chunk, max_spikes,
+                       on_overflow, t_end, mode, block_n)
+    ptens = [(k, v) for k, v in (params or {}).items() if torch.is_tensor(v) and v.requires_grad]
+    need = [v for v in (times, weight, delays) if v is not None and v.requires_grad]
+    if (need or ptens) and torch.is_grad_enabled():
+        res.times = _TritonGrad.apply(res.times, sv, [k for k, _ in ptens], times, weight, delays,
+                                      *[v for _, v in ptens])
     return res
