@@ -20,8 +20,11 @@ ENGINES = {
 }
 
 # Engines that propagate gradients through run_layer (usable for training).
-# The Triton engines are forward-only so far (their backward raises NotImplementedError).
-DIFFERENTIABLE = {"torch", "torch-sequential", "sequential-cpu"}
+DIFFERENTIABLE = {"torch", "torch-sequential", "sequential-cpu", "triton-scan", "triton-sequential"}
+# Engines whose backward has been timed on a GPU; "auto" prefers them for training on CUDA.
+# The Triton backward is verified under TRITON_INTERPRET=1 only (tests/backends/
+# test_triton_backward.py); add it here once tests/backends/test_triton_gpu.py has run on a GPU.
+GPU_TRAINING_MEASURED = {"torch"}
 
 
 class EngineUnavailable(RuntimeError):
@@ -52,12 +55,13 @@ def _usable(needs_grad: bool) -> set:
 
 def choose_auto(device: str = "cpu", needs_grad: bool = True) -> str:
     """The fastest exact engine for the device that can deliver what is needed: on CUDA,
-    triton-scan for forward-only runs; on CPU the MLIR sequential-cpu engine when it can (no
+    triton-scan for forward-only runs (and for training once its backward is measured on a GPU,
+    see GPU_TRAINING_MEASURED); on CPU the MLIR sequential-cpu engine when it can (no
     gradient, or once it is differentiable), else the PyTorch scan "torch"."""
     import torch
 
     if str(device).startswith("cuda") and torch.cuda.is_available():
-        if "triton-scan" in _usable(needs_grad):
+        if not needs_grad or "triton-scan" in GPU_TRAINING_MEASURED:
             try:
                 _load("triton-scan")
                 return "triton-scan"
