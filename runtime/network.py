@@ -6,7 +6,9 @@ a layer with several presynaptic sources sees their events merged, with channel 
 one weight matrix that stacks the per-connection weights along the channel axis. Gradients flow
 through the spike times (the engines differentiate them exactly), so earlier layers learn
 through later ones. A layer with a `recurrent(itself)` connection keeps that weight apart
-(`w_rec` [N, N]) and always runs on runtime/engines/recurrent.py, whatever the engine name.
+(`w_rec` [N, N]) and runs on an exact recurrent event loop: the JIT-compiled
+runtime/engines/recurrent_cpu.py with engine "sequential-cpu" (or "auto" on a CPU), else
+runtime/engines/recurrent.py.
 """
 
 from __future__ import annotations
@@ -165,6 +167,18 @@ class _Layer(nn.Module):
             d.clamp_(0.0, m)
 
 
+def _recurrent_runner(engine):
+    """Recurrent layers run on an exact recurrent event loop: the JIT-compiled one
+    (runtime/engines/recurrent_cpu.py, which itself hands readouts and GPU tensors to the
+    PyTorch loop) when the network's engine is the CPU JIT ("sequential-cpu", also what "auto"
+    picks on a CPU), else the PyTorch loop of runtime/engines/recurrent.py."""
+    if getattr(engine, "__name__", "") == "spikescan.runtime.engines.sequential_cpu":
+        from spikescan.runtime.engines.recurrent_cpu import run_recurrent_layer
+    else:
+        from spikescan.runtime.engines.recurrent import run_recurrent_layer
+    return run_recurrent_layer
+
+
 class SpikingNetwork(nn.Module):
     """A trainable network from a compiled model.
 
@@ -303,11 +317,7 @@ class SpikingNetwork(nn.Module):
             if observe is not None and t_end is None:
                 raise ValueError(f"readout {observe} needs t_end (the trial length in ms)")
             if lay.w_rec is not None:
-                # Recurrent layers always run on the exact recurrent event loop (the engine
-                # choice applies to feed-forward layers only).
-                from spikescan.runtime.engines.recurrent import run_recurrent_layer
-
-                res = run_recurrent_layer(
+                res = _recurrent_runner(engine)(
                     self.neurons[lay.neuron], lay.params(), t_in, c_in, lay.merged_weight(), lay.w_rec,
                     lay.merged_delays(), port=lay.port, max_spikes=self.max_spikes, on_overflow=self.on_overflow,
                     observe=observe, t_end=t_end,

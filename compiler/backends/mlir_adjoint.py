@@ -188,7 +188,6 @@ def _reverse(em: NeuronEmitter, forms: AdjointForms, npos, b, j, chan, weight, g
     npar = len(em.pnames)
     c0, c1 = o.ci(0), o.ci(1)
     zero = o.c(0.0)
-    m1 = arith.constant(i64, -1)
     port_name = port or next(iter(em.ir.ports))
     Bv = em.B[port_name]
     inits = [zero] * (d + 2 + npar)
@@ -208,17 +207,8 @@ def _reverse(em: NeuronEmitter, forms: AdjointForms, npos, b, j, chan, weight, g
         def prop():
             e = arith.index_cast(idx, o.sel(has, aux, arith.constant(i64, 0)))
             ch = arith.index_cast(idx, memref.load(chan, [b, e]))
-            # the jump that follows the arrival: dL/dw = lam_x . B, dL/dp += w lam_x . dB/dp
-            gw = o.z(o.dot(Bv, lx))
             w = o.sel(has, memref.load(weight, [b, ch, j]), zero)
-            gj = _print_all(_printer(em, forms, L=lx), forms.jump)
-            gp2 = [o.add(g, o.mul(w, v)) for g, v in zip(gp, gj)]
-            xn = em.materialize([o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)])
-            lD = o.z(o.dot(lx, em.deriv(xn)))
-            gpr = _print_all(_printer(em, forms, D=D, X=x, L=lx), forms.prop)
-            gp2 = [o.add(g, v) for g, v in zip(gp2, gpr)]
-            lx2 = em.materialize(_transpose_apply(o, Phi, lx))
-            garr = arith.addf(lt, lD)
+            lx2, lt2, gw, garr, gp2 = adjoint_arrival(em, forms, x, D, Phi, phi, w, lx, lt, gp, Bv)
 
             def scatter():
                 _acc(gweight, [b, ch, j], gw)
@@ -226,41 +216,67 @@ def _reverse(em: NeuronEmitter, forms: AdjointForms, npos, b, j, chan, weight, g
                 _acc(gdelays, [ch, j], garr)
 
             o.if_void(has, scatter)
-            return lx2 + [arith.negf(lD), lref] + [o.z(g) for g in gp2]
+            return lx2 + [lt2, lref] + gp2
 
         def spike():
             s = arith.index_cast(idx, o.sel(has, aux, arith.constant(i64, 0)))
             g = o.sel(has, memref.load(gout, [b, j, s]), zero)
-            lref_in = o.sel(has, lref, zero)  # a spike past the cap leaves ref_end = inf
-            lts = arith.addf(lt, arith.addf(lref_in, g))
-            gp2 = [o.add(gq, o.mul(lref_in, v)) for gq, v in
-                   zip(gp, _print_all(_printer(em, forms), forms.tref))]
-            xs = em.materialize([o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)])
-            gp2 = [o.add(gq, v) for gq, v in zip(gp2, _print_all(_printer(em, forms, X=xs, L=lx), forms.reset))]
-            ls = em.materialize(_transpose_apply(o, em.R, lx))
-            ys = em.deriv(xs)
-            up = o.z(o.dot(em.cvec, ys))  # u'(D*): the IFT denominator
-            lD = arith.addf(o.z(o.dot(ls, ys)), lts)
-            gp2 = [o.add(gq, v) for gq, v in zip(gp2, _print_all(_printer(em, forms, D=D, X=x, L=ls), forms.prop))]
-            lx2 = em.materialize(_transpose_apply(o, Phi, ls))
-            normal = arith.cmpi(arith.CmpIPredicate.eq, kind, arith.constant(i64, SPIKE))
-            at_ref = arith.cmpi(arith.CmpIPredicate.eq, kind, arith.constant(i64, SPIKE_REF))
-            # IFT, only where the spike was solved (select: the other kinds may have u' = 0)
-            k = o.sel(normal, arith.negf(arith.divf(lD, o.sel(normal, up, o.c(1.0)))), zero)
-            cPhi = [o.z(v) for v in _transpose_apply(o, Phi, em.cvec)]  # Phi^T c
-            lx2 = [arith.addf(v, arith.mulf(k, cv)) for v, cv in zip(lx2, cPhi)]
-            du = _print_all(_printer(em, forms, D=D, X=x), forms.u)
-            gp2 = [o.add(gq, o.mul(k, v)) for gq, v in zip(gp2, du)]
-            lt2 = o.sel(at_ref, arith.subf(lts, lD), lts)
-            lref2 = o.sel(at_ref, lD, zero)
-            return lx2 + [lt2, lref2] + [o.z(gq) for gq in gp2]
+            lx2, lt2, lref2, gp2 = adjoint_spike(em, forms, kind, x, D, Phi, phi, g, has, lx, lt, lref, gp)
+            return lx2 + [lt2, lref2] + gp2
 
         is_prop = arith.cmpi(arith.CmpIPredicate.eq, kind, arith.constant(i64, PROP))
-        del m1
         res = o.if_(is_prop, prop, spike, [ft] * (d + 2 + npar))
         scf.yield_(res)
     return list(lr.results)
 
+
+
+def adjoint_arrival(em: NeuronEmitter, forms: AdjointForms, x, D, Phi, phi, w, lx, lt, gp, Bv):
+    """Reverse of "propagate the interval-start state x by D to an arrival, then jump by B w":
+    returns (lam_x before the interval, lam_t of its start, dL/dw, dL/d(arrival time), gp)."""
+    o = em.o
+    # the jump: dL/dw = lam_x . B, dL/dp += w lam_x . dB/dp
+    gw = o.z(o.dot(Bv, lx))
+    gj = _print_all(_printer(em, forms, L=lx), forms.jump)
+    gp2 = [o.add(g, o.mul(w, v)) for g, v in zip(gp, gj)]
+    xn = em.materialize([o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)])
+    lD = o.z(o.dot(lx, em.deriv(xn)))
+    gpr = _print_all(_printer(em, forms, D=D, X=x, L=lx), forms.prop)
+    gp2 = [o.z(o.add(g, v)) for g, v in zip(gp2, gpr)]
+    lx2 = em.materialize(_transpose_apply(o, Phi, lx))
+    return lx2, arith.negf(lD), gw, arith.addf(lt, lD), gp2
+
+
+def adjoint_spike(em: NeuronEmitter, forms: AdjointForms, kind, x, D, Phi, phi, g, has, lx, lt, lref, gp):
+    """Reverse of a spike step (kind SPIKE / SPIKE_REF / SPIKE_NOW) from the interval-start state
+    x at offset D, with dL/dt* = g from outside (has: the spike was recorded, so its refractory
+    end is live): returns (lam_x, lam_t, lam_ref, gp) before the step."""
+    o = em.o
+    i64 = ir.IntegerType.get_signless(64)
+    zero = o.c(0.0)
+    lref_in = o.sel(has, lref, zero)  # a spike past the cap leaves ref_end unused
+    lts = arith.addf(lt, arith.addf(lref_in, g))
+    gp2 = [o.add(gq, o.mul(lref_in, v)) for gq, v in
+           zip(gp, _print_all(_printer(em, forms), forms.tref))]
+    xs = em.materialize([o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)])
+    gp2 = [o.add(gq, v) for gq, v in zip(gp2, _print_all(_printer(em, forms, X=xs, L=lx), forms.reset))]
+    ls = em.materialize(_transpose_apply(o, em.R, lx))
+    ys = em.deriv(xs)
+    up = o.z(o.dot(em.cvec, ys))  # u'(D*): the IFT denominator
+    lD = arith.addf(o.z(o.dot(ls, ys)), lts)
+    gp2 = [o.add(gq, v) for gq, v in zip(gp2, _print_all(_printer(em, forms, D=D, X=x, L=ls), forms.prop))]
+    lx2 = em.materialize(_transpose_apply(o, Phi, ls))
+    normal = arith.cmpi(arith.CmpIPredicate.eq, kind, arith.constant(i64, SPIKE))
+    at_ref = arith.cmpi(arith.CmpIPredicate.eq, kind, arith.constant(i64, SPIKE_REF))
+    # IFT, only where the spike was solved (select: the other kinds may have u' = 0)
+    k = o.sel(normal, arith.negf(arith.divf(lD, o.sel(normal, up, o.c(1.0)))), zero)
+    cPhi = [o.z(v) for v in _transpose_apply(o, Phi, em.cvec)]  # Phi^T c
+    lx2 = [arith.addf(v, arith.mulf(k, cv)) for v, cv in zip(lx2, cPhi)]
+    du = _print_all(_printer(em, forms, D=D, X=x), forms.u)
+    gp2 = [o.add(gq, o.mul(k, v)) for gq, v in zip(gp2, du)]
+    lt2 = o.sel(at_ref, arith.subf(lts, lD), lts)
+    lref2 = o.sel(at_ref, lD, zero)
+    return lx2, lt2, lref2, [o.z(gq) for gq in gp2]
 
 def _acc(mem, index, v):
     memref.store(arith.addf(memref.load(mem, index), v), mem, index)
