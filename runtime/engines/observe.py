@@ -2,7 +2,8 @@
 an inter-event interval with a known start state and no spike inside):
 max_potential = max of u over all segments (u at the isolated stationary points and the ends),
 li_integral = sum of the closed-form integrals of u. Gradients: envelope theorem for the max
-(the location is found without autograd, u is evaluated there with autograd)."""
+(an interior location is found without autograd, u is evaluated there with autograd; a maximum
+at a segment's end moves with that end, which is an arrival or a spike time)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ class Observer:
         Pl = lane_params(self.P, ln % self.N)
         if self.kind == "max_potential":
             loc = potential_max(self.kern, xs, Pl, L.detach())
+            # a maximiser at the segment's end moves with that end (an arrival or a spike time:
+            # at a spike this gives d(theta)/dp); interior ones are fixed (envelope theorem)
+            Ld = L.detach()
+            loc = torch.where((loc == Ld) & (Ld > 0), L, loc)
             u = rowvec(self.kern.c(Pl), self.kern.propagate(loc, xs, Pl))
         else:
             u = rowvec(self.kern.c(Pl), self.kern.integral_state(L, xs, Pl))

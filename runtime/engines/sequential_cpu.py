@@ -1,7 +1,10 @@
 """Engine "sequential-cpu": the exact sequential event loop, generated as MLIR from the neuron's
 IR and JIT-compiled for the CPU (compiler/backends/cpu_jit.py). Differentiable: the backward
 is the JIT-compiled adjoint event loop (compiler/backends/mlir_adjoint.py), exact gradients to
-input times, weights, delays and tensor parameters (IFT at every spike). Readouts (observe=..., neurons without threshold) are delegated to "torch-sequential".
+input times, weights, delays and tensor parameters (IFT at every spike). Readouts (observe=...,
+neurons without threshold): the compiled loop finds the spikes, then runtime/engines/
+observe_replay.py computes max_potential / li_integral from the known spikes, vectorised, with
+exact adjoint gradients (falls back to "torch-sequential" only if the replay is inconsistent).
 
 Per sample and neuron the loop visits the input events in arrival order (one argsort per sample
 without delays, shared by every neuron through a stride-0 view; per-neuron orders with delays),
@@ -135,13 +138,9 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
     if on_overflow not in ("raise", "flag"):
         raise ValueError(f"on_overflow must be 'raise' or 'flag', got {on_overflow!r}")
     if observe is not None or ir.c is None or ir.theta is None:
-        # readouts (observe=..., neurons without threshold) are not generated as MLIR yet: the
-        # exact PyTorch sequential engine computes them with the same semantics
-        from spikescan.runtime.engines import torch_sequential
-
-        return torch_sequential.run_layer(ir, params, times, channels, weight, delays, port=port,
-                                          max_spikes=max_spikes, on_overflow=on_overflow,
-                                          observe=observe, t_end=t_end)
+        # readouts: the compiled loop finds the spikes, the observable is replayed from them
+        return _run_observed(ir, params, times, channels, weight, delays, port=port, max_spikes=max_spikes,
+                             on_overflow=on_overflow, observe=observe, t_end=t_end)
     if max_spikes < 1:
         raise ValueError("max_spikes must be >= 1")
     if times.dtype not in _DTYPES:
@@ -219,3 +218,58 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
                     max_spikes=max_spikes, dtype=dtype, pindex=[pnames.index(k) for k, _ in ptens])
         out = _LayerGrad.apply(out, sv, times, weight, delays, *[v for _, v in ptens])
     return LayerResult(times=out, counts=counts.to(dev), overflow=over_b.to(dev), observed=None)
+
+
+def _run_observed(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weight: Tensor,
+                  delays: Optional[Tensor], *, port, max_spikes: int, on_overflow: str,
+                  observe: Optional[str], t_end: Optional[float]) -> LayerResult:
+    """A readout layer: spikes from the compiled loop (if the neuron has a threshold), the
+    observable replayed from them (observe_replay.observe_known_spikes)."""
+    from spikescan.runtime.engines.common import OBSERVE_KINDS
+    from spikescan.runtime.engines.observe_replay import observe_known_spikes
+    from spikescan.runtime.events import build_events
+    from spikescan.runtime.kernels import NeuronKernels
+
+    if on_overflow not in ("raise", "flag"):
+        raise ValueError(f"on_overflow must be 'raise' or 'flag', got {on_overflow!r}")
+    if observe is not None and observe not in OBSERVE_KINDS:
+        raise ValueError(f"observe must be one of {OBSERVE_KINDS} or None, got {observe!r}")
+    if observe is not None and t_end is None:
+        raise ValueError(f"observe={observe!r} needs t_end (the trial length in ms)")
+    if max_spikes < 1:
+        raise ValueError("max_spikes must be >= 1")
+    if not times.is_floating_point():
+        raise TypeError("times must be a floating-point tensor (ms)")
+    if weight.dim() not in (2, 3):
+        raise ValueError(f"weight must be [C, N] or [B, C, N], got {tuple(weight.shape)}")
+    dtype, dev = times.dtype, times.device
+    B, N = times.shape[0], weight.shape[-1]
+    kern = NeuronKernels.from_ir(ir)
+    if port is not None and port not in kern.port_names:
+        raise KeyError(f"{ir.name} has no input port {port!r}; ports: {list(kern.port_names)}")
+    if kern.spiking:
+        res = run_layer(ir, params, times, channels, weight, delays, port=port, max_spikes=max_spikes,
+                        on_overflow=on_overflow, observe=None, t_end=t_end)
+        spikes = res.times
+    else:
+        res = LayerResult(times=torch.full((B, N, 1), math.inf, dtype=dtype, device=dev),
+                          counts=torch.zeros((B, N), dtype=torch.int64, device=dev),
+                          overflow=torch.zeros(B, dtype=torch.bool, device=dev), observed=None)
+        spikes = None
+    if observe is None:
+        if not kern.spiking:  # still validate the inputs like the other engines
+            build_events(times, channels, weight, delays, t_end, 1.0)
+        return res
+    if dev.type != "cpu":
+        raise ValueError("the sequential-cpu engine needs CPU tensors")
+    P = kern.param_tensors(params, N, dtype, dev)
+    w = weight.to(dtype)
+    ev = build_events(times, channels, w, None if delays is None else delays.to(dtype), t_end, kern.slowest_tau(P))
+    obs = observe_known_spikes(kern, P, port, ev, spikes, observe, B, N)
+    if obs is None:  # the replay disagreed with the recorded spikes: the exact Python reference
+        from spikescan.runtime.engines import torch_sequential
+
+        return torch_sequential.run_layer(ir, params, times, channels, weight, delays, port=port,
+                                          max_spikes=max_spikes, on_overflow=on_overflow,
+                                          observe=observe, t_end=t_end)
+    return LayerResult(times=res.times, counts=res.counts, overflow=res.overflow, observed=obs)
