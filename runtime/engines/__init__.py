@@ -56,8 +56,8 @@ def _usable(needs_grad: bool) -> set:
 def choose_auto(device: str = "cpu", needs_grad: bool = True) -> str:
     """The fastest exact engine for the device that can deliver what is needed: on CUDA,
     triton-scan for forward-only runs (and for training once its backward is measured on a GPU,
-    see GPU_TRAINING_MEASURED); on CPU the MLIR sequential-cpu engine when it can (no
-    gradient, or once it is differentiable), else the PyTorch scan "torch"."""
+    see GPU_TRAINING_MEASURED), else the PyTorch scan "torch"; on CPU the MLIR sequential-cpu
+    engine (compiled forward and adjoint), else "torch" when torch-mlir is missing."""
     import torch
 
     if str(device).startswith("cuda") and torch.cuda.is_available():
