@@ -99,6 +99,23 @@ class SpikeRecord:
         self.counts = self.counts.index_add(0, lane[keep], torch.ones_like(lane[keep]))
         return keep
 
+    def fork(self) -> "SpikeRecord":
+        """An empty record that continues from this one's counts and cap state without touching
+        it (dead/overflow are cloned: `add` updates them in place). A checkpointed chunk records
+        into a fork, so that recomputing the chunk in the backward records nothing twice."""
+        f = SpikeRecord.__new__(SpikeRecord)
+        f.B, f.N, f.cap, f.mode = self.B, self.N, self.cap, self.mode
+        f.counts, f.dead, f.overflow = self.counts, self.dead.clone(), self.overflow.clone()
+        f.lanes, f.ranks, f.times = [], [], []
+        return f
+
+    def absorb(self, f: "SpikeRecord") -> None:
+        """Take over a fork's spikes and its counts / cap state."""
+        self.lanes += f.lanes
+        self.ranks += f.ranks
+        self.times += f.times
+        self.counts, self.dead, self.overflow = f.counts, f.dead, f.overflow
+
     def result(self, dtype, device, observed=None) -> LayerResult:
         S = max(1, int(self.counts.max())) if self.counts.numel() else 1
         out = torch.full((self.B * self.N, S), math.inf, dtype=dtype, device=device)
