@@ -186,6 +186,37 @@ def section_engines(recs, title) -> str:
     return "\n".join(out) + "\n"
 
 
+def section_recurrent(recs, title) -> str:
+    out = [f"## {title}", "", machine_line(recs), ""]
+    t = [r for r in recs if "seconds" in r]
+    if t:
+        r0 = t[0]
+        out.append(f"Sizes: batch {r0['batch']}, {r0['events_per_sample']} input events per sample, "
+                   f"{r0['inputs']} inputs -> {r0['hidden']} recurrent {r0['neuron']}, "
+                   f"t_end {r0['t_end_ms']:.0f} ms, {r0['dtype']}, {r0['hidden_spikes']} hidden "
+                   f"spikes. Compiled = runtime/engines/recurrent_cpu.py (MLIR JIT forward and "
+                   f"adjoint); PyTorch = runtime/engines/recurrent.py.")
+        out.append("")
+        rows = [[r["engine"], r["mode"], fmt_s(r["seconds"]),
+                 f"{r['speedup_compiled']:.0f}x" if "speedup_compiled" in r else "-"] for r in t]
+        out.append(table(["engine", "pass", "time", "compiled speed-up (same run)"], rows))
+    return "\n".join(out) + "\n"
+
+
+def section_torch_memory(recs, title) -> str:
+    out = [f"## {title}", "", machine_line(recs), "",
+           "The torch engine's backward with per-chunk recompute (`checkpoint=True`) against "
+           "keeping every chunk's autograd graph: memory saved for the backward (the reliable "
+           "figure), peak extra resident memory of forward+backward, and the time ratio.", ""]
+    rows = [[r.get("case", "-"), f"{r['batch']} x {r['neurons']}", r["events"], r["chunk"],
+             f"{r['saved_mb_ckpt']:.1f} / {r['saved_mb_nockpt']:.1f}",
+             f"{r['peak_mb_ckpt']:.0f} / {r['peak_mb_nockpt']:.0f}", f"{r['time_ratio']:.2f}"]
+            for r in recs if "saved_mb_ckpt" in r]
+    out.append(table(["case", "batch x neurons", "events", "chunk", "saved MB (ckpt / none)",
+                      "peak MB (ckpt / none)", "fwd+bwd time ckpt / none"], rows))
+    return "\n".join(out) + "\n"
+
+
 def runs_text(timing) -> str:
     runs = sorted({r.get("runs", 1) for r in timing})
     return str(runs[0]) if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
@@ -431,7 +462,8 @@ def render(groups: dict[str, list[dict]], out_md: Path) -> str:
              "one process run; its first line names the machine, versions and date. Timings on a "
              "shared machine are noisy: compare rows of one table, not across tables.", "",
              "Reproduce: `python bench/engines.py`, `python bench/precision.py`, "
-             "`python bench/scaling.py`, `python bench/peers.py` (each with `--quick` for small "
+             "`python bench/scaling.py`, `python bench/peers.py`, `python bench/recurrent.py`, "
+             "`python bench/torch_memory.py` (each with `--quick` for small "
              "sizes, `--device cuda` on a GPU), then `python bench/report.py`. The peers are the "
              "optional `bench` extra: `pip install --no-deps snntorch norse spikingjelly` "
              "(plus `nir nirtorch loguru` for Norse and SpikingJelly); `--no-deps` keeps pip from "
@@ -449,8 +481,9 @@ def render(groups: dict[str, list[dict]], out_md: Path) -> str:
         parts.append(summary)
     titles = {"engines": "Engines on the SHD-like workload",
               "peers": "spikescan vs discrete-time frameworks", "precision": "Precision",
-              "scaling": "Scaling"}
-    for bench in ("engines", "peers", "precision", "scaling"):
+              "scaling": "Scaling", "recurrent": "Recurrent layers (SHD-like)",
+              "torch_memory": "Memory of the torch engine's backward"}
+    for bench in ("engines", "peers", "precision", "scaling", "recurrent", "torch_memory"):
         for stem in sections_for(groups, bench):
             recs = groups[stem]
             tag = stem[len(bench):].replace("-quick", "").strip("-")
@@ -459,6 +492,10 @@ def render(groups: dict[str, list[dict]], out_md: Path) -> str:
                 text = section_engines(recs, title)
             elif bench == "peers":
                 text = section_peers(recs, title)
+            elif bench == "recurrent":
+                text = section_recurrent(recs, title)
+            elif bench == "torch_memory":
+                text = section_torch_memory(recs, title)
             elif bench == "precision":
                 text = section_precision(recs, title, img_dir, rel, f"-{tag}" if tag else "")
             else:
