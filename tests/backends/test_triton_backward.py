@@ -179,3 +179,15 @@ def test_generated_dexpn3_matches_reference():
     for k in range(32):
         ref = numeric_dexpn(float(a[k]), float(b[k]), float(c[k]))
         assert abs(out[k].item() - ref) <= 1e-13 * abs(ref), (a[k], b[k], c[k], out[k].item(), ref)
+
+
+@pytest.mark.slow
+def test_float32_gradients_follow_float64():
+    ir = model_ir("CubaLIF")
+    times, ch, W, _ = problem(4, 1, 8, 2, 2, 30.0, 1.0, 3.0)
+    r64, g64 = grads(triton_run, ir, {}, times, ch, W, None, chunk=3, max_spikes=6)
+    r32, g32 = grads(triton_run, ir, {}, times.float(), ch, W.float(), None, chunk=3, max_spikes=6)
+    assert torch.equal(r32.counts, r64.counts) and int(r64.counts.sum()) >= 3
+    for a, b in zip(g32, g64):
+        assert a.dtype == torch.float32 and b.abs().max() > 0
+        assert (a.double() - b).abs().max().item() <= 1e-3 * max(1.0, b.abs().max().item())
