@@ -23,7 +23,8 @@ from torch_mlir import execution_engine, passmanager
 from spikescan.compiler.ir import NeuronIR
 from spikescan.compiler.backends.mlir_emit import build_module
 
-LOWER = ("builtin.module(convert-scf-to-cf,expand-strided-metadata,finalize-memref-to-llvm,"
+LOWER = ("builtin.module(convert-scf-to-cf,convert-vector-to-llvm,expand-strided-metadata,"
+         "finalize-memref-to-llvm,"
          "convert-math-to-libm,convert-math-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,"
          "convert-func-to-llvm,reconcile-unrealized-casts)")
 
@@ -103,19 +104,41 @@ class CompiledNeuron:
                 self.t_compile_backward = time.perf_counter() - t0
             return self._bwd[with_params][1]
 
-    def layer_shared(self, times, chan, order, weight, nvalid, horizon, params: list, out, counts, over):
-        """The event-outer loop for shared parameters and no delays (mlir_emit.build_layer_shared);
+    def _scalar_shared_engine(self):
+        """A second engine whose module also holds `layer_shared_scalar` (compiled on first use;
+        only bench/cpu_forward.py and the tests ask for it)."""
+        with _LOCK:
+            if "scalar_shared" not in self._bwd:
+                mod = build_module(self.ir, self.dtype, with_layer=True, port=self.port,
+                                   scalar_shared=True)
+                with mod.context:
+                    passmanager.PassManager.parse(LOWER).run(mod.operation)
+                    eng = execution_engine.ExecutionEngine(mod, opt_level=3)
+                self._bwd["scalar_shared"] = (mod, eng)
+            return self._bwd["scalar_shared"][1]
+
+    def layer_shared(self, times, chan, order, weight, nvalid, horizon, params: list, out, counts, over,
+                     impl: str = "vector"):
+        """The event-outer loop for shared parameters and no delays (mlir_shared.py; impl="scalar":
+        the earlier scalar loop mlir_emit.build_layer_shared_scalar, same results bit for bit);
         weight is [C, N] or [B, C, N] and made dense here."""
+        if impl not in ("vector", "scalar"):
+            raise ValueError(f"impl must be 'vector' or 'scalar', got {impl!r}")
         N = out.shape[1]
         w = weight if weight.dim() == 3 else weight.unsqueeze(0)
         w = w.contiguous()
         xs = torch.empty((self.ir.d, N), dtype=out.dtype)
         refs = torch.empty((N,), dtype=out.dtype)
         ints = torch.empty((2, N), dtype=torch.int64)
-        flags = torch.empty((N,), dtype=torch.int8)
+        # scratch: flags[N] i8 for the scalar loop, the flagged neurons' indices for the vector one
+        flags = torch.empty((N,), dtype=torch.int8 if impl == "scalar" else torch.int64)
         tensors = [times, chan, order, w, nvalid, horizon, *params, out, counts, over, xs, refs, ints, flags]
+        if impl == "vector":  # the flagged neurons' interval-start states
+            tensors.append(torch.empty((self.ir.d, N), dtype=out.dtype))
         descs = [memref_of(t) for t in tensors]
-        self.engine.invoke("layer_shared", *[ctypes.pointer(ctypes.pointer(dsc)) for dsc in descs])
+        eng, fname = ((self.engine, "layer_shared") if impl == "vector"
+                      else (self._scalar_shared_engine(), "layer_shared_scalar"))
+        eng.invoke(fname, *[ctypes.pointer(ctypes.pointer(dsc)) for dsc in descs])
 
 
 def compile_neuron(nir: NeuronIR, dtype: str = "f64", port: Optional[str] = None) -> CompiledNeuron:

@@ -8,12 +8,15 @@ The module holds scalar functions (state entries and parameters passed as scalar
 returned): propagate, jump_<port>, reset, potential, dpotential, combine, crossing,
 spike_time, dtstar_dx, dtstar_dtheta, dtstar_dparams; and, for neurons with a threshold, the
 exact sequential event loop `layer` over memrefs that the CPU JIT runs (see cpu_jit.py for
-its calling convention). NeuronEmitter is the reusable piece: it emits the same formulas
-inline into any block, so the event loop and the standalone functions share one printer.
+its calling convention) and its event-outer, vectorised variant `layer_shared` for layers with
+shared parameters and no delays (mlir_shared.py). NeuronEmitter is the reusable piece: it
+emits the same formulas inline into any block (scalar, or vectorised over neurons with
+mlir_ops.VOps), so the event loops and the standalone functions share one printer.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import sympy
@@ -124,11 +127,25 @@ class NeuronEmitter:
     # ---- crossing search (DESIGN.md section 5)
     def _u_at(self, x, D):
         """(u(D) - theta, u'(D)) from the interval-start state x."""
+        return self._u_from(x, *self.phi_at(D))
+
+    def _u_from(self, x, Phi, phi):
+        """(u(D) - theta, u'(D)) given Phi(D), phi(D) (the shared-parameter loop computes them
+        once per event; the scalar path above prints the very same ops)."""
         o = self.o
-        Phi, phi = self.phi_at(D)
         xD = [o.add(a, b) for a, b in zip(o.matvec(Phi, x), phi)]
         yD = o.matvec(Phi, self.deriv(x))
-        return arith.subf(o.z(o.dot(self.cvec, xD)), self.theta), o.z(o.dot(self.cvec, yD))
+        return o.sub(o.z(o.dot(self.cvec, xD)), self.theta), o.z(o.dot(self.cvec, yD))
+
+    @contextlib.contextmanager
+    def using(self, ops: Ops):
+        """Print the formulas with other Ops (mlir_ops.VOps: a vectorised loop body)."""
+        saved = self.o
+        self.o = ops
+        try:
+            yield ops
+        finally:
+            self.o = saved
 
     def _g_at(self, k, x, D):
         """(l_k y(D), (l_k A) y(D)) with y(D) = Phi(D) (A x + a0)."""
@@ -204,10 +221,11 @@ class NeuronEmitter:
         rest = o.if_(easy, lambda: [o.c(INF)], check if len(self.rows) <= 2 else hard, [ft])[0]
         return o.sel(imm, lo, rest)
 
-    def quick_no_cross(self, x, H):
-        """Exact for chains of length <= 2: u(H) < theta and no interior maximum of u."""
+    def quick_no_cross(self, x, H, PP=None):
+        """Exact for chains of length <= 2: u(H) < theta and no interior maximum of u.
+        PP: (Phi(H), phi(H)) if already computed."""
         o = self.o
-        fH, gH = self._u_at(x, H)
+        fH, gH = self._u_at(x, H) if PP is None else self._u_from(x, *PP)
         below = o.lt(fH, o.c(0.0))
         if len(self.rows) == 1:  # u' has one sign: u monotone
             return below
@@ -496,8 +514,15 @@ CLEANUP = "builtin.module(canonicalize,cse)"
 
 
 def build_module(nir: NeuronIR, dtype: str = "f64", with_layer: bool = True,
-                 port: Optional[str] = None) -> ir.Module:
-    """The module in a fresh context (caller keeps `module.context` alive)."""
+                 port: Optional[str] = None, scalar_shared: bool = False,
+                 lanes: Optional[int] = None) -> ir.Module:
+    """The module in a fresh context (caller keeps `module.context` alive). `layer_shared` is
+    the vectorised event-outer loop (mlir_shared.py, `lanes` per vector op, default
+    mlir_shared.LANES[dtype]); with
+    scalar_shared=True the module also holds `layer_shared_scalar`, the earlier scalar
+    formulation of the same loop (kept for bench/cpu_forward.py and the equality tests)."""
+    from spikescan.compiler.backends.mlir_shared import build_layer_shared_vec
+
     ctx = ir.Context()
     with ctx, ir.Location.unknown():
         float_type(dtype)  # validates dtype
@@ -508,7 +533,9 @@ def build_module(nir: NeuronIR, dtype: str = "f64", with_layer: bool = True,
             build_functions(em)
             if with_layer and em.spiking:
                 build_layer(em, port=port)
-                build_layer_shared(em, port=port)
+                build_layer_shared_vec(em, port=port, lanes=lanes)
+                if scalar_shared:
+                    build_layer_shared_scalar(em, port=port, name="layer_shared_scalar")
         if not m.operation.verify():
             raise RuntimeError(f"{nir.name}: emitted MLIR does not verify")
         passmanager.PassManager.parse(CLEANUP).run(m.operation)
@@ -525,8 +552,12 @@ def _dense(rank, et):
     return ir.MemRefType.get([dyn] * rank, et)
 
 
-def build_layer_shared(em: NeuronEmitter, port: Optional[str] = None, name: str = "layer_shared"):
-    """Event-outer variant of `layer` for a layer without delays whose parameters are shared
+def build_layer_shared_scalar(em: NeuronEmitter, port: Optional[str] = None,
+                              name: str = "layer_shared_scalar"):
+    """The scalar formulation of mlir_shared.build_layer_shared_vec (kept as its reference and
+    the "old" loop of bench/cpu_forward.py; LLVM vectorises its pass 1 on its own, but only the
+    cheap no-crossing test runs there, so every neuron-event that test flags takes the exact
+    path). Event-outer variant of `layer` for a layer without delays whose parameters are shared
     (DESIGN.md section 9): per event, Phi(D) is computed once for the whole layer; then a
     branch-free pass over the neurons (contiguous state, so LLVM can vectorise it) advances every
     neuron that passes the cheap no-crossing test and is not refractory, and flags the others;

@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import sympy
 from torch_mlir import ir
-from torch_mlir.dialects import arith, math, scf
+from torch_mlir.dialects import arith, math, scf, vector
 
 from spikescan.compiler import special
 
@@ -132,6 +132,84 @@ class Ops:
         with ir.InsertionPoint(op.then_block):
             then_fn()
             scf.yield_([])
+
+
+class VOps(Ops):
+    """Ops over `lanes` neurons at once: values are vector<lanes x f>; scalar operands (the
+    per-event propagator factors, parameters, constants) are broadcast on use, so the neuron
+    formulas of NeuronEmitter print unchanged into a vectorised loop body. Lane-wise IEEE
+    arithmetic in the same order as the scalar code: results are bit-for-bit the scalar ones."""
+
+    def __init__(self, dtype: str, lanes: int):
+        super().__init__(dtype)
+        self.lanes = lanes
+        self.st = self.ft  # the scalar element type
+        self.ft = ir.VectorType.get([lanes], self.st)
+        self.bt = ir.VectorType.get([lanes], ir.IntegerType.get_signless(1))
+
+    def vec(self, a):
+        """Broadcast a scalar Value to the lane type (vectors pass through; None stays None)."""
+        if a is None or a.type.typeid == ir.VectorType.static_typeid:
+            return a
+        t = self.bt if a.type.typeid == ir.IntegerType.static_typeid else self.ft
+        return vector.broadcast(t, a)
+
+    def c(self, v: float) -> Value:
+        return vector.broadcast(self.ft, arith.constant(self.st, float(v)))
+
+    def i1(self, v: bool) -> Value:
+        return vector.broadcast(self.bt, arith.constant(ir.IntegerType.get_signless(1), 1 if v else 0))
+
+    def add(self, a, b):
+        return super().add(self.vec(a), self.vec(b))
+
+    def sub(self, a, b):
+        return super().sub(self.vec(a), self.vec(b))
+
+    def mul(self, a, b):
+        return super().mul(self.vec(a), self.vec(b))
+
+    def div(self, a, b):
+        return super().div(self.vec(a), self.vec(b))
+
+    def lt(self, a, b):
+        return super().lt(self.vec(a), self.vec(b))
+
+    def le(self, a, b):
+        return super().le(self.vec(a), self.vec(b))
+
+    def ge(self, a, b):
+        return super().ge(self.vec(a), self.vec(b))
+
+    def gt(self, a, b):
+        return super().gt(self.vec(a), self.vec(b))
+
+    def sel(self, cond, a, b):
+        return super().sel(self.vec(cond), self.vec(a), self.vec(b))
+
+    def fmax(self, a, b):
+        return super().fmax(self.vec(a), self.vec(b))
+
+    def fmin(self, a, b):
+        return super().fmin(self.vec(a), self.vec(b))
+
+    def and_(self, a, b):
+        return super().and_(self.vec(a), self.vec(b))
+
+    def or_(self, a, b):
+        return super().or_(self.vec(a), self.vec(b))
+
+    def not_(self, a):
+        return arith.xori(self.vec(a), self.i1(True))
+
+    def z(self, a):
+        return self.c(0.0) if a is None else self.vec(a)
+
+    def if_(self, *a, **k):
+        raise TypeError("VOps: no control flow inside a vectorised body (use sel)")
+
+    def if_void(self, *a, **k):
+        raise TypeError("VOps: no control flow inside a vectorised body (use sel)")
 
 
 # ----------------------------------------------------------------------------- special functions

@@ -1,0 +1,260 @@
+"""The vectorised event-outer loop for layers without delays whose parameters are shared
+(DESIGN.md section 9): `layer_shared`, the same arguments as mlir_emit.build_layer_shared_scalar
+except the last scratch buffers (idxs[N] i64 and xsave[d, N] instead of flags[N] i8).
+
+Per event, Phi(D) and phi(D) are computed once (they depend only on the gap D and the shared
+time constants). Pass 1 then walks the neurons `lanes` at a time with the MLIR vector dialect
+(vector.load/store over the dense [d, N] state, arith on vector<lanes x f64>, no calls; a
+scalar tail for N % lanes) and decides, per neuron, whether the exact path could find a
+crossing in the interval, with the very decisions of NeuronEmitter.first_crossing:
+
+    refractory over the whole interval                                   -> no crossing
+    else not refractory, u(0) < theta and (the IR's no_cross test, or D <= 0,
+         or, for isolation chains of length <= 2, the exact quick test u(D) < theta and no
+         interior maximum of u, evaluated with the event's Phi)          -> no crossing
+
+It advances those neurons (propagate, then the input jump) and appends the others to a list;
+pass 2 (scalar, rare) runs the exact per-neuron path (_advance: isolation, solver, reset) on
+the listed neurons only. Every formula is printed by NeuronEmitter with the same operations in
+the same order as the per-neuron loop, so the results are bit-for-bit those of
+mlir_emit.build_layer (tests/backends/test_cpu_vector.py).
+
+Pass 1 has two shapes, picked per event from the previous event's statistics:
+- "branchy": a group whose lanes are all calm (not refractory, below threshold, cheap test
+  passed) takes a short path (update and store, nothing else); other groups the full one.
+  Best when nearly every group is calm (weak input, most of training);
+- "branchless": every group runs the full path, quick test included. Best when many groups
+  have a lane over the cheap test (SHD-like input: the synaptic current often exceeds theta),
+  where a branch per group would mispredict.
+The masks never cross a block boundary as i1 vectors (the flags leave the group as the bits
+of one integer): LLVM repacks i1 vectors that live across blocks, which cost ~20%."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from torch_mlir import ir
+from torch_mlir.dialects import arith, func, memref, scf, vector
+
+from spikescan.compiler.backends.mlir_ops import VOps
+
+INF = float("inf")
+MODE = "adaptive"  # or "branchy" / "branchless" (one shape of pass 1 for every event; tests, benchmarks)
+FEW = 32  # "adaptive": the branchy shape while under 1/FEW of the lanes are not calm (~1/8 of
+# the groups for 4 lanes)
+LANES = {"f64": 4, "f32": 8}  # lanes per vector op: one 256-bit AVX2 register; bench/cpu_forward.py
+
+
+def _tests(em, x, ref, t_prev, D):
+    """(skip, quiet, easy) of one lane group (em.o: scalar Ops or VOps): first_crossing's
+    decisions before its quick test. The group's interval has no crossing where
+    skip | (quiet & (easy | quick))."""
+    o = em.o
+    # _advance's lo = max(ref - t, 0) and its tests, without the max: lo > 0 iff ref - t > 0
+    # iff ref > t (IEEE subtraction keeps the sign of a - b), and then lo = ref - t
+    pos = o.gt(ref, t_prev)
+    skip = o.and_(o.ge(o.sub(ref, t_prev), D), pos)  # refractory all interval: no threshold
+    quiet = o.and_(o.not_(pos), o.not_(o.ge(em.potential(x), em.theta)))
+    easy = o.or_(em.no_cross(x), o.le(D, o.c(0.0)))
+    return skip, quiet, easy
+
+
+def _update(em, x, wrow, tests, D, Phi, phi, wscale, port):
+    """(safe, x propagated to the event and jumped): right for the safe lanes (no crossing);
+    the caller saves the others' x for pass 2. For chains of length <= 2 first_crossing's
+    quick test is applied too, with the event's Phi (H == D for a neuron that is not
+    refractory)."""
+    o = em.o
+    skip, quiet, easy = tests
+    xp = [o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)]
+    if len(em.rows) <= 2:
+        easy = o.or_(easy, em.quick_no_cross(x, D, (Phi, phi)))
+    safe = o.or_(skip, o.and_(quiet, easy))
+    w = o.mul(wscale, wrow)
+    xn = em.materialize(em.jump(xp, w, port))
+    # stored for every lane, no select: LLVM turns store(select(m, new, load)) into a masked
+    # store (vmaskmovpd), microcoded and slow on AMD Zen
+    return safe, xn
+
+
+def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_shared",
+                           lanes: Optional[int] = None):
+    """func @<name>(times[B,n], chan[B,n], order[B,n], weight[Bw,C,N] (dense; Bw = 1 or B),
+    nvalid[B], horizon[B], p_1..p_P (element 0 used), out[B,N,S], counts[B,N], over[B,N],
+    xs[d,N] (dense scratch state), refs[N], ints[2,N] (scratch count/over), idxs[N] i64 and
+    xsave[d,N] (scratch: the flagged neurons of the current event and their states))."""
+    from spikescan.compiler.backends.mlir_emit import _advance, _dense, _memref
+
+    lanes = lanes or LANES[em.dtype]
+    o = em.o
+    ft = o.ft
+    i64 = ir.IntegerType.get_signless(64)
+    i1 = ir.IntegerType.get_signless(1)
+    idx = ir.IndexType.get()
+    d = em.d
+    npar = len(em.pnames)
+    vo = VOps(em.dtype, lanes)
+    mvec = ir.VectorType.get([1], ir.IntegerType.get_signless(lanes))  # a lane mask as bits
+    i64v = ir.VectorType.get([lanes], i64)
+    types = ([_memref(2, ft), _memref(2, i64), _memref(2, i64), _dense(3, ft), _memref(1, i64),
+              _memref(1, ft)] + [_memref(1, ft)] * npar
+             + [_memref(3, ft), _memref(2, i64), _memref(2, i64), _dense(2, ft), _dense(1, ft),
+                _dense(2, i64), _dense(1, i64), _dense(2, ft)])
+    fn = func.FuncOp(name, ir.FunctionType.get(types, []))
+    fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
+    blk = fn.add_entry_block()
+    with ir.InsertionPoint(blk):
+        a = list(blk.arguments)
+        times, chan, order, weight, nvalid, horizon = a[:6]
+        pmem = a[6:6 + npar]
+        out, counts, over, xs, refs, ints, idxs, xsave = a[6 + npar:]
+        c0, c1 = o.ci(0), o.ci(1)
+        cL = o.ci(lanes)
+        nB = memref.dim(out, c0)
+        nN = memref.dim(out, c1)
+        nV = arith.subi(nN, arith.remui(nN, cL))  # neurons covered by whole vectors
+        S64 = arith.index_cast(i64, memref.dim(out, o.ci(2)))
+        wb = arith.cmpi(arith.CmpIPredicate.ugt, memref.dim(weight, c0), c1)  # per-sample weights
+        zero64 = arith.constant(i64, 0)
+        em.setup({n: memref.load(m, [c0]) for n, m in zip(em.pnames, pmem)})
+        lb = scf.ForOp(c0, nB, c1)
+        with ir.InsertionPoint(lb.body):
+            b = lb.induction_variable
+            bw = arith.select(wb, b, c0)
+            nv = arith.index_cast(idx, memref.load(nvalid, [b]))
+            H = memref.load(horizon, [b])
+            x0 = em.materialize(em.init)
+            li = scf.ForOp(c0, nN, c1)
+            with ir.InsertionPoint(li.body):
+                j = li.induction_variable
+                for q in range(d):
+                    memref.store(x0[q], xs, [o.ci(q), j])
+                memref.store(o.c(-INF), refs, [j])
+                memref.store(zero64, ints, [c0, j])
+                memref.store(zero64, ints, [c1, j])
+                scf.yield_([])
+            lk = scf.ForOp(c0, arith.addi(nv, c1), c1, [o.c(0.0), c0])
+            with ir.InsertionPoint(lk.body):
+                k = lk.induction_variable
+                t_prev, nq_prev = lk.inner_iter_args
+                last = arith.cmpi(arith.CmpIPredicate.uge, k, nv)
+                kk = arith.select(last, arith.subi(nv, c1), k)
+                kk = arith.select(arith.cmpi(arith.CmpIPredicate.eq, nv, c0), c0, kk)
+                e = arith.index_cast(idx, memref.load(order, [b, kk]))
+                ch = arith.index_cast(idx, memref.load(chan, [b, e]))
+                tk = memref.load(times, [b, e])
+                beyond = o.or_(last, o.not_(o.lt(tk, H)))
+                T = o.sel(beyond, H, tk)
+                D = arith.subf(T, t_prev)
+                wscale = o.sel(beyond, o.c(0.0), o.c(1.0))
+                Phi, phi = em.phi_at(D)  # once per event for the whole layer
+
+                # pass 1a: whole vectors of neurons; the (rare) flagged ones are appended to
+                # idxs behind a uniform branch, so pass 2 visits only them. The shape (see the
+                # module docstring) follows the previous event's count of groups not all calm.
+                def vector_pass(branchy: bool):
+                    lv = scf.ForOp(c0, nV, cL, [c0, vector.broadcast(i64v, zero64)])
+                    with ir.InsertionPoint(lv.body):
+                        j = lv.induction_variable
+                        cnt, acc = lv.inner_iter_args
+                        with em.using(vo):
+                            x = [vector.load(vo.ft, xs, [o.ci(q), j]) for q in range(d)]
+                            ref = vector.load(vo.ft, refs, [j])
+                            wrow = vector.load(vo.ft, weight, [bw, ch, j])
+                            skip, quiet, easy = _tests(em, x, ref, t_prev, D)
+                            calm = vo.and_(quiet, easy)
+                        # every lane calm: no crossing anywhere in the group, no test left to run
+                        allc = vector.reduction(i1, vector.CombiningKind.AND, calm)
+                        acc2 = arith.subi(acc, arith.extsi(i64v, calm))  # calm lanes, per lane
+
+                        def calm_group(x=x, wrow=wrow, j=j, cnt=cnt):
+                            with em.using(vo):
+                                xp = [vo.add(u, v) for u, v in zip(vo.matvec(Phi, x), phi)]
+                                xn = em.materialize(em.jump(xp, vo.mul(wscale, wrow), port))
+                                for q in range(d):
+                                    vector.store(xn[q], xs, [o.ci(q), j])
+                            return [cnt]
+
+                        def group(x=x, wrow=wrow, j=j, cnt=cnt, tests=(skip, quiet, easy)):
+                            with em.using(vo):
+                                safe, xn = _update(em, x, wrow, tests, D, Phi, phi, wscale, port)
+                                for q in range(d):
+                                    vector.store(xn[q], xs, [o.ci(q), j])
+                                flag = vo.not_(safe)
+                            # the flags as the bits of one integer (x86: movmskpd): an i1 vector
+                            # that lives into another block costs LLVM repacking
+                            bits = vector.extract(vector.bitcast(mvec, flag), [], [0])
+                            bits = arith.extui(i64, bits)
+                            anyl = arith.cmpi(arith.CmpIPredicate.ne, bits, zero64)
+
+                            def append():  # index and interval-start state of each flagged lane
+                                c = cnt
+                                for l in range(lanes):
+                                    f = arith.andi(arith.shrui(bits, arith.constant(i64, l)),
+                                                   arith.constant(i64, 1))
+                                    memref.store(arith.index_cast(i64, arith.addi(j, o.ci(l))), idxs, [c])
+                                    for q in range(d):
+                                        memref.store(vector.extract(x[q], [], [l]), xsave, [o.ci(q), c])
+                                    c = arith.addi(c, arith.index_cast(idx, f))
+                                return [c]
+
+                            return o.if_(anyl, append, lambda: [cnt], [idx])
+
+                        cnt2 = o.if_(allc, calm_group, group, [idx]) if branchy else group()
+                        scf.yield_(cnt2 + [acc2])
+                    ncalm = vector.reduction(i64, vector.CombiningKind.ADD, lv.results[1])
+                    return [lv.results[0], arith.subi(nV, arith.index_cast(idx, ncalm))]
+
+                if MODE == "adaptive":
+                    few = arith.cmpi(arith.CmpIPredicate.ult, arith.muli(nq_prev, o.ci(FEW)),
+                                     nV)  # under 1/FEW of the lanes not calm
+                    cnt_v, nq = o.if_(few, lambda: vector_pass(True), lambda: vector_pass(False),
+                                      [idx, idx])
+                else:  # one fixed shape (tests, benchmarks)
+                    cnt_v, nq = vector_pass(MODE == "branchy")
+                # pass 1b: the scalar tail (same formulas)
+                lt_ = scf.ForOp(nV, nN, c1, [cnt_v])
+                with ir.InsertionPoint(lt_.body):
+                    j = lt_.induction_variable
+                    cnt = lt_.inner_iter_args[0]
+                    x = [memref.load(xs, [o.ci(q), j]) for q in range(d)]
+                    ref = memref.load(refs, [j])
+                    wrow = memref.load(weight, [bw, ch, j])
+                    safe, xn = _update(em, x, wrow, _tests(em, x, ref, t_prev, D), D, Phi, phi, wscale,
+                                       port)
+                    for q in range(d):
+                        memref.store(xn[q], xs, [o.ci(q), j])
+                    memref.store(arith.index_cast(i64, j), idxs, [cnt])
+                    for q in range(d):
+                        memref.store(x[q], xsave, [o.ci(q), cnt])
+                    f = arith.index_cast(idx, arith.extui(i64, o.not_(safe)))
+                    scf.yield_([arith.addi(cnt, f)])
+                nflag = lt_.results[0]
+
+                # pass 2 (rare): the exact per-neuron path for the flagged neurons
+                lf = scf.ForOp(c0, nflag, c1)
+                with ir.InsertionPoint(lf.body):
+                    j = arith.index_cast(idx, memref.load(idxs, [lf.induction_variable]))
+                    x = [memref.load(xsave, [o.ci(q), lf.induction_variable]) for q in range(d)]
+                    ref = memref.load(refs, [j])
+                    cnt = memref.load(ints, [c0, j])
+                    ov = memref.load(ints, [c1, j])
+                    st = _advance(em, x + [t_prev, ref, cnt, ov], T, b, j, out, S64)
+                    memref.store(st[d + 1], refs, [j])
+                    memref.store(st[d + 2], ints, [c0, j])
+                    memref.store(st[d + 3], ints, [c1, j])
+                    w = arith.mulf(wscale, memref.load(weight, [bw, ch, j]))
+                    xj = em.materialize(em.jump(st[:d], w, port))
+                    for q in range(d):
+                        memref.store(xj[q], xs, [o.ci(q), j])
+                    scf.yield_([])
+                scf.yield_([T, nq])
+            lo = scf.ForOp(c0, nN, c1)
+            with ir.InsertionPoint(lo.body):
+                j = lo.induction_variable
+                memref.store(memref.load(ints, [c0, j]), counts, [b, j])
+                memref.store(memref.load(ints, [c1, j]), over, [b, j])
+                scf.yield_([])
+            scf.yield_([])
+        func.ReturnOp([])
+    return fn
