@@ -203,6 +203,28 @@ def section_recurrent(recs, title) -> str:
     return "\n".join(out) + "\n"
 
 
+def section_cpu_forward(recs, title) -> str:
+    out = [f"## {title}", "", machine_line(recs), ""]
+    t = [r for r in recs if r.get("kind") == "timing"]
+    if t:
+        r0 = t[0]
+        out.append(f"Sizes: batch {r0['batch']}, {r0['events_per_sample']:.0f} events per sample, "
+                   f"{r0['inputs']} inputs -> {r0['hidden']} CubaLIF, shared time constants, "
+                   f"{r0['dtype']}. `shd-like`: the SHD-like input (real crossings); "
+                   f"`pure-update`: weights x 1e-3, no spike. Old = the scalar event-outer loop, "
+                   f"new = the vectorised loop (compiler/backends/mlir_shared.py); interleaved runs.")
+        out.append("")
+        ratio = {r["workload"]: r for r in recs if r.get("kind") == "ratio"}
+        rows = [[r["workload"], r["loop"], f"{r['ns_per_neuron_event_wall']:.2f}",
+                 f"{r['ms_per_batch_wall']:.0f}", r.get("spikes", "-"),
+                 "yes" if r.get("bitwise_equal_old_new") else "no",
+                 f"{ratio[r['workload']]['speedup_wall']:.2f}x" if r["loop"] == "new" and r["workload"] in ratio else "-"]
+                for r in t]
+        out.append(table(["workload", "loop", "ns per neuron-event", "ms per batch", "spikes",
+                          "bitwise equal", "speed-up (same run)"], rows))
+    return "\n".join(out) + "\n"
+
+
 def section_torch_memory(recs, title) -> str:
     out = [f"## {title}", "", machine_line(recs), "",
            "The torch engine's backward with per-chunk recompute (`checkpoint=True`) against "
@@ -463,7 +485,7 @@ def render(groups: dict[str, list[dict]], out_md: Path) -> str:
              "shared machine are noisy: compare rows of one table, not across tables.", "",
              "Reproduce: `python bench/engines.py`, `python bench/precision.py`, "
              "`python bench/scaling.py`, `python bench/peers.py`, `python bench/recurrent.py`, "
-             "`python bench/torch_memory.py` (each with `--quick` for small "
+             "`python bench/torch_memory.py`, `python bench/cpu_forward.py` (each with `--quick` for small "
              "sizes, `--device cuda` on a GPU), then `python bench/report.py`. The peers are the "
              "optional `bench` extra: `pip install --no-deps snntorch norse spikingjelly` "
              "(plus `nir nirtorch loguru` for Norse and SpikingJelly); `--no-deps` keeps pip from "
@@ -482,8 +504,10 @@ def render(groups: dict[str, list[dict]], out_md: Path) -> str:
     titles = {"engines": "Engines on the SHD-like workload",
               "peers": "spikescan vs discrete-time frameworks", "precision": "Precision",
               "scaling": "Scaling", "recurrent": "Recurrent layers (SHD-like)",
-              "torch_memory": "Memory of the torch engine's backward"}
-    for bench in ("engines", "peers", "precision", "scaling", "recurrent", "torch_memory"):
+              "torch_memory": "Memory of the torch engine's backward",
+              "cpu_forward": "Compiled CPU forward, vectorised vs scalar"}
+    for bench in ("engines", "peers", "precision", "scaling", "recurrent", "torch_memory",
+                  "cpu_forward"):
         for stem in sections_for(groups, bench):
             recs = groups[stem]
             tag = stem[len(bench):].replace("-quick", "").strip("-")
@@ -494,6 +518,8 @@ def render(groups: dict[str, list[dict]], out_md: Path) -> str:
                 text = section_peers(recs, title)
             elif bench == "recurrent":
                 text = section_recurrent(recs, title)
+            elif bench == "cpu_forward":
+                text = section_cpu_forward(recs, title)
             elif bench == "torch_memory":
                 text = section_torch_memory(recs, title)
             elif bench == "precision":
