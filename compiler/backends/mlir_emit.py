@@ -552,6 +552,23 @@ def _dense(rank, et):
     return ir.MemRefType.get([dyn] * rank, et)
 
 
+def init_shared_lanes(em: NeuronEmitter, x0, nN, xs, refs, ints) -> None:
+    """Start of a sample in the event-outer loops: every neuron in the initial state, no
+    refractory period, no spike (xs [d, N], refs [N], ints [2, N] = counts, overflow)."""
+    o = em.o
+    c0, c1 = o.ci(0), o.ci(1)
+    zero64 = arith.constant(ir.IntegerType.get_signless(64), 0)
+    li = scf.ForOp(c0, nN, c1)
+    with ir.InsertionPoint(li.body):
+        j = li.induction_variable
+        for q in range(em.d):
+            memref.store(x0[q], xs, [o.ci(q), j])
+        memref.store(o.c(-INF), refs, [j])
+        memref.store(zero64, ints, [c0, j])
+        memref.store(zero64, ints, [c1, j])
+        scf.yield_([])
+
+
 def build_layer_shared_scalar(em: NeuronEmitter, port: Optional[str] = None,
                               name: str = "layer_shared_scalar"):
     """The scalar formulation of mlir_shared.build_layer_shared_vec (kept as its reference and
@@ -592,7 +609,6 @@ def build_layer_shared_scalar(em: NeuronEmitter, port: Optional[str] = None,
         nN = memref.dim(out, c1)
         S64 = arith.index_cast(i64, memref.dim(out, o.ci(2)))
         wb = arith.cmpi(arith.CmpIPredicate.ugt, memref.dim(weight, c0), c1)  # per-sample weights
-        zero64 = arith.constant(i64, 0)
         em.setup({n: memref.load(m, [c0]) for n, m in zip(em.pnames, pmem)})
         lb = scf.ForOp(c0, nB, c1)
         with ir.InsertionPoint(lb.body):
@@ -601,15 +617,7 @@ def build_layer_shared_scalar(em: NeuronEmitter, port: Optional[str] = None,
             nv = arith.index_cast(idx, memref.load(nvalid, [b]))
             H = memref.load(horizon, [b])
             x0 = em.materialize(em.init)
-            li = scf.ForOp(c0, nN, c1)
-            with ir.InsertionPoint(li.body):
-                j = li.induction_variable
-                for q in range(d):
-                    memref.store(x0[q], xs, [o.ci(q), j])
-                memref.store(o.c(-INF), refs, [j])
-                memref.store(zero64, ints, [c0, j])
-                memref.store(zero64, ints, [c1, j])
-                scf.yield_([])
+            init_shared_lanes(em, x0, nN, xs, refs, ints)
             lk = scf.ForOp(c0, arith.addi(nv, c1), c1, [o.c(0.0)])
             with ir.InsertionPoint(lk.body):
                 k = lk.induction_variable

@@ -83,7 +83,7 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
     nvalid[B], horizon[B], p_1..p_P (element 0 used), out[B,N,S], counts[B,N], over[B,N],
     xs[d,N] (dense scratch state), refs[N], ints[2,N] (scratch count/over), idxs[N] i64 and
     xsave[d,N] (scratch: the flagged neurons of the current event and their states))."""
-    from spikescan.compiler.backends.mlir_emit import _advance, _dense, _memref
+    from spikescan.compiler.backends.mlir_emit import _advance, _dense, _memref, init_shared_lanes
 
     lanes = lanes or LANES[em.dtype]
     o = em.o
@@ -124,15 +124,7 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
             nv = arith.index_cast(idx, memref.load(nvalid, [b]))
             H = memref.load(horizon, [b])
             x0 = em.materialize(em.init)
-            li = scf.ForOp(c0, nN, c1)
-            with ir.InsertionPoint(li.body):
-                j = li.induction_variable
-                for q in range(d):
-                    memref.store(x0[q], xs, [o.ci(q), j])
-                memref.store(o.c(-INF), refs, [j])
-                memref.store(zero64, ints, [c0, j])
-                memref.store(zero64, ints, [c1, j])
-                scf.yield_([])
+            init_shared_lanes(em, x0, nN, xs, refs, ints)
             lk = scf.ForOp(c0, arith.addi(nv, c1), c1, [o.c(0.0), c0])
             with ir.InsertionPoint(lk.body):
                 k = lk.induction_variable
