@@ -208,29 +208,7 @@ def test_gradients_match_finite_differences(lif):
 # ---------------------------------------------------------------- network
 
 
-SNN = """
-neuron CubaLIF {
-    params { tau_m = 20 ms   tau_s = 5 ms   v_th = 1.0   v_reset = 0.0 }
-    state  { v = 0.0   i = 0.0 }
-    dynamics {
-        dv/dt = (i - v) / tau_m
-        di/dt = -i / tau_s
-    }
-    on input(w) { i += w }
-    spike when v >= v_th
-    on spike { v = v_reset }
-    refractory 0 ms
-}
-
-network rec {
-    input  x[4]
-    layer  hidden[5] = CubaLIF(tau_m = 10 ms, tau_s = 5 ms)
-               <- dense(x, init = normal(1.0, 0.2)),
-                  recurrent(hidden, init = normal(0.0, 0.3))
-    layer  out[2]    = CubaLIF() <- dense(hidden, init = normal(0.8, 0.1))
-    readout out: first_spike
-}
-"""
+from test_recurrent import SNN  # noqa: E402  (the same small recurrent network)
 
 
 def test_network_sequential_cpu_uses_compiled_recurrent_loop(tmp_path, monkeypatch):
