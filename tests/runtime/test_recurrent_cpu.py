@@ -166,7 +166,7 @@ def test_gradients_equal_recurrent_autograd(tmp_path, model, name):
         leaf = {k: v.clone().requires_grad_() for k, v in base.items()}
         L, c = _loss(run, ir, leaf, ch)
         L.backward()
-        grads[tag] = ({k: v.grad for k, v in leaf.items()}, c, float(L))
+        grads[tag] = ({k: v.grad for k, v in leaf.items()}, c, float(L.detach()))
     assert torch.equal(grads["ref"][1], grads["cpu"][1]) and int(grads["cpu"][1].sum()) >= 6
     for k in base:
         a, b = grads["ref"][0][k], grads["cpu"][0][k]
@@ -224,7 +224,7 @@ def test_network_sequential_cpu_uses_compiled_recurrent_loop(tmp_path, monkeypat
         outs[engine] = (out, net.layers["hidden"].w_rec.grad.clone())
     (a, ga), (b, gb) = outs["torch-sequential"], outs["sequential-cpu"]
     assert int(a.counts[0].sum()) > 0 and torch.equal(a.counts[0], b.counts[0])
-    assert float((_finite(a.spikes[0]) - _finite(b.spikes[0])).abs().max()) <= 1e-12
+    assert float((_finite(a.spikes[0]) - _finite(b.spikes[0])).abs().max().detach()) <= 1e-12
     assert float((ga - gb).abs().max()) <= 1e-9 * float(ga.abs().max())
     # and it really is the compiled loop: poison the PyTorch one
     import spikescan.runtime.engines.recurrent as rec_mod
