@@ -20,8 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: per dataset)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: per dataset, 32)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: per dataset)")
-    p.add_argument("--engine", default="auto", help="engine: auto (default: sequential-cpu on a CPU, torch on CUDA), sequential-cpu, "
-                        "torch, torch-sequential, triton-scan, triton-sequential (docs/engines.md)")
+    p.add_argument("--engine", default="auto", help="engine: auto (default: the compiled sequential-cpu; torch when torch-mlir is "
+                        "missing), sequential-cpu, torch, torch-sequential (docs/engines.md); "
+                        "training runs on the CPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/<network>)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
