@@ -1,6 +1,8 @@
 """Recurrent layer (models/shd.snn's hidden layer: 700 inputs -> N recurrent CubaLIF, tau_m 20 ms,
-tau_s 5 ms): the JIT-compiled loop (runtime/engines/recurrent_cpu.py) against the PyTorch loop
-(runtime/engines/recurrent.py), forward and forward + backward, in the same run.
+tau_s 5 ms): the JIT-compiled loop (runtime/engines/recurrent_cpu.py), per-neuron scalar loop
+(impl="scalar", mlir_recurrent.py) and vectorised loop (impl="vector", mlir_recurrent_vec.py),
+against the PyTorch loop (runtime/engines/recurrent.py), forward and forward + backward, in the
+same run. ns_per_neuron_step = seconds / (loop steps x N), loop steps = spike rows + deliveries.
 
 Workload (default, the case measured when recurrent.py landed): batch 2, 300 input events per
 sample uniform over 1 s on 700 channels, N = 256, input weights normal(0, 0.1) x 30, recurrent
@@ -32,15 +34,38 @@ def workload(batch: int, n_events: int, hidden: int, seed: int, w_gain: float = 
     return times, ch, W, Wr
 
 
-def run(fn, ir, times, ch, W, Wr, backward: bool):
+def run(fn, ir, times, ch, W, Wr, backward: bool, **kw):
     P = {"tau_m": 20.0, "tau_s": 5.0}
     if not backward:
         with torch.no_grad():
-            return fn(ir, P, times, ch, W, Wr, t_end=1000.0, max_spikes=512, on_overflow="flag"), None
+            return fn(ir, P, times, ch, W, Wr, t_end=1000.0, max_spikes=512, on_overflow="flag", **kw), None
     leaf = [v.clone().requires_grad_() for v in (times, W, Wr)]
-    r = fn(ir, P, leaf[0], ch, leaf[1], leaf[2], t_end=1000.0, max_spikes=512, on_overflow="flag")
+    r = fn(ir, P, leaf[0], ch, leaf[1], leaf[2], t_end=1000.0, max_spikes=512, on_overflow="flag", **kw)
     torch.where(torch.isfinite(r.times), r.times, torch.zeros_like(r.times)).sum().backward()
     return r, [v.grad for v in leaf]
+
+
+def _steps(ir, times, ch, W, Wr) -> int:
+    """Steps of the event loop (spike steps + delivery steps), from the compiled loop's stats."""
+    from spikescan.compiler.backends.cpu_recurrent import compile_recurrent
+    from spikescan.runtime.engines.recurrent_cpu import run_recurrent_layer
+
+    box = {}
+    eng = compile_recurrent(ir, "f64")
+    orig = type(eng).forward_vec
+
+    def spy(self, *a):
+        orig(self, *a)
+        box["stats"] = a[-1].clone()
+
+    type(eng).forward_vec = spy
+    try:
+        with torch.no_grad():
+            run_recurrent_layer(ir, {"tau_m": 20.0, "tau_s": 5.0}, times, ch, W, Wr, t_end=1000.0, max_spikes=512,
+                                on_overflow="flag", impl="vector")
+    finally:
+        type(eng).forward_vec = orig
+    return int(box["stats"][:, 0].sum())  # tape rows = spiking lanes + deliveries
 
 
 def main(argv=None):
@@ -64,22 +89,34 @@ def main(argv=None):
     compile_s = time.perf_counter() - t0
 
     res = {}
+    allres = {}
     for mode in ("forward", "forward+backward"):
         bw = mode != "forward"
-        walls = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out, grads = run(run_cpu, ir, times, ch, W, Wr, bw)
-            out.times = out.times.detach()
-            walls.append(time.perf_counter() - t0)
-        spikes = int(out.counts.sum())
-        res[mode] = (min(walls), out, grads)
-        rec = dict(engine="recurrent-cpu", mode=mode, seconds=min(walls), all_s=walls, hidden_spikes=spikes,
-                   overflow=bool(out.overflow.any()), **sizes)
-        if mode == "forward":
-            rec["compile_s"] = compile_s
-            rec["compile_forward_s"] = eng.t_compile
-        em.emit(**rec)
+        for impl in ("scalar", "vector"):  # the per-neuron loop (old) and mlir_recurrent_vec (new)
+            walls = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                out, grads = run(run_cpu, ir, times, ch, W, Wr, bw, impl=impl)
+                out.times = out.times.detach()
+                walls.append(time.perf_counter() - t0)
+            spikes = int(out.counts.sum())
+            allres[mode, impl] = (min(walls), out, grads)
+            steps = int(_steps(ir, times, ch, W, Wr))
+            rec = dict(engine="recurrent-cpu", impl=impl, mode=mode, seconds=min(walls), all_s=walls,
+                       hidden_spikes=spikes, overflow=bool(out.overflow.any()), loop_steps=steps,
+                       ns_per_neuron_step=min(walls) / (steps * N) * 1e9, **sizes)
+            if impl == "vector":
+                old_s, old, ograds = allres[mode, "scalar"]
+                rec["speedup_vs_scalar"] = old_s / min(walls)
+                rec["bit_identical_to_scalar"] = bool(torch.equal(old.counts, out.counts)
+                                                      and torch.equal(old.times, out.times))
+                if bw:
+                    rec["grads_identical_to_scalar"] = all(torch.equal(a, b) for a, b in zip(ograds, grads))
+            if mode == "forward" and impl == "scalar":
+                rec["compile_s"] = compile_s
+                rec["compile_forward_s"] = eng.t_compile
+            em.emit(**rec)
+        res[mode] = allres[mode, "vector"]
     if args.no_reference:
         return
     for mode in ("forward", "forward+backward"):

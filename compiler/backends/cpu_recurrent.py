@@ -24,8 +24,9 @@ _CACHE: dict[str, "CompiledRecurrent"] = {}
 _LOCK = threading.Lock()
 
 
-def _jit(nir: NeuronIR, dtype: str, port: Optional[str], backward: bool, with_params: bool = True):
-    mod = build_recurrent_module(nir, dtype, port, backward=backward, with_params=with_params)
+def _jit(nir: NeuronIR, dtype: str, port: Optional[str], backward: bool, with_params: bool = True,
+         vec: bool = False):
+    mod = build_recurrent_module(nir, dtype, port, backward=backward, with_params=with_params, vec=vec)
     with mod.context:
         passmanager.PassManager.parse(LOWER).run(mod.operation)
         eng = execution_engine.ExecutionEngine(mod, opt_level=3)
@@ -54,23 +55,37 @@ class CompiledRecurrent:
         _invoke(self._fwd[1], "rec_forward",
                 [key, order, chan, weight, nvalid, wrec, *params, out, counts, over, stats, *scratch])
 
+    def forward_vec(self, key, order, chan, weight, nvalid, wrec, params: list, out, counts, over, stats):
+        """@rec_forward_vec (mlir_recurrent_vec.py: shared parameters, no delays): key[B,L],
+        order[B,L], weight[Bw,C,N] and wrec[N,N] dense, nvalid[B]; same results bit for bit."""
+        N = out.shape[1]
+        ft = out.dtype
+        scratch = [torch.empty((self.ir.d, N), dtype=ft), torch.empty((5, N), dtype=ft),
+                   torch.empty((4, N), dtype=torch.int64), torch.empty((N,), dtype=torch.int64)]
+        _invoke(self._fwd[1], "rec_forward_vec",
+                [key, order, chan, weight, nvalid, wrec, *params, out, counts, over, stats, *scratch])
+
     def backward(self, key, order, chan, weight, nvalid, wrec, params: list, gout, counts, gtimes, gweight,
-                 gdelays, gwrec, gparams, tape_i, tape_f, snap_f, snap_m, with_params: bool = True):
-        """@rec_backward: replays each sample with a tape, then walks it backwards."""
-        with_params = bool(with_params)
+                 gdelays, gwrec, gparams, tape_i, tape_f, snap_f, snap_m, with_params: bool = True,
+                 vec_args: Optional[list] = None):
+        """@rec_backward: replays each sample with a tape, then walks it backwards. vec_args
+        (key[B,L], order[B,L], weight[Bw,C,N] dense, nvalid[B], wrec dense): replay with the
+        vectorised loop (shared parameters, no delays; same tape bit for bit)."""
+        ck = (bool(with_params), vec_args is not None)
         with _LOCK:
-            if with_params not in self._bwd:
+            if ck not in self._bwd:
                 t0 = time.perf_counter()
-                self._bwd[with_params] = _jit(self.ir, self.dtype, self.port, True, with_params)
+                self._bwd[ck] = _jit(self.ir, self.dtype, self.port, True, ck[0], vec=ck[1])
                 self.t_compile_backward = time.perf_counter() - t0
         N = gout.shape[1]
         ft = gout.dtype
         d = self.ir.d
         scratch = [torch.empty((d, N), dtype=ft), torch.empty((5, N), dtype=ft),
                    torch.empty((4, N), dtype=torch.int64), torch.empty((d + 3, N), dtype=ft)]
-        _invoke(self._bwd[with_params][1], "rec_backward",
+        extra = [] if vec_args is None else list(vec_args) + [torch.empty((N,), dtype=torch.int64)]
+        _invoke(self._bwd[ck][1], "rec_backward",
                 [key, order, chan, weight, nvalid, wrec, *params, gout, counts, gtimes, gweight, gdelays, gwrec,
-                 gparams, *scratch, tape_i, tape_f, snap_f, snap_m])
+                 gparams, *scratch, tape_i, tape_f, snap_f, snap_m, *extra])
 
 
 def compile_recurrent(nir: NeuronIR, dtype: str = "f64", port: Optional[str] = None) -> CompiledRecurrent:

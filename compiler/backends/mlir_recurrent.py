@@ -111,6 +111,80 @@ def _live(A: _Args, b, L: _Lane):
     return ptr, arith.cmpi(arith.CmpIPredicate.slt, ptr, memref.load(A.nvalid, [b, L.k]))
 
 
+def lane_candidate(em: NeuronEmitter, A: _Args, k, T, live):
+    """Lane k's first crossing time in [t_k, T] (+inf if none or not eligible: not live, dead,
+    pending, refractory all interval, or the IR's cheap test rules it out); stored in
+    lf[LF_CAND] and its offset D in lf[LF_D]. Returns the candidate time."""
+    o = em.o
+    ft = o.ft
+    inf = o.c(INF)
+    z64 = arith.constant(_i64(), 0)
+    L = _Lane(em, A, k)
+    _setup_lane(em, A, k)
+    quiet = o.and_(arith.cmpi(arith.CmpIPredicate.eq, L.i(LI_DEAD), z64),
+                   arith.cmpi(arith.CmpIPredicate.eq, L.i(LI_PEND), z64))
+    x = L.x()
+    tc, ref = L.f(LF_T), L.f(LF_REF)
+    lo = o.fmax(arith.subf(ref, tc), o.c(0.0))
+    hi = arith.subf(T, tc)
+    open_ = o.or_(o.lt(lo, hi), o.le(lo, o.c(0.0)))
+    chk = o.and_(o.and_(live, quiet), o.and_(open_, o.not_(em.no_cross(x))))
+    D = o.if_(chk, lambda: [em.first_crossing(x, lo, hi, tc)], lambda: [inf], [ft])[0]
+    cand = arith.addf(tc, D)
+    L.set_f(LF_CAND, cand)
+    L.set_f(LF_D, D)
+    return cand
+
+
+def lane_fire(em: NeuronEmitter, A: _Args, b, k, best, added, row, tape=None):
+    """Spike step for lane k: if its candidate equals `best`, reset it at t* and record the
+    spike (out, tape row), make its recurrent event pending (or mark it dead past the cap).
+    Returns [added, row] (i64: pending events added, next tape row)."""
+    o = em.o
+    i64 = _i64()
+    idx = ir.IndexType.get()
+    one64 = arith.constant(i64, 1)
+    S64 = A.cap
+    L = _Lane(em, A, k)
+
+    def go():
+        _setup_lane(em, A, k)
+        x = L.x()
+        tc, ref, D = L.f(LF_T), L.f(LF_REF), L.f(LF_D)
+        lo = o.fmax(arith.subf(ref, tc), o.c(0.0))
+        ts = arith.addf(tc, D)
+        xr = em.materialize(em.reset(em.materialize(em.propagate(x, D))))
+        cnt = L.i(LI_CNT)
+        room = arith.cmpi(arith.CmpIPredicate.slt, cnt, S64)
+
+        def store():
+            memref.store(ts, A.out, [b, k, arith.index_cast(idx, cnt)])
+
+        if A.out is not None:  # None: a replay for the backward
+            o.if_void(room, store)
+        if tape is not None:
+            at_lo = arith.cmpf(arith.CmpFPredicate.OEQ, D, lo)
+            kind = o.sel(at_lo, o.sel(o.gt(lo, o.c(0.0)), arith.constant(i64, SPIKE_REF),
+                                      arith.constant(i64, SPIKE_NOW)), arith.constant(i64, SPIKE))
+            tape.spike(row, kind, k, o.sel(room, cnt, arith.constant(i64, -1)), x, tc, D)
+        kept = arith.extui(i64, room)
+        L.set_i(LI_CNT, arith.addi(cnt, kept))
+        L.set_i(LI_PEND, kept)
+        L.set_i(LI_DEAD, arith.subi(one64, kept))
+        if A.over is not None:
+            o.if_void(o.not_(room), lambda: memref.store(one64, A.over, [b, k]))
+        tr = o.z(em.t_ref)
+        L.set_f(LF_REF, arith.addf(ts, tr))
+        L.set_f(LF_SPK, ts)
+        L.set_f(LF_T, ts)
+        L.set_x(xr)
+        return [arith.addi(added, kept), arith.addi(row, one64)]
+
+    fires = arith.cmpf(arith.CmpFPredicate.OEQ, L.f(LF_CAND), best)
+    return o.if_(fires, go, lambda: [added, row], [i64, i64])
+
+
+
 def sample_forward(em: NeuronEmitter, A: _Args, b, port: Optional[str], tape=None):
     """Emit the event loop of sample b. Returns (rows, deliveries) as i64 values. `tape`, if
     given, has .spike(row, kind, k, rank, x, t, D) and .delivery(row, sdel, kind, j, t) and
@@ -119,12 +193,10 @@ def sample_forward(em: NeuronEmitter, A: _Args, b, port: Optional[str], tape=Non
     ft = o.ft
     i64 = _i64()
     idx = ir.IndexType.get()
-    d = em.d
     c0, c1 = o.ci(0), o.ci(1)
     z64, one64 = arith.constant(i64, 0), arith.constant(i64, 1)
     inf = o.c(INF)
     nN = memref.dim(A.xs, c1)
-    S64 = A.cap
     nev = arith.subi(memref.dim(A.chan, c1), c1)  # n real events; index n = the horizon
     ev64 = arith.index_cast(i64, nev)
 
@@ -164,65 +236,15 @@ def sample_forward(em: NeuronEmitter, A: _Args, b, port: Optional[str], tape=Non
 
         # 1. every eligible lane's first crossing before T
         def candidate(k, best):
-            L = _Lane(em, A, k)
-            _setup_lane(em, A, k)
-            _, live = _live(A, b, L)
-            quiet = o.and_(arith.cmpi(arith.CmpIPredicate.eq, L.i(LI_DEAD), z64),
-                           arith.cmpi(arith.CmpIPredicate.eq, L.i(LI_PEND), z64))
-            x = L.x()
-            tc, ref = L.f(LF_T), L.f(LF_REF)
-            lo = o.fmax(arith.subf(ref, tc), o.c(0.0))
-            hi = arith.subf(T, tc)
-            open_ = o.or_(o.lt(lo, hi), o.le(lo, o.c(0.0)))
-            chk = o.and_(o.and_(live, quiet), o.and_(open_, o.not_(em.no_cross(x))))
-            D = o.if_(chk, lambda: [em.first_crossing(x, lo, hi, tc)], lambda: [inf], [ft])[0]
-            cand = arith.addf(tc, D)
-            L.set_f(LF_CAND, cand)
-            L.set_f(LF_D, D)
-            return [o.fmin(best, cand)]
+            _, live = _live(A, b, _Lane(em, A, k))
+            return [o.fmin(best, lane_candidate(em, A, k, T, live))]
 
         best = _for(o, nN, [inf], candidate)[0]
         spiked = o.lt(best, inf)
 
         def do_spike():
             def fire(k, added, row):
-                L = _Lane(em, A, k)
-
-                def go():
-                    _setup_lane(em, A, k)
-                    x = L.x()
-                    tc, ref, D = L.f(LF_T), L.f(LF_REF), L.f(LF_D)
-                    lo = o.fmax(arith.subf(ref, tc), o.c(0.0))
-                    ts = arith.addf(tc, D)
-                    xr = em.materialize(em.reset(em.materialize(em.propagate(x, D))))
-                    cnt = L.i(LI_CNT)
-                    room = arith.cmpi(arith.CmpIPredicate.slt, cnt, S64)
-
-                    def store():
-                        memref.store(ts, A.out, [b, k, arith.index_cast(idx, cnt)])
-
-                    if A.out is not None:  # None: a replay for the backward
-                        o.if_void(room, store)
-                    if tape is not None:
-                        at_lo = arith.cmpf(arith.CmpFPredicate.OEQ, D, lo)
-                        kind = o.sel(at_lo, o.sel(o.gt(lo, o.c(0.0)), arith.constant(i64, SPIKE_REF),
-                                                  arith.constant(i64, SPIKE_NOW)), arith.constant(i64, SPIKE))
-                        tape.spike(row, kind, k, o.sel(room, cnt, arith.constant(i64, -1)), x, tc, D)
-                    kept = arith.extui(i64, room)
-                    L.set_i(LI_CNT, arith.addi(cnt, kept))
-                    L.set_i(LI_PEND, kept)
-                    L.set_i(LI_DEAD, arith.subi(one64, kept))
-                    if A.over is not None:
-                        o.if_void(o.not_(room), lambda: memref.store(one64, A.over, [b, k]))
-                    tr = o.z(em.t_ref)
-                    L.set_f(LF_REF, arith.addf(ts, tr))
-                    L.set_f(LF_SPK, ts)
-                    L.set_f(LF_T, ts)
-                    L.set_x(xr)
-                    return [arith.addi(added, kept), arith.addi(row, one64)]
-
-                fires = arith.cmpf(arith.CmpFPredicate.OEQ, L.f(LF_CAND), best)
-                return o.if_(fires, go, lambda: [added, row], [i64, i64])
+                return lane_fire(em, A, b, k, best, added, row, tape)
 
             added, rows2 = _for(o, nN, [z64, rows], fire)
             return [arith.addi(npend, added), best, rows2, ndel]
@@ -376,7 +398,10 @@ class _Tape:
 
 
 def build_backward(em: NeuronEmitter, port: Optional[str] = None, name: str = "rec_backward",
-                   with_params: bool = True):
+                   with_params: bool = True, vec: bool = False):
+    """vec=True: the replay runs mlir_recurrent_vec's loop (same decisions and tape bit for bit,
+    shared parameters and no delays only), given six more arguments at the end: key[B,L],
+    order[B,L] i64, weight[Bw,C,N] (dense), nvalid[B] i64, wrec[N,N] (dense), idxs[N] i64."""
     o = em.o
     ft, i64 = o.ft, _i64()
     i8 = ir.IntegerType.get_signless(8)
@@ -389,13 +414,21 @@ def build_backward(em: NeuronEmitter, port: Optional[str] = None, name: str = "r
         _memref(3, ft), _memref(2, i64), _memref(2, ft), _memref(3, ft), _memref(2, ft), _memref(2, ft),
         _memref(2, ft), _dense(2, ft), _dense(2, ft), _dense(2, i64), _dense(2, ft), _dense(2, i64),
         _dense(2, ft), _dense(3, ft), _dense(2, i8)]
+    if vec:
+        types += [_memref(2, ft), _memref(2, i64), _dense(3, ft), _memref(1, i64), _dense(2, ft), _dense(1, i64)]
     fn = func.FuncOp(name, ir.FunctionType.get(types, []))
     fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
     blk = fn.add_entry_block()
     with ir.InsertionPoint(blk):
         a = list(blk.arguments)
         (gout, counts, gtimes, gweight, gdelays, gwrec, gparams, xs, lf, li, lam, tape_i, tape_f,
-         snap_f, snap_m) = a[6 + npar:]
+         snap_f, snap_m) = a[6 + npar:6 + npar + 15]
+        if vec:
+            from spikescan.compiler.backends.mlir_recurrent_vec import LANES, sample_forward_vec
+            from spikescan.compiler.backends.mlir_ops import VOps
+
+            k2, o2, w2, n2, r2, idxs = a[6 + npar + 15:]
+            vo = VOps(em.dtype, LANES[em.dtype])
         A = _Args(**_head(a, npar), out=None, counts=counts, over=None, xs=xs, lf=lf, li=li,
                   cap=arith.index_cast(i64, memref.dim(gout, o.ci(2))))
         c0 = o.ci(0)
@@ -407,7 +440,12 @@ def build_backward(em: NeuronEmitter, port: Optional[str] = None, name: str = "r
 
         def sample(b):
             tape = _Tape(em, tape_i, tape_f, snap_f, snap_m)
-            rows, _ = sample_forward(em, A, b, port, tape)
+            if vec:
+                A2 = _Args(key=k2, order=o2, chan=A.chan, weight=w2, nvalid=n2, wrec=r2, pmem=A.pmem, out=None,
+                           counts=counts, over=None, xs=xs, lf=lf, li=li, idxs=idxs, cap=A.cap)
+                rows, _ = sample_forward_vec(em, vo, A2, b, port, tape)
+            else:
+                rows, _ = sample_forward(em, A, b, port, tape)
             nrows = arith.index_cast(idx, arith.minsi(rows, tape.M))
 
             def zero_lane(k):
@@ -539,8 +577,9 @@ def _acc(mem, index, v):
 
 
 def build_recurrent_module(nir: NeuronIR, dtype: str = "f64", port: Optional[str] = None,
-                           backward: bool = False, with_params: bool = True) -> ir.Module:
-    """Module with @rec_forward or @rec_backward (the caller keeps `module.context` alive)."""
+                           backward: bool = False, with_params: bool = True, vec: bool = False) -> ir.Module:
+    """Module with @rec_forward and @rec_forward_vec (mlir_recurrent_vec.py), or @rec_backward
+    (the caller keeps `module.context` alive)."""
     if nir.c is None or nir.theta is None:
         raise ValueError(f"neuron {nir.name!r} has no threshold: a recurrent connection needs a spiking neuron")
     ctx = ir.Context()
@@ -551,9 +590,12 @@ def build_recurrent_module(nir: NeuronIR, dtype: str = "f64", port: Optional[str
         with ir.InsertionPoint(m.body):
             add_helpers(em.o)
             if backward:
-                build_backward(em, port=port, with_params=with_params)
+                build_backward(em, port=port, with_params=with_params, vec=vec)
             else:
+                from spikescan.compiler.backends.mlir_recurrent_vec import build_forward_vec
+
                 build_forward(em, port=port)
+                build_forward_vec(em, port=port)  # shared parameters, no delays
         if not m.operation.verify():
             raise RuntimeError(f"{nir.name}: emitted recurrent MLIR does not verify")
         passmanager.PassManager.parse(CLEANUP).run(m.operation)

@@ -79,7 +79,7 @@ class _RecGrad(torch.autograd.Function):
         snap_m = torch.empty((Ms, N), dtype=torch.int8)
         sv.eng.backward(sv.key, sv.order, sv.chan, sv.W, sv.nvalid, sv.wrec, sv.pvec, g, counts, gtimes, gweight,
                         gdelays, gwrec, gparams, tape_i, tape_f, snap_f, snap_m,
-                        with_params=any(ctx.needs_input_grad[6:]))
+                        with_params=any(ctx.needs_input_grad[6:]), vec_args=sv.vec_args)
         if not torch.equal(counts, sv.counts):
             raise RuntimeError("recurrent-cpu backward: the replayed forward disagrees with the forward pass "
                                "(spike counts differ); this is a bug, please report it")
@@ -102,7 +102,12 @@ class _RecGrad(torch.autograd.Function):
 def run_recurrent_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, weight: Tensor, w_rec: Tensor,
                         delays: Optional[Tensor] = None, *, port: Optional[str] = None, max_spikes: int = 64,
                         on_overflow: str = "raise", observe: Optional[str] = None,
-                        t_end: Optional[float] = None) -> LayerResult:
+                        t_end: Optional[float] = None, impl: str = "auto") -> LayerResult:
+    """impl: "vector" (mlir_recurrent_vec.py: needs shared parameters and no delays), "scalar"
+    (the per-neuron loop of mlir_recurrent.py, the reference) or "auto" (vector where it
+    applies). Both give the same spike trains bit for bit."""
+    if impl not in ("auto", "vector", "scalar"):
+        raise ValueError(f"impl must be 'auto', 'vector' or 'scalar', got {impl!r}")
     if (observe is not None or ir.c is None or ir.theta is None or times.device.type != "cpu"
             or times.dtype not in _DTYPES):
         # readouts, GPU tensors and other dtypes: the PyTorch recurrent loop (same semantics;
@@ -134,7 +139,16 @@ def run_recurrent_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, w
     counts = torch.zeros((B, N), dtype=torch.int64)
     over = torch.zeros((B, N), dtype=torch.int64)
     stats = torch.zeros((B, 2), dtype=torch.int64)
-    eng.forward(key, order, chan, W, nvalid, wrec, pvec, out, counts, over, stats)
+    shared = ev.shared and all(bool((v == v[:1]).all()) for v in pvec)
+    if impl == "vector" and not shared:
+        raise ValueError("impl='vector' needs parameters shared by the layer and no delays; use 'auto'")
+    vec_args = None
+    if impl != "scalar" and shared:
+        Wd = W[:1] if weight.dim() == 2 else W  # dense [Bw, C, N]
+        vec_args = [ev.key[:, 0], ev.perm[:, 0], Wd, nvalid[:, 0].contiguous(), wrec]
+        eng.forward_vec(vec_args[0], vec_args[1], chan, Wd, vec_args[3], wrec, pvec, out, counts, over, stats)
+    else:
+        eng.forward(key, order, chan, W, nvalid, wrec, pvec, out, counts, over, stats)
     over_b = over.bool().any(1)
     if on_overflow == "raise" and bool(over_b.any()):
         b, j = [int(v) for v in over.nonzero()[0]]
@@ -146,7 +160,7 @@ def run_recurrent_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, w
     need = [v for v in (times, weight, delays, w_rec) if v is not None and v.requires_grad]
     if (need or ptens) and torch.is_grad_enabled():
         sv = _Saved(eng=eng, key=key, order=order, chan=chan, W=W, nvalid=nvalid, wrec=wrec, pvec=pvec,
-                    counts=counts, out_full=out, stats=stats, max_spikes=max_spikes, dtype=dtype,
+                    counts=counts, out_full=out, stats=stats, max_spikes=max_spikes, dtype=dtype, vec_args=vec_args,
                     pindex=[pnames.index(k) for k, _ in ptens])
         res = _RecGrad.apply(res, sv, times, weight, delays, w_rec, *[v for _, v in ptens])
     return LayerResult(times=res, counts=counts, overflow=over_b, observed=None)
