@@ -81,9 +81,9 @@ def readout_engine_for(eng, pb: ShdProblem):
     try:
         eng.run_layer(pb.li, {}, t, c, w, observe="max_potential", t_end=pb.t_end)
         if eng.__name__.endswith(".sequential_cpu"):
-            # sequential-cpu accepts observe= but runs readouts through torch-sequential itself:
-            # say so in the records (only the hidden layer is the MLIR JIT engine)
-            return None, "torch-sequential (delegated by sequential-cpu)"
+            # sequential-cpu computes readouts by its compiled replay of the known spikes
+            # (runtime/engines/observe_replay.py), not by its own event loop: say so
+            return None, "sequential-cpu (compiled replay)"
         return None, None
     except NotImplementedError:
         return get_engine("torch"), "torch"
