@@ -197,9 +197,15 @@ def section_recurrent(recs, title) -> str:
                    f"spikes. Compiled = runtime/engines/recurrent_cpu.py (MLIR JIT forward and "
                    f"adjoint); PyTorch = runtime/engines/recurrent.py.")
         out.append("")
-        rows = [[r["engine"], r["mode"], fmt_s(r["seconds"]),
-                 f"{r['speedup_compiled']:.0f}x" if "speedup_compiled" in r else "-"] for r in t]
-        out.append(table(["engine", "pass", "time", "compiled speed-up (same run)"], rows))
+        rows = [[r["engine"], r.get("impl") or "-", r["mode"], fmt_s(r["seconds"]),
+                 f"{r['ns_per_neuron_step']:.0f}" if r.get("ns_per_neuron_step") else "-",
+                 f"{r['speedup_vs_scalar']:.2f}x" if r.get("speedup_vs_scalar") else "-",
+                 f"{r['speedup_compiled']:.0f}x" if r.get("speedup_compiled") else "-"] for r in t]
+        out.append(table(["engine", "loop", "pass", "time", "ns per neuron-step",
+                          "vector vs scalar (same run)",
+                          "compiled scalar loop vs PyTorch loop (same run)"], rows))
+        out += ["", "The PyTorch-loop rows come from an earlier run than the vector rows (their "
+                "ratio is against the scalar compiled loop of that run); see the dates above."]
     return "\n".join(out) + "\n"
 
 
