@@ -270,7 +270,7 @@ def _adj_kernel(g, port: str, dt: str) -> list[str]:
     m = d + 2
     npar = len(g.pnames)
     TP = ", ".join("t" + n for n in g.pnames)
-    i4, i8, i12 = " " * 4, " " * 8, " " * 12
+    i8, i12 = " " * 8, " " * 12
     L = ["", "", "@triton.jit",
          f"def adj_kernel_{port}({BW_ARGS}, KT: tl.constexpr, BN: tl.constexpr,",
          "                     HAS_DELAY: tl.constexpr, AUTO_END: tl.constexpr, WITH_PARAMS: tl.constexpr):"]

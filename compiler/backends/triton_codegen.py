@@ -354,7 +354,7 @@ class _Gen:
             for q in range(npts - 1):
                 b.append(f"    {self.prop_call(f'pts{q + 1}', 'yb')}")
                 b.append(f"    gb = {g}({', '.join(f'yb{i}' for i in range(d))}, {P})")
-                b.append(f"    has = ((ga < 0) & (gb > 0)) | ((ga > 0) & (gb < 0))")
+                b.append("    has = ((ga < 0) & (gb > 0)) | ((ga > 0) & (gb < 0))")
                 b += self.newton_block("    ", g, f"dchain{k}", "", f"pts{q}", f"pts{q + 1}", "ga",
                                        "has", f"z{q}")
                 b.append(f"    z{q} = tl.where(has, z{q}, pts{q + 1})")

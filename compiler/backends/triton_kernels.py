@@ -103,7 +103,7 @@ def seq_step(g, port: str, ind: str, tape=None) -> list[str]:
     (the adjoint's replay, triton_adjoint.py) adds lines that record each step: called as
     tape("spike", ind) before a reset and tape("prop", ind) before the propagation."""
     d, P, X = g.d, g.P, g.X
-    i1, i2, i3 = ind + "    ", ind + "        ", ind + "            "
+    i1, i2 = ind + "    ", ind + "        "
     L = [
         f"{ind}live = jm & (k <= nev)",
         f"{ind}kv = tl.zeros([BN], dtype=tl.int32) + k",
@@ -129,7 +129,6 @@ def seq_step(g, port: str, ind: str, tape=None) -> list[str]:
     pre = tape("spike", i2) if tape else []
     L += _record(g, i2, "xs", [i2 + "act = rec"], pre=pre)
     L += [f"{i1}else:", f"{i2}act = spike"]
-    del i3
     L += tape("prop", ind) if tape else []
     L += [
         f"{ind}{X} = propagate({X}, tl.where(live, te - tc, 0.0), {P})",
