@@ -38,43 +38,13 @@ from __future__ import annotations
 
 from typing import Optional
 
-import sympy
 from torch_mlir import ir, passmanager
 from torch_mlir.dialects import arith, func, memref, scf
 
+from spikescan.compiler.adjoint_forms import PROP, SPIKE, SPIKE_NOW, SPIKE_REF, AdjointForms  # noqa: F401 (re-exported)
 from spikescan.compiler.ir import DT, NeuronIR
 from spikescan.compiler.backends.mlir_emit import CLEANUP, NeuronEmitter, _memref, lane_forward
 from spikescan.compiler.backends.mlir_ops import ExprPrinter, add_helpers, float_type
-
-PROP, SPIKE, SPIKE_REF, SPIKE_NOW = 0, 1, 2, 3
-
-
-class AdjointForms:
-    """Parameter derivatives of the IR's maps as sympy expressions in the symbols adjX*/adjL*
-    (a state and an adjoint vector), D and the parameters: each is d/dp of L^T (map of X)."""
-
-    def __init__(self, nir: NeuronIR, port: Optional[str], with_params: bool = True):
-        d = nir.d
-        self.X = sympy.Matrix(sympy.symbols(f"adjX0:{d}", real=True))
-        self.L = sympy.Matrix(sympy.symbols(f"adjL0:{d}", real=True))
-        ps = [p.symbol for p in nir.params]
-        X, L = self.X, self.L
-        port = port or next(iter(nir.ports))
-        Bk = nir.ports[port]
-
-        def grads(expr):
-            return [sympy.diff(expr, p) for p in ps]
-
-        self.prop = grads((L.T * (nir.Phi * X + nir.phi))[0, 0])
-        self.reset = grads((L.T * (nir.R * X + nir.r))[0, 0])
-        self.jump = grads((L.T * Bk)[0, 0])  # times w
-        self.init = grads((L.T * nir.init)[0, 0])
-        self.tref = grads(sympy.sympify(nir.t_ref))
-        u = (nir.c.T * (nir.Phi * X + nir.phi))[0, 0] - nir.theta
-        self.u = grads(u)  # du/dp - dtheta/dp at the spike (X = interval-start state)
-        if not with_params:  # exact zeros: the printer emits nothing for them
-            for k in ("prop", "reset", "jump", "init", "tref", "u"):
-                setattr(self, k, [sympy.Integer(0)] * len(ps))
 
 
 def _printer(em: NeuronEmitter, forms: AdjointForms, D=None, X=None, L=None) -> ExprPrinter:

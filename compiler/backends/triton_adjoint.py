@@ -26,7 +26,7 @@ KC input events, from the last chunk to the first:
 4. with every row's entering adjoint known, all gradient contributions of the chunk are
    computed in parallel: dL/dw = lam_x . B at each jump, dL/d(arrival) = lam_t + lam_D (to the
    input time and the delay), parameter derivatives printed from sympy derivatives of the IR's
-   own maps (mlir_adjoint.AdjointForms, shared with the compiled CPU backward), the IFT term at
+   own maps (compiler/adjoint_forms.py, shared with the compiled CPU backward), the IFT term at
    solved spikes: dD*/dx = -c^T Phi(D*) / u'(D*), dD*/dp = -(du/dp - dtheta/dp) / u'.
 
 Row formulas (x = interval-start state, xn = Phi(D) x + phi(D), y = A xn + a0):
@@ -41,14 +41,11 @@ from __future__ import annotations
 
 import sympy
 
+from ..adjoint_forms import PROP, SPIKE, SPIKE_NOW, SPIKE_REF, AdjointForms
 from .triton_kernels import ARGS, _prologue, _v, seq_step
-
-PROP, SPIKE, SPIKE_REF, SPIKE_NOW = 0, 1, 2, 3  # same codes as mlir_adjoint
 
 
 def _forms(g, port: str):
-    from .mlir_adjoint import AdjointForms  # pure sympy; shared with the compiled CPU backward
-
     return AdjointForms(g.ir, port)
 
 
