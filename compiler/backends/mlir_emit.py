@@ -552,6 +552,27 @@ def _dense(rank, et):
     return ir.MemRefType.get([dyn] * rank, et)
 
 
+def shared_arrival(em: NeuronEmitter, k, nv, b, order, chan, times, H, t_prev):
+    """Event k of sample b in the event-outer loops (one shared arrival order): its channel,
+    time T (the horizon H for k = nv or an arrival at/after H), the gap D from t_prev, the
+    weight scale (0 at the horizon) and Phi(D), phi(D), computed once for the whole layer."""
+    o = em.o
+    idx = ir.IndexType.get()
+    c0, c1 = o.ci(0), o.ci(1)
+    last = arith.cmpi(arith.CmpIPredicate.uge, k, nv)
+    kk = arith.select(last, arith.subi(nv, c1), k)
+    kk = arith.select(arith.cmpi(arith.CmpIPredicate.eq, nv, c0), c0, kk)
+    e = arith.index_cast(idx, memref.load(order, [b, kk]))
+    ch = arith.index_cast(idx, memref.load(chan, [b, e]))
+    tk = memref.load(times, [b, e])
+    beyond = o.or_(last, o.not_(o.lt(tk, H)))
+    T = o.sel(beyond, H, tk)
+    D = arith.subf(T, t_prev)
+    wscale = o.sel(beyond, o.c(0.0), o.c(1.0))
+    Phi, phi = em.phi_at(D)
+    return ch, T, D, wscale, Phi, phi
+
+
 def init_shared_lanes(em: NeuronEmitter, x0, nN, xs, refs, ints) -> None:
     """Start of a sample in the event-outer loops: every neuron in the initial state, no
     refractory period, no spike (xs [d, N], refs [N], ints [2, N] = counts, overflow)."""
@@ -622,17 +643,7 @@ def build_layer_shared_scalar(em: NeuronEmitter, port: Optional[str] = None,
             with ir.InsertionPoint(lk.body):
                 k = lk.induction_variable
                 t_prev = lk.inner_iter_args[0]
-                last = arith.cmpi(arith.CmpIPredicate.uge, k, nv)
-                kk = arith.select(last, arith.subi(nv, c1), k)
-                kk = arith.select(arith.cmpi(arith.CmpIPredicate.eq, nv, c0), c0, kk)
-                e = arith.index_cast(idx, memref.load(order, [b, kk]))
-                ch = arith.index_cast(idx, memref.load(chan, [b, e]))
-                tk = memref.load(times, [b, e])
-                beyond = o.or_(last, o.not_(o.lt(tk, H)))
-                T = o.sel(beyond, H, tk)
-                D = arith.subf(T, t_prev)
-                wscale = o.sel(beyond, o.c(0.0), o.c(1.0))
-                Phi, phi = em.phi_at(D)  # once per event for the whole layer
+                ch, T, D, wscale, Phi, phi = shared_arrival(em, k, nv, b, order, chan, times, H, t_prev)
                 # pass 1: branch-free affine update of the provably quiet neurons
                 lj = scf.ForOp(c0, nN, c1, [o.i1(False)])
                 with ir.InsertionPoint(lj.body):

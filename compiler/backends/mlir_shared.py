@@ -83,7 +83,7 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
     nvalid[B], horizon[B], p_1..p_P (element 0 used), out[B,N,S], counts[B,N], over[B,N],
     xs[d,N] (dense scratch state), refs[N], ints[2,N] (scratch count/over), idxs[N] i64 and
     xsave[d,N] (scratch: the flagged neurons of the current event and their states))."""
-    from spikescan.compiler.backends.mlir_emit import _advance, _dense, _memref, init_shared_lanes
+    from spikescan.compiler.backends.mlir_emit import _advance, _dense, _memref, init_shared_lanes, shared_arrival
 
     lanes = lanes or LANES[em.dtype]
     o = em.o
@@ -129,17 +129,7 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
             with ir.InsertionPoint(lk.body):
                 k = lk.induction_variable
                 t_prev, nq_prev = lk.inner_iter_args
-                last = arith.cmpi(arith.CmpIPredicate.uge, k, nv)
-                kk = arith.select(last, arith.subi(nv, c1), k)
-                kk = arith.select(arith.cmpi(arith.CmpIPredicate.eq, nv, c0), c0, kk)
-                e = arith.index_cast(idx, memref.load(order, [b, kk]))
-                ch = arith.index_cast(idx, memref.load(chan, [b, e]))
-                tk = memref.load(times, [b, e])
-                beyond = o.or_(last, o.not_(o.lt(tk, H)))
-                T = o.sel(beyond, H, tk)
-                D = arith.subf(T, t_prev)
-                wscale = o.sel(beyond, o.c(0.0), o.c(1.0))
-                Phi, phi = em.phi_at(D)  # once per event for the whole layer
+                ch, T, D, wscale, Phi, phi = shared_arrival(em, k, nv, b, order, chan, times, H, t_prev)
 
                 # pass 1a: whole vectors of neurons; the (rare) flagged ones are appended to
                 # idxs behind a uniform branch, so pass 2 visits only them. The shape (see the

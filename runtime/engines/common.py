@@ -34,9 +34,9 @@ class Layer:
     device: torch.device
 
 
-def setup(ir: NeuronIR, params, times: Tensor, channels: Tensor, weight: Tensor,
-          delays: Optional[Tensor], port: Optional[str], t_end: Optional[float],
-          observe: Optional[str], on_overflow: str, max_spikes: int) -> Layer:
+def check_layer_options(times: Tensor, t_end: Optional[float], observe: Optional[str],
+                        on_overflow: str, max_spikes: int) -> None:
+    """The run_layer options every engine validates the same way."""
     if on_overflow not in ("raise", "flag"):
         raise ValueError(f"on_overflow must be 'raise' or 'flag', got {on_overflow!r}")
     if observe is not None and observe not in OBSERVE_KINDS:
@@ -47,6 +47,12 @@ def setup(ir: NeuronIR, params, times: Tensor, channels: Tensor, weight: Tensor,
         raise ValueError("max_spikes must be >= 1")
     if not times.is_floating_point():
         raise TypeError("times must be a floating-point tensor (ms)")
+
+
+def setup(ir: NeuronIR, params, times: Tensor, channels: Tensor, weight: Tensor,
+          delays: Optional[Tensor], port: Optional[str], t_end: Optional[float],
+          observe: Optional[str], on_overflow: str, max_spikes: int) -> Layer:
+    check_layer_options(times, t_end, observe, on_overflow, max_spikes)
     kern = NeuronKernels.from_ir(ir)
     dtype, device = times.dtype, times.device
     if weight.dim() not in (2, 3):

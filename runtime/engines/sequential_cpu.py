@@ -225,21 +225,12 @@ def _run_observed(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, w
                   observe: Optional[str], t_end: Optional[float]) -> LayerResult:
     """A readout layer: spikes from the compiled loop (if the neuron has a threshold), the
     observable replayed from them (observe_replay.observe_known_spikes)."""
-    from spikescan.runtime.engines.common import OBSERVE_KINDS
+    from spikescan.runtime.engines.common import check_layer_options
     from spikescan.runtime.engines.observe_replay import observe_known_spikes
     from spikescan.runtime.events import build_events
     from spikescan.runtime.kernels import NeuronKernels
 
-    if on_overflow not in ("raise", "flag"):
-        raise ValueError(f"on_overflow must be 'raise' or 'flag', got {on_overflow!r}")
-    if observe is not None and observe not in OBSERVE_KINDS:
-        raise ValueError(f"observe must be one of {OBSERVE_KINDS} or None, got {observe!r}")
-    if observe is not None and t_end is None:
-        raise ValueError(f"observe={observe!r} needs t_end (the trial length in ms)")
-    if max_spikes < 1:
-        raise ValueError("max_spikes must be >= 1")
-    if not times.is_floating_point():
-        raise TypeError("times must be a floating-point tensor (ms)")
+    check_layer_options(times, t_end, observe, on_overflow, max_spikes)
     if weight.dim() not in (2, 3):
         raise ValueError(f"weight must be [C, N] or [B, C, N], got {tuple(weight.shape)}")
     dtype, dev = times.dtype, times.device
