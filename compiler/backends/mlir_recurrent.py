@@ -185,6 +185,26 @@ def lane_fire(em: NeuronEmitter, A: _Args, b, k, best, added, row, tape=None):
 
 
 
+def init_lanes(em: NeuronEmitter, A: _Args, nN) -> None:
+    """Start of a sample: every neuron in its initial state at t = 0, nothing pending, no
+    spike, its input pointer at the first arrival."""
+    o = em.o
+    z64 = arith.constant(_i64(), 0)
+
+    def init(k):
+        L = _Lane(em, A, k)
+        _setup_lane(em, A, k)
+        L.set_x(em.materialize(em.init))
+        L.set_f(LF_T, o.c(0.0))
+        L.set_f(LF_REF, o.c(-INF))
+        L.set_f(LF_SPK, o.c(0.0))
+        for r in (LI_PTR, LI_PEND, LI_DEAD, LI_CNT):
+            L.set_i(r, z64)
+        return []
+
+    _for(o, nN, [], init)
+
+
 def sample_forward(em: NeuronEmitter, A: _Args, b, port: Optional[str], tape=None):
     """Emit the event loop of sample b. Returns (rows, deliveries) as i64 values. `tape`, if
     given, has .spike(row, kind, k, rank, x, t, D) and .delivery(row, sdel, kind, j, t) and
@@ -200,18 +220,7 @@ def sample_forward(em: NeuronEmitter, A: _Args, b, port: Optional[str], tape=Non
     nev = arith.subi(memref.dim(A.chan, c1), c1)  # n real events; index n = the horizon
     ev64 = arith.index_cast(i64, nev)
 
-    def init(k):
-        L = _Lane(em, A, k)
-        _setup_lane(em, A, k)
-        L.set_x(em.materialize(em.init))
-        L.set_f(LF_T, o.c(0.0))
-        L.set_f(LF_REF, o.c(-INF))
-        L.set_f(LF_SPK, o.c(0.0))
-        for r in (LI_PTR, LI_PEND, LI_DEAD, LI_CNT):
-            L.set_i(r, z64)
-        return []
-
-    _for(o, nN, [], init)
+    init_lanes(em, A, nN)
 
     # carried: npend, tpend, T, rows, deliveries
     types = [i64, ft, ft, i64, i64]

@@ -38,7 +38,7 @@ from spikescan.compiler.backends.mlir_emit import INF, NeuronEmitter, _dense, _m
 from spikescan.compiler.backends.mlir_ops import VOps
 from spikescan.compiler.backends.mlir_recurrent import (
     EXT, LF_REF, LF_SPK, LF_T, LI_CNT, LI_DEAD, LI_PEND, LI_PTR, REC, _Args, _for, _i64, _Lane,
-    _setup_lane, lane_candidate, lane_fire)
+    init_lanes, lane_candidate, lane_fire)
 
 LANES = {"f64": 4, "f32": 8}  # one 256-bit register, as mlir_shared.LANES
 
@@ -129,18 +129,7 @@ def sample_forward_vec(em: NeuronEmitter, vo: VOps, A: _Args, b, port: Optional[
         # parameters are shared: element 0; re-run in each region (lane helpers re-setup)
         em.setup({n: memref.load(m, [c0]) for n, m in zip(em.pnames, A.pmem)})
 
-    def init(k):
-        L = _Lane(em, A, k)
-        _setup_lane(em, A, k)
-        L.set_x(em.materialize(em.init))
-        L.set_f(LF_T, o.c(0.0))
-        L.set_f(LF_REF, o.c(-INF))
-        L.set_f(LF_SPK, o.c(0.0))
-        for r in (LI_PTR, LI_PEND, LI_DEAD, LI_CNT):
-            L.set_i(r, z64)
-        return []
-
-    _for(o, nN, [], init)
+    init_lanes(em, A, nN)
 
     # carried: npend, tpend, T, rows, deliveries, ptr (shared by all lanes), tcom (the time of
     # every lane that took the last delivery)
