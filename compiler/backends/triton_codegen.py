@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -432,24 +431,39 @@ _LOADED: dict[str, object] = {}
 
 
 def load_module(ir: NeuronIR, dtype: str = "f64", root: Path | None = None):
-    """Generate (or reuse) the module for `ir`, write it to <cache>/triton/<hash>.py keyed by a
-    content hash of the source, and import it from there (Triton needs a real file to read
-    the source of @triton.jit functions)."""
+    """Generate (or reuse) the module for `ir` and execute it from the generated text itself.
+
+    The text is also written to <cache>/triton/<Neuron>_<dtype>_<hash>.py (for people, and for
+    tracebacks), but that file is never imported: nothing on disk (an edited .py, a planted
+    __pycache__/*.pyc) can run. No bytecode is read or written. Triton's @jit reads the source
+    of its functions with inspect, so the verified lines are registered in linecache under the
+    file's name (an entry without mtime, which linecache never re-reads from disk)."""
+    import linecache
+    import types
+
     src = generate(ir, dtype)
     h = hashlib.sha256(src.encode()).hexdigest()[:20]
     if h in _LOADED:
         return _LOADED[h]
     folder = Path(root) if root is not None else cache_root()
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{ir.name}_{dtype}_{h}.py"
-    if not path.exists() or path.read_text() != src:
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(src)
-        os.replace(tmp, path)  # atomic: concurrent processes never read a half-written file
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not path.is_file() or path.read_bytes() != src.encode():
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            tmp.write_text(src)
+            os.replace(tmp, path)  # atomic: concurrent processes never see a half-written file
+    except OSError:
+        pass  # the copy on disk is informational only; a read-only cache does not stop a run
     modname = f"spikescan_triton_{ir.name}_{dtype}_{h}"
-    spec = importlib.util.spec_from_file_location(modname, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[modname] = mod
-    spec.loader.exec_module(mod)
+    mod = types.ModuleType(modname, f"generated Triton module for {ir.name} ({dtype})")
+    mod.__file__ = str(path)
+    linecache.cache[str(path)] = (len(src), None, src.splitlines(True), str(path))
+    sys.modules[modname] = mod  # Triton resolves a jit function's module by name
+    try:
+        exec(compile(src, str(path), "exec", dont_inherit=True), mod.__dict__)
+    except BaseException:
+        sys.modules.pop(modname, None)
+        raise
     _LOADED[h] = mod
     return mod
