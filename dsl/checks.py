@@ -4,7 +4,7 @@ rather than reporting a follow-on error.
 
 Neurons: names (E010-E019), linearity (E020-E025: exact event-driven simulation needs linear
 subthreshold dynamics dx/dt = A x + a0, jumps x += B w, a threshold c^T x >= theta and an affine
-reset x <- R x + r), units (E030-E037). Networks: E040-E052.
+reset x <- R x + r), units (E030-E037). Networks: E040-E053.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ CONNECTION_KINDS = ("dense", "recurrent")
 CONNECTION_OPTIONS = ("init", "delays", "port")
 INITS = {"normal": ("mean", "std"), "uniform": ("low", "high"), "constant": ("value",)}
 READOUTS = ("first_spike", "spike_count", "li_integral", "max_potential")
+# Size limits (E053): the runtime allocates state per neuron and a dense weight matrix per
+# connection, so a typo such as `h[1000000000]` must not become a 40 GB allocation.
+MAX_POPULATION = 1_000_000  # neurons of a layer, channels of an input
+MAX_WEIGHTS = 100_000_000  # weights of a whole network (800 MB in float64)
 
 
 def _suggest(name: str, options: Iterable[str]) -> str:
@@ -421,7 +425,31 @@ class NetworkChecks(_Checks):
             self.layer(layer, k, order)
         for r in self.net.readouts:
             self.readout(r)
+        self.sizes()
         return self.diags
+
+    def sizes(self) -> None:
+        """E053: populations over MAX_POPULATION, then the network's weight count."""
+        big = False
+        for p in list(self.net.inputs) + list(self.net.layers):
+            if p.size > MAX_POPULATION:
+                big = True
+                self.err("E053", f"`{p.name}` has {p.size} neurons; the limit is {MAX_POPULATION}",
+                         getattr(p, "size_span", p.span), "a population this large does not fit "
+                         "in memory; split the model or use fewer neurons")
+        if big:
+            return
+        total = 0
+        for layer in self.net.layers:
+            for c in layer.connections:
+                src = self.pops.get(c.source or layer.name)
+                total += (getattr(src, "size", 0) or 0) * max(layer.size, 0)
+            if total > MAX_WEIGHTS:
+                self.err("E053", f"the network has more than {MAX_WEIGHTS} weights (at least "
+                         f"{total} up to layer `{layer.name}`)", layer.span,
+                         "each dense or recurrent connection holds source x target weights; "
+                         "use smaller layers")
+                return
 
     def declare(self, name: str, node, span: ast.Span) -> None:
         if name in self.pops:

@@ -75,6 +75,11 @@ CODES: dict[str, str] = {
     "E050": "unknown input port",
     "E051": "positional argument not allowed",
     "E052": "dense connection from a later layer",
+    "E053": "network too large",
+    # imports (continued)
+    "E070": "import outside the search path",
+    "E071": "import of a file that is not a .snn",
+    "E072": "invalid import path",
 }
 
 
@@ -126,9 +131,16 @@ def source_excerpt(source: str, span: Span) -> tuple[Optional[str], str]:
     return text, " " * (col - 1) + "^" + "~" * (width - 1)
 
 
+def showable(file: str) -> bool:
+    """Whether lines of `file` may be echoed: .snn files and in-memory texts (`<string>`) only,
+    so a diagnostic about a foreign file never prints its content."""
+    return file.endswith(".snn") or (file.startswith("<") and file.endswith(">"))
+
+
 def render_all(diags: Iterable[Diagnostic], sources: Mapping[str, str] | None = None) -> str:
     sources = sources or {}
-    return "\n".join(d.render(sources.get(d.span.file) if d.span else None) for d in diags)
+    return "\n".join(d.render(sources.get(d.span.file) if d.span and showable(d.span.file) else None)
+                     for d in diags)
 
 
 class DiagnosticError(Exception):

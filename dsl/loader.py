@@ -5,7 +5,8 @@
     check_source(text, filename)        -> (Module | None, diagnostics)
     check_file(path)                    -> (Module | None, diagnostics)
 
-Imports are resolved relative to the importing file. Each file is parsed and checked once per
+Imports are resolved relative to the importing file, within the search path of dsl/files.py
+(the main file's folder and $SPIKESCAN_PATH; E070-E072 otherwise). Each file is parsed and checked once per
 call (a cache keyed by resolved path); a file that is being loaded and is imported again is an
 import cycle (E008). `Module.visible_neurons` holds the file's own neurons plus the imported
 ones (`import "f"` brings every neuron visible in f, `from "f" import A` only A).
@@ -19,42 +20,14 @@ from typing import Optional
 
 from . import ast
 from .checks import check_module
-from .diagnostics import Diagnostic, DiagnosticError, has_errors
-from . import parser as _parser
+from .diagnostics import Diagnostic, DiagnosticError, has_errors, showable
+from .files import read_text, resolve_import, search_roots
 from .parser import parse_source
 
 
-def _file_span(file: str) -> ast.Span:
-    return ast.Span(file, 1, 1, 1, 2)
-
-
-def read_text(path: str) -> tuple[Optional[str], list[Diagnostic]]:
-    """File contents as text, or a diagnostic (missing, unreadable, too large, not UTF-8)."""
-    try:
-        size = os.path.getsize(path)
-        if size > _parser.MAX_BYTES:
-            return None, [Diagnostic("E006", f"file too large ({size} bytes; the limit is "
-                                     f"{_parser.MAX_BYTES})", _file_span(path),
-                                     "split the model into several files joined with `import`")]
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return None, [Diagnostic("E004", f"no such file: {path}", _file_span(path), "check the path")]
-    except OSError as e:
-        return None, [Diagnostic("E004", f"cannot read {path}: {e.strerror or e}", _file_span(path),
-                                 "check the path and its permissions")]
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        return None, [Diagnostic("E004", f"file is not valid UTF-8 (byte 0x{data[e.start]:02x} "
-                                 f"at offset {e.start})", ast.Span(path, line, col, line, col + 1),
-                                 "save the file as UTF-8 text")]
-    return text, []
-
-
 class _Loader:
-    def __init__(self) -> None:
+    def __init__(self, main_file: str) -> None:
+        self.roots = search_roots(main_file)  # imports must stay inside these folders
         self.sources: dict[str, str] = {}
         self.modules: dict[str, Optional[ast.Module]] = {}  # resolved path -> module
         self.loading: list[str] = []  # resolved paths on the import stack
@@ -76,10 +49,13 @@ class _Loader:
             self.loading.pop()
 
     def load_path(self, path: str, display: str) -> Optional[ast.Module]:
-        key = os.path.realpath(path)
+        try:
+            key = os.path.realpath(path)
+        except ValueError:  # a NUL byte: read_text reports it
+            key = path
         if key in self.modules:
             return self.modules[key]
-        text, diags = read_text(path)
+        text, diags = read_text(path, display)
         self.diags += diags
         if text is None:
             self.modules[key] = None
@@ -93,13 +69,15 @@ class _Loader:
         """Neurons brought in by the imports (name -> Neuron), with E007/E008/E009/E011, and the
         names an import that failed would have brought ("*" for a whole-file import), so that
         their uses are not reported again as unknown neurons."""
-        base = Path(filename).parent
         visible: dict[str, ast.Neuron] = {}
         unresolved: set[str] = set()
         for imp in module.imports:
             failed = set(imp.names) if imp.names is not None else {"*"}
-            target = base / imp.path
-            key = os.path.realpath(target)
+            key, diags = resolve_import(imp, filename, self.roots)
+            if key is None:
+                self.diags += diags
+                unresolved |= failed
+                continue
             if key in self.loading:
                 chain = " -> ".join(Path(p).name for p in self.loading[self.loading.index(key):])
                 self.diags.append(Diagnostic("E008", f"import cycle: {chain} -> {Path(key).name}",
@@ -107,13 +85,7 @@ class _Loader:
                                              "that both files import"))
                 unresolved |= failed
                 continue
-            if not target.is_file():
-                self.diags.append(Diagnostic("E007", f"imported file not found: \"{imp.path}\" "
-                                             f"(looked for {target})", imp.span,
-                                             "import paths are relative to the importing file"))
-                unresolved |= failed
-                continue
-            sub = self.load_path(str(target), os.path.normpath(str(target)))
+            sub = self.load_path(key, _display(filename, imp.path, key))
             if sub is None:
                 unresolved |= failed
                 continue
@@ -144,6 +116,18 @@ class _Loader:
         return visible, frozenset(unresolved)
 
 
+def _display(importer: str, target: str, real: str) -> str:
+    """The file name shown in diagnostics: relative like the importer's when the target is
+    next to it, else the resolved path (a $SPIKESCAN_PATH file)."""
+    near = os.path.normpath(os.path.join(os.path.dirname(importer), target))
+    try:
+        if os.path.samefile(near, real):
+            return near
+    except (OSError, ValueError):
+        pass
+    return real
+
+
 def _ordered(diags: list[Diagnostic]) -> list[Diagnostic]:
     """Files in the order they were first reported, then by position within each file."""
     first: dict[str, int] = {}
@@ -160,7 +144,7 @@ def _ordered(diags: list[Diagnostic]) -> list[Diagnostic]:
 
 def check_source(text: str, filename: str = "<string>") -> tuple[Optional[ast.Module], list[Diagnostic]]:
     """Parse and check .snn text; imports are resolved relative to `filename`'s folder."""
-    loader = _Loader()
+    loader = _Loader(filename)
     module = loader.load_text(text, filename, os.path.realpath(filename))
     return module, _ordered(loader.diags)
 
@@ -171,7 +155,7 @@ def check_file(path: str | os.PathLike) -> tuple[Optional[ast.Module], list[Diag
 
 
 def _check_file(path) -> tuple[Optional[ast.Module], list[Diagnostic], dict[str, str]]:
-    loader = _Loader()
+    loader = _Loader(str(path))
     module = loader.load_path(str(path), os.path.normpath(str(path)))
     return module, _ordered(loader.diags), loader.sources
 
@@ -195,7 +179,8 @@ def sources_of(diags: list[Diagnostic]) -> dict[str, str]:
     """Best-effort source texts for rendering diagnostics of files on disk."""
     out = {}
     for d in diags:
-        if d.span is not None and d.span.file not in out and os.path.isfile(d.span.file):
+        if (d.span is not None and d.span.file not in out and showable(d.span.file)
+                and os.path.isfile(d.span.file)):
             text, _ = read_text(d.span.file)
             if text is not None:
                 out[d.span.file] = text
