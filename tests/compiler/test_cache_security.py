@@ -83,3 +83,60 @@ def test_triton_module_loads_when_the_cache_cannot_be_written(tmp_path, monkeypa
     root = tmp_path / "full"
     mod = tc.load_module(model_ir("CubaLIF"), "f64", root=root)
     assert mod.SPIKING and not list(root.glob("*.py"))
+
+
+# ------------------------------------------------------------------ the lark parser
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+
+
+def _old_parser_cache_names() -> list[str]:
+    """Where the old dsl/parser.py looked for its pickled parser (same key formula)."""
+    import lark
+
+    from spikescan.dsl import parser as dsl_parser
+
+    grammar = (Path(dsl_parser.__file__).with_name("grammar.lark")).read_text()
+    key = hashlib.sha256(f"{lark.__version__} {sorted(dsl_parser._LARK_OPTIONS.items())}\n{grammar}"
+                         .encode()).hexdigest()
+    return [f"parser-{key[:20]}.lark"]
+
+
+def test_poisoned_parser_cache_never_runs(tmp_path, models_dir):
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    marker = tmp_path / "pwned"
+    folders = [tmp_path / "pc", tmp_path / "xdg" / "spikescan", tmp_path / "home" / ".cache" / "spikescan"]
+    for folder in folders:
+        folder.mkdir(parents=True)
+        for name in _old_parser_cache_names():
+            (folder / name).write_bytes(pickle.dumps(_Payload(marker)))
+    envs = [{"SPIKESCAN_PARSER_CACHE": str(folders[0])}, {"XDG_CACHE_HOME": str(tmp_path / "xdg")},
+            {"HOME": str(tmp_path / "home")}]
+    for extra in envs:
+        env = {k: v for k, v in os.environ.items() if k not in ("SPIKESCAN_PARSER_CACHE", "XDG_CACHE_HOME")}
+        env.update(extra)
+        r = subprocess.run([sys.executable, "-m", "spikescan.cli", "check", str(models_dir / "cuba_lif.snn")],
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert not marker.exists(), f"a poisoned parser cache ran with {extra}"
+    assert all(len(list(f.iterdir())) == 1 for f in folders)  # nothing written beside it
+
+
+def test_parser_needs_no_cache_folder(tmp_path, monkeypatch, models_dir):
+    from spikescan.dsl import parser as dsl_parser
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    p = dsl_parser._lark.__wrapped__()
+    assert p.parse((models_dir / "cuba_lif.snn").read_text()).children
+    assert not any(tmp_path.iterdir())  # the parser is built in memory, nothing is written

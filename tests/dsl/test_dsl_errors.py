@@ -184,30 +184,3 @@ def test_failed_import_is_reported_once(imp, code):
     _, diags = dsl.check_source(src, str(FIXTURES / "inline.snn"))
     expected = [(code, 1)] if imp.startswith("import") else [(code, 1), ("E041", 4)]
     assert [(d.code, d.span.line) for d in diags] == expected, render_all(diags)
-
-
-def test_parser_cache_gives_the_same_parser(tmp_path, monkeypatch):
-    """The built LALR tables kept on disk (dsl/parser.py) parse exactly like fresh ones: same
-    trees, positions and syntax errors; a corrupt cache file is rebuilt."""
-    monkeypatch.setenv("SPIKESCAN_PARSER_CACHE", str(tmp_path))
-    built = dsl_parser._lark.__wrapped__()
-    [cached_file] = tmp_path.iterdir()
-    loaded = dsl_parser._lark.__wrapped__()
-    texts = [p.read_text() for p in sorted((Path(__file__).resolve().parents[2] / "models").glob("*.snn"))]
-    texts += [p.read_text() for p in CODE_FILES if p.stem in ("E010", "E020", "E040")]
-    for text in texts:
-        a, b = built.parse(text), loaded.parse(text)
-        assert a == b
-        assert [(t, t.line, t.column) for t in a.scan_values(lambda v: v is not None)] == \
-               [(t, t.line, t.column) for t in b.scan_values(lambda v: v is not None)]
-    errors = []
-    for parser in (built, loaded):
-        with pytest.raises(Exception) as exc:
-            parser.parse("neuron X { params { tau = } }")
-        errors.append((type(exc.value), exc.value.line, exc.value.column, sorted(exc.value.expected)))
-    assert errors[0] == errors[1]
-    cached_file.write_bytes(b"not a parser")
-    again = dsl_parser._lark.__wrapped__()
-    assert again.parse(texts[0]) == built.parse(texts[0]) and cached_file.read_bytes() != b"not a parser"
-    monkeypatch.setenv("SPIKESCAN_PARSER_CACHE", "")
-    assert dsl_parser._parser_cache_file("g") is None
