@@ -70,6 +70,12 @@ class LayerEvents:
         w = torch.where(real if real.shape[1] == N else real.expand(B, N, K), w, torch.zeros_like(w))
         return t, valid, w
 
+    def at_horizon(self, s: int, e: int) -> Tensor:
+        """[B, Nd, K] bool: the interval ending at event s..e-1 ends at the virtual horizon event.
+        A run covers the closed interval [0, t_end], so a refractory period that ends exactly at
+        t_end may still give a spike there (elsewhere an input at the period's end comes first)."""
+        return torch.isfinite(self.key[..., s:e]) & (self.perm[..., s:e] == self.n)
+
 
 def build_events(times: Tensor, channels: Tensor, weight: Tensor, delays: Optional[Tensor],
                  t_end: Optional[float], tau_max: float) -> LayerEvents:

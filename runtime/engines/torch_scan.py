@@ -89,6 +89,23 @@ def _propagate_delta(kern, dt, delta, Pk):
     return matvec(kern.PhiS(dt, Pk), delta)
 
 
+def _after_event(kern, port, t, w, idx, p, x_cur, t_cur, Pl, N):
+    """State right after event p of each restarted lane, computed as the sequential engines do
+    (propagate the true post-reset state x_cur from t_cur, then jump). The linear correction
+    X + Phi delta is equal in exact arithmetic but not to the last bit, and an exact tie (a reset
+    to 0 followed by an input that lands on theta) must be decided as the sequential engines do."""
+    te_p = _take(t, idx, p, N)
+    w_p = _take(w, idx, p, N)
+    x = densify(kern.propagate(te_p - t_cur, x_cur, Pl), te_p)
+    return [v if b is None else v + b * w_p for v, b in zip(x, kern.B(port, Pl))]
+
+
+def _at_next(kk, p, x_next, start):
+    """start [M, K] with interval p+1 (right after event p) taken from x_next [M]."""
+    nxt = kk[None, :] == (p + 1)[:, None]
+    return [torch.where(nxt, xn[:, None], sc) for xn, sc in zip(x_next, start)]
+
+
 # Checkpointing (DESIGN.md section 6: memory must not grow with events x chunks). True: every
 # chunk runs as one recompute node (runtime/engines/recompute.py): its forward records no graph,
 # only its start state (x, T0, ref_end, spike counts) and its no-grad decisions (O(spikes)) stay
@@ -117,6 +134,7 @@ class _Ctx:
     dtype: torch.dtype
     dev: torch.device
     observe: Optional[str]
+    port: Optional[str]
     spiking: bool
     refractory: bool
     support: set
@@ -129,7 +147,7 @@ def _make_ctx(lay, port, observe, P_raw: tuple, ev) -> _Ctx:
     # With no refractory period the threshold is never disabled: lo = 0 everywhere, and no
     # refractory bookkeeping (nor its autograd graph) is needed.
     refractory = kern.spiking and kern.t_ref(P) is not None
-    return _Ctx(kern, P, col(P), ev, kern.B(port, P_raw), B, N, lay.dtype, lay.device, observe,
+    return _Ctx(kern, P, col(P), ev, kern.B(port, P_raw), B, N, lay.dtype, lay.device, observe, port,
                 kern.spiking, refractory, set(kern.delta_support), torch.arange(B * N, device=lay.device))
 
 
@@ -253,7 +271,7 @@ def _combine(kind, parts, B, N, dtype, dev):
 
 @torch.no_grad()
 def _decide(kern, idx, N, Xs_nd, ts_nd, te_nd, valid, kk, p, delta, t_last, x_cur, t_cur, ref_end,
-            refractory, Pl, Plk):
+            refractory, Pl, Plk, x_next, hz_nd):
     """The restart step's decisions, without autograd: for every live lane the first interval
     (>= p) whose potential crosses theta, and the crossing offset in it. Returns (si, ks, imm_s,
     D_found): rows of idx that spike, their interval, whether the spike is at the interval start
@@ -271,12 +289,13 @@ def _decide(kern, idx, N, Xs_nd, ts_nd, te_nd, valid, kk, p, delta, t_last, x_cu
         at_p = kk[None, :] == p[:, None]
         start = [torch.where(at_p, xc.detach()[:, None], _plus(sc, cc))
                  for xc, sc, cc in zip(x_cur, start, corr)]
+        start = _at_next(kk, p, [v.detach() for v in x_next], start)
         st_time = torch.where(at_p, t_cur.detach()[:, None], ts_a)
         ok = val_a & (kk[None, :] >= p[:, None])
     hi = te_a - st_time
     if refractory:
         lo = (ref_end.detach()[idx][:, None] - st_time).clamp(min=0)
-        ok = ok & ((lo < hi) | (lo <= 0))
+        ok = ok & ((lo < hi) | (lo <= 0) | (_rows(hz_nd, idx, N) & (lo <= hi)))
     else:
         lo = torch.zeros_like(hi)
     theta = kern.theta(Plk)
@@ -320,6 +339,7 @@ def _chunk(cx: _Ctx, s: int, e_: int, x, T0, ref_end, snap, memo=None):
     rec = snap.fork()
     obs = Observer(kern, cx.observe, P, B, N, cx.dtype, dev)
     t, valid, w = cx.ev.slice(s, e_)
+    hz_nd = cx.ev.at_horizon(s, e_)
     K = e_ - s
     X, ts, gap = _scan_chunk(kern, t, T0, x, w, cx.Bvec, PK, N)
     Xf = [v.reshape(L, K) for v in X]
@@ -349,11 +369,12 @@ def _chunk(cx: _Ctx, s: int, e_: int, x, T0, ref_end, snap, memo=None):
         M = idx.numel()
         Pl = lane_params(P, idx % N)
         Plk = col(Pl)
+        x_next = None if delta is None else _after_event(kern, cx.port, t, w, idx, p, x_cur, t_cur, Pl, N)
         if memo is not None and step < len(memo):  # recompute in the backward: replay
             si, ks, imm_s, D_found = memo[step]
         else:
             si, ks, imm_s, D_found = _decide(kern, idx, N, Xs_nd, ts_nd, te_nd, valid, kk, p, delta, t_last,
-                                             x_cur, t_cur, ref_end, refractory, Pl, Plk)
+                                             x_cur, t_cur, ref_end, refractory, Pl, Plk, x_next, hz_nd)
             if memo is not None:
                 memo.append((si, ks, imm_s, D_found))
         step += 1
@@ -371,12 +392,14 @@ def _chunk(cx: _Ctx, s: int, e_: int, x, T0, ref_end, snap, memo=None):
                 corr = _propagate_delta(kern, (te_g - t_last[di]).clamp(min=0),
                                         [None if v is None else v[di] for v in delta], lane_params(Pl, di))
                 xe = [_plus(a_, c_) for a_, c_ in zip(xe, corr)]
+                last = p[di] == K - 1  # the chunk's last event right after the restart: exact form
+                xe = [torch.where(last, xn[di], xv) for xn, xv in zip(x_next, xe)]
             fin_lanes.append(idx[di])
             fin_states.append(xe)
         if si is None:
             if obs.kind is not None:
                 _observe(obs, kern, idx, Xs, tsB, t, valid, N, kk, p, None, None, None,
-                         delta, t_last, x_cur, t_cur, Plk, None)
+                         delta, t_last, x_cur, t_cur, Plk, None, x_next)
             break
         # the spikes, with autograd: start state and time of interval ks of lanes si
         lanes = idx[si]
@@ -388,6 +411,8 @@ def _chunk(cx: _Ctx, s: int, e_: int, x, T0, ref_end, snap, memo=None):
             corr = _propagate_delta(kern, (st - t_last[si]).clamp(min=0),
                                     [None if v is None else v[si] for v in delta], Ps)
             xs = [torch.where(atp, xc[si], _plus(sc, cc)) for xc, sc, cc in zip(x_cur, xs, corr)]
+            nxt = ks == p[si] + 1
+            xs = [torch.where(nxt, xn[si], xv) for xn, xv in zip(x_next, xs)]
             st = torch.where(atp, t_cur[si], st)
         if refractory:
             lo_s = (ref_end[lanes] - st).clamp(min=0)
@@ -396,7 +421,7 @@ def _chunk(cx: _Ctx, s: int, e_: int, x, T0, ref_end, snap, memo=None):
             Dg = torch.where(imm_s, torch.zeros_like(D_found), spike_offset(kern, D_found, xs, Ps))
         if obs.kind is not None:
             _observe(obs, kern, idx, Xs, tsB, t, valid, N, kk, p, si, ks, Dg,
-                     delta, t_last, x_cur, t_cur, Plk, has)
+                     delta, t_last, x_cur, t_cur, Plk, has, x_next)
         tstar = st + Dg
         xm = densify(kern.propagate(Dg, xs, Ps), Dg)
         xr = densify(kern.reset(xm, Ps), Dg)
@@ -426,7 +451,8 @@ def _chunk(cx: _Ctx, s: int, e_: int, x, T0, ref_end, snap, memo=None):
     return [v.reshape(B, N) for v in xe_flat], t[..., -1], ref_end, rec, obs.result()
 
 
-def _observe(obs, kern, idx, Xs, tsB, t, valid, N, kk, p, si, ks, Dg, delta, t_last, x_cur, t_cur, Plk, has):
+def _observe(obs, kern, idx, Xs, tsB, t, valid, N, kk, p, si, ks, Dg, delta, t_last, x_cur, t_cur, Plk, has,
+             x_next=None):
     """Final segments of this restart step for the readout observables (autograd): intervals
     p..k* of every live lane, the crossing one only up to its spike."""
     M = idx.numel()
@@ -440,6 +466,7 @@ def _observe(obs, kern, idx, Xs, tsB, t, valid, N, kk, p, si, ks, Dg, delta, t_l
                                 [None if v is None else v[:, None] for v in delta], Plk)
         at_p = kk[None, :] == p[:, None]
         start = [torch.where(at_p, xc[:, None], _plus(sc, cc)) for xc, sc, cc in zip(x_cur, start, corr)]
+        start = _at_next(kk, p, x_next, start)
         st_time = torch.where(at_p, t_cur[:, None], ts_a)
         after = kk[None, :] >= p[:, None]
     seg_len = te_a - st_time

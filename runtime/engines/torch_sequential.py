@@ -37,6 +37,7 @@ def run_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, weight: Ten
     all_lanes = torch.arange(L, device=dev)
     for k in range(ev.length):
         t, valid, w = ev.slice(k, k + 1)
+        at_hz = ev.at_horizon(k, k + 1).expand(B, N, 1).reshape(L)
         te = t.expand(B, N, 1).reshape(L)
         val = valid.expand(B, N, 1).reshape(L)
         wl = w.reshape(L)
@@ -45,7 +46,7 @@ def run_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, weight: Ten
             while bool(chk.any()):
                 lo = (ref_end - t_cur).clamp(min=0)
                 hi = te - t_cur
-                ok = chk & ((lo < hi) | (lo <= 0))
+                ok = chk & ((lo < hi) | (lo <= 0) | (at_hz & (lo <= hi)))
                 safe = no_cross_safe(kern, [v.detach() for v in x], Pl_all, kern.theta(Pl_all))
                 cand = ok if safe is None else ok & ~safe
                 ci = cand.nonzero().squeeze(1)
