@@ -9,16 +9,26 @@ x*256 + y*2 + p (32768 channels); ``downsample=4`` gives 32x32x2 = 2048. 11 clas
 offline subset holds the first 1.45 s of 10 segments). A segment carries 60k-180k events, so
 ``max_events`` / ``time_bin`` are usually wanted for training.
 
+tonic lists the files (after a check of the folder names it parses: userNN_<lighting>/ and
+<label>.npy); each .npy is read here, not by tonic's ``__getitem__``, whose in-place ``t *= 1000``
+wraps around silently on a narrow integer dtype (int16 t = 1000 ms). Integer arrays, or float
+arrays holding whole x, y and p, are accepted; x, y outside the sensor, p outside {0, 1} and
+negative t are errors naming the file.
+
 Splits: test = ibmGestureTest when it holds .npy files, otherwise a hold-out of the training
 files (``test_fraction``, default 0.1); val is the ``val_fraction`` (default 0.1) hold-out of the
 training files, seeded by ``split_seed`` (default 0). Offline (10 files): 8 / 1 / 1.
 """
 from __future__ import annotations
 
+import os
+import re
+
 import numpy as np
 
 from .camera import camera_channels
-from .errors import CorruptDataFile
+from .checks import integral
+from .errors import CorruptDataFile, DatasetLayoutError
 from .events import check_split
 from .recordings import Preprocess, RecordingDataset, resolve_root
 
@@ -29,6 +39,33 @@ HOW = ("with network access run once `tonic.datasets.DVSGesture(save_to='ROOT', 
        "(and train=False) to download ibmGestureTrain.tar.gz / ibmGestureTest.tar.gz from figshare "
        "and extract them, or copy the extracted folders to "
        "ROOT/DVSGesture/ibmGestureTrain/userNN_<lighting>/<label>.npy (and ibmGestureTest).")
+REPAIR = ("replace it with the same file from a fresh extraction of ibmGestureTrain.tar.gz / "
+          "ibmGestureTest.tar.gz, or delete it")
+
+
+def _check_folder(folder):
+    """Check the names tonic parses while it lists ``folder`` (its ``int()`` calls would fail
+    with a bare ValueError): sub-folders userNN_<lighting>, files <label>.npy directly in them."""
+    hint = f"the layout is {folder}/userNN_<lighting>/<label>.npy: rename or move it out"
+    for path, dirs, files in os.walk(folder):
+        rel = os.path.relpath(path, folder)
+        npys = sorted(f for f in files if f.endswith("npy"))
+        if rel == ".":
+            for d in sorted(dirs):
+                if not re.fullmatch(r"user[0-9]+_.+", d):
+                    raise DatasetLayoutError(os.path.join(path, d), "a folder that is not named "
+                                             "userNN_<lighting>", hint)
+            continue
+        if os.sep in rel and npys:
+            raise DatasetLayoutError(os.path.join(path, npys[0]), ".npy files in a nested "
+                                     "folder", hint)
+        for f in npys:
+            if not re.fullmatch(r"[0-9]+\.npy", f):
+                raise DatasetLayoutError(os.path.join(path, f), "a file name that is not "
+                                         "<label>.npy with an integer label", hint)
+            if int(f[:-4]) >= N_CLASSES:
+                raise DatasetLayoutError(os.path.join(path, f), f"the file name gives label "
+                                         f"{int(f[:-4])}, outside 0..{N_CLASSES - 1}", hint)
 
 
 def _has_npy(folder):
@@ -53,12 +90,12 @@ def _tonic_dvsgesture(root, train):
     return ds
 
 
-def _check_npy(path):
-    """Read only the .npy header, so a wrong file gets a precise reason (np.load would call any
-    non-.npy file "pickled data")."""
+def _read_npy(path):
+    """The (N, 4) array of x, y, p, t (ms). The header is read first, so a wrong file gets a
+    precise reason (np.load would call any non-.npy file "pickled data")."""
     with open(path, "rb") as f:
         if f.read(6) != b"\x93NUMPY":
-            raise CorruptDataFile(path, "not a .npy file (bad magic bytes)")
+            raise CorruptDataFile(path, "not a .npy file (bad magic bytes)", REPAIR)
         f.seek(0)
         try:
             version = np.lib.format.read_magic(f)
@@ -66,10 +103,16 @@ def _check_npy(path):
                     else np.lib.format.read_array_header_2_0)
             shape, _, dtype = read(f)
         except (ValueError, OSError) as e:
-            raise CorruptDataFile(path, f"unreadable .npy header ({e})") from None
-    if len(shape) != 2 or shape[1] != 4 or dtype.kind not in "iub":
-        raise CorruptDataFile(path, f"expected an (N, 4) integer array of x, y, p, t (ms), got "
-                                    f"shape {shape} dtype {dtype}")
+            raise CorruptDataFile(path, f"unreadable .npy header ({e})", REPAIR) from None
+        if len(shape) != 2 or shape[1] != 4 or dtype.kind not in "iuf":
+            raise CorruptDataFile(path, f"expected an (N, 4) integer array of x, y, p, t (ms), "
+                                        f"got shape {shape} dtype {dtype}", REPAIR)
+        f.seek(0)
+        try:
+            return np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:  # e.g. fewer bytes than the header says
+            raise CorruptDataFile(path, f"truncated or unreadable .npy data ({e})",
+                                  REPAIR) from None
 
 
 class DVSGestureEvents(RecordingDataset):
@@ -80,17 +123,19 @@ class DVSGestureEvents(RecordingDataset):
         super().__init__(Preprocess(t_max, time_bin, max_events, cap_mode), cache)
         root = resolve_root(root)
         base = root / "DVSGesture"
+        use_test = split == "test" and _has_npy(base / "ibmGestureTest")
+        folder = base / ("ibmGestureTest" if use_test else "ibmGestureTrain")
+        if folder.is_dir():  # a missing folder is reported by _select_camera_split
+            _check_folder(folder)
         self._select_camera_split(
             split, root, title="DVS Gesture", has_train=_has_npy(base / "ibmGestureTrain"),
             has_test=_has_npy(base / "ibmGestureTest"),
             missing_train=f"{base / 'ibmGestureTrain'}/userNN_<lighting>/<label>.npy",
             missing_test=f"{base / 'ibmGestureTest'}/userNN_<lighting>/<label>.npy", how=HOW,
             val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed)
-        bad = self.labels[(self.labels < 0) | (self.labels >= N_CLASSES)]
-        if bad.size:
-            raise ValueError(f"DVS Gesture: file names give labels {sorted(set(bad.tolist()))} "
-                             f"outside 0..{N_CLASSES - 1}")
         self._set_camera_layout("dvsgesture", split, N_CLASSES, SENSOR, downsample, merge_polarity)
+
+    repair = REPAIR
 
     def _make_tonic(self):
         return _tonic_dvsgesture(*self._tonic_args)
@@ -107,12 +152,11 @@ class DVSGestureEvents(RecordingDataset):
 
     def _decode(self, i):
         path = self._source(i)
-        _check_npy(path)
-        ev, _ = self.tonic[int(self.idx[i])]
-        self.check_ranges(path, [("x", ev["x"], SENSOR[0]), ("y", ev["y"], SENSOR[1])])
-        ch = camera_channels(ev["x"], ev["y"], ev["p"], SENSOR, self.downsample,
-                             self.merge_polarity)
-        return ev["t"].astype(np.float64) / 1000.0, ch
+        arr = _read_npy(path)
+        x, y, p = (integral(path, name, arr[:, k], REPAIR) for k, name in enumerate("xyp"))
+        self.check_ranges(path, [("x", x, SENSOR[0]), ("y", y, SENSOR[1]), ("p", p, SENSOR[2])])
+        ch = camera_channels(x, y, p, SENSOR, self.downsample, self.merge_polarity)
+        return arr[:, 3].astype(np.float64), ch  # ms on disk (tonic: us, the same values)
 
     def describe(self):
         src = ("hold-out of ibmGestureTrain (ibmGestureTest absent)"

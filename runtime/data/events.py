@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .checks import as_label
+
 SPLITS = ("train", "val", "test")
 
 
@@ -34,7 +36,7 @@ def make_sample(times, channels, label):
     # read-only: samples are cached and shared, a caller must not be able to alter the cache
     t.setflags(write=False)
     c.setflags(write=False)
-    return t, c, int(label)
+    return t, c, as_label(label)
 
 
 def pad_collate(items):
@@ -55,7 +57,7 @@ def pad_collate(items):
         k = len(t)
         times[i, :k] = t
         chans[i, :k] = c
-        labels[i] = int(y)
+        labels[i] = as_label(y)
     return torch.from_numpy(times), torch.from_numpy(chans), torch.from_numpy(labels)
 
 

@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from .checks import integral, labels_array
 from .errors import CorruptDataFile
 from .events import check_split
 from .recordings import Preprocess, RecordingDataset, not_found, resolve_root, train_holdout
@@ -36,6 +37,8 @@ SPECS = {
 HOW = ("with network access run once `tonic.datasets.{cls}(save_to='ROOT', ...)` for the split "
        "to download {zip} from https://zenkelab.org/datasets/ and unzip it into ROOT/{cls}/, or "
        "copy {h5} to ROOT/{cls}/ (the h5 file is all spikescan needs).")
+REPAIR = ("replace it with a fresh copy: re-download {zip} from https://zenkelab.org/datasets/ "
+          "and unzip it into {folder}")
 
 
 def _tonic_hsd(kind, root, split_file):
@@ -66,6 +69,7 @@ class HSDEvents(RecordingDataset):
         own = spec["files"].get(split)
         fname = own if own is not None else spec["files"]["train"]
         self.path = root / spec["cls"] / fname
+        self.repair = REPAIR.format(zip=fname + ".zip", folder=self.path.parent)
         if not self.path.is_file():
             how = HOW.format(cls=spec["cls"], zip=fname + ".zip", h5=fname).replace("ROOT",
                                                                                    str(root))
@@ -74,26 +78,24 @@ class HSDEvents(RecordingDataset):
             self._tonic_args = (kind, root, fname)
             self.tonic  # reads the header through tonic: a broken file fails here
             with self._open() as f:
-                labels = np.asarray(f["labels"][()], dtype=np.int64)
+                # never cast: a float label 3.7 must be refused, not truncated to 3
+                labels = labels_array(self.path, f["labels"][()], spec["n_classes"],
+                                      self.repair)
                 n_times, n_units = len(f["spikes/times"]), len(f["spikes/units"])
         except CorruptDataFile:
             raise
         except Exception as e:  # h5py / tonic errors become one message naming the file
-            raise CorruptDataFile(self.path, f"{type(e).__name__}: {e}") from None
+            raise CorruptDataFile(self.path, f"{type(e).__name__}: {e}", self.repair) from None
         if not n_times == n_units == len(labels):
             raise CorruptDataFile(self.path, f"spikes/times ({n_times}), spikes/units "
                                              f"({n_units}) and labels ({len(labels)}) differ in "
-                                             "length")
+                                             "length", self.repair)
         # SHD has no val file: its train and val are the two parts of shd_train.h5
         holdout = "val" not in spec["files"] and split in ("train", "val")
         self.idx = (train_holdout(len(labels), split, True, val_fraction, 0.0, split_seed)
                     if holdout else np.arange(len(labels)))
         self.labels = labels[self.idx]
         self.name, self.split, self.n_classes = kind, split, spec["n_classes"]
-        bad = self.labels[(self.labels < 0) | (self.labels >= self.n_classes)]
-        if bad.size:
-            raise CorruptDataFile(self.path, f"labels {sorted(set(bad.tolist()))} outside "
-                                             f"0..{self.n_classes - 1}")
         k = int(downsample)
         if k < 1 or k != downsample:
             raise ValueError(f"downsample must be a positive integer factor, got {downsample}")
@@ -108,7 +110,8 @@ class HSDEvents(RecordingDataset):
         try:
             return h5py.File(self.path, "r")
         except OSError as e:
-            raise CorruptDataFile(self.path, f"not a readable HDF5 file ({e})") from None
+            raise CorruptDataFile(self.path, f"not a readable HDF5 file ({e})",
+                                  self.repair) from None
 
     def _file(self):
         # one handle per process: a handle inherited through fork (DataLoader workers) is unsafe
@@ -129,9 +132,11 @@ class HSDEvents(RecordingDataset):
         f = self._file()
         j = int(self.idx[i])
         times = np.asarray(f["spikes/times"][j], dtype=np.float64) * 1000.0
-        units = np.asarray(f["spikes/units"][j], dtype=np.int64)
-        if times.shape != units.shape:
-            raise CorruptDataFile(self._source(i), f"{times.size} times but {units.size} units")
+        units = integral(self._source(i), "spikes/units", f["spikes/units"][j], self.repair)
+        if times.shape != units.shape or times.ndim != 1:
+            raise CorruptDataFile(self._source(i), f"times {times.shape} and units "
+                                                   f"{units.shape} must be 1-D arrays of one "
+                                                   "length", self.repair)
         self.check_ranges(self._source(i), [("unit", units, N_UNITS)])
         return times, units // self.downsample
 

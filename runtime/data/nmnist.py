@@ -10,14 +10,20 @@ only Train, 1000 samples) a hold-out of Train: ``test_fraction`` (default 0.1) f
 ``val_fraction`` (default 0.1) for val, by one permutation seeded with ``split_seed`` (default 0),
 so the default offline split is 800 / 100 / 100. With an official Test, val is still the
 ``val_fraction`` hold-out of Train.
+
+Before tonic lists the files, the split's folder is checked: every .bin must sit in a one-digit
+class folder (tonic would take the label from the last character of any folder name) and be a
+non-empty whole number of 5-byte events; otherwise the error names the file.
 """
 from __future__ import annotations
 
 import os
+import re
+
 import numpy as np
 
 from .camera import camera_channels
-from .errors import CorruptDataFile
+from .errors import CorruptDataFile, DatasetLayoutError
 from .events import check_split
 from .recordings import Preprocess, RecordingDataset, resolve_root
 
@@ -27,6 +33,37 @@ HOW = ("with network access run once `tonic.datasets.NMNIST(save_to='ROOT', trai
        "train=False) to download train.zip / test.zip from Mendeley Data (468j46mzdv) and "
        "extract them, or copy the extracted folders to ROOT/NMNIST/Train/<digit>/*.bin and "
        "ROOT/NMNIST/Test/<digit>/*.bin.")
+REPAIR = ("replace it with the same file from a fresh extraction of train.zip / test.zip, or "
+          "delete it")
+
+
+def _check_folder(folder):
+    """Check what tonic will list under ``folder`` (every file whose name ends in "bin", at any
+    depth, labelled with the last character of its folder's path) before tonic lists it: each
+    must sit directly in a one-digit class folder and hold whole, non-empty 5-byte events."""
+    bad = []
+    for path, _, files in os.walk(folder):
+        bins = sorted(f for f in files if f.endswith("bin"))
+        if not bins:
+            continue
+        rel = os.path.relpath(path, folder)
+        if not re.fullmatch(r"[0-9]", rel):
+            raise DatasetLayoutError(
+                os.path.join(path, bins[0]), f"{len(bins)} .bin file(s) in {path!r}, which is not "
+                f"a class folder: N-MNIST labels come from the folder name, one digit 0-9 "
+                f"directly under {folder}", f"move the files into {folder}/<digit>/ or out of "
+                f"{folder}")
+        for name in bins:
+            size = os.path.getsize(os.path.join(path, name))
+            if size == 0 or size % 5:
+                bad.append((os.path.join(path, name), size))
+    if bad:
+        (first, size), more = bad[0], bad[1:]
+        also = f" ({len(more)} more: {', '.join(p for p, _ in more[:3])}" \
+               f"{', ...' if len(more) > 3 else ''})" if more else ""
+        why = "it is empty" if size == 0 else f"size {size} bytes is not a multiple of 5"
+        raise CorruptDataFile(first, f"{why}: an N-MNIST recording is a non-empty sequence of "
+                                     f"5-byte events{also}", REPAIR)
 
 
 def _has_bins(folder):
@@ -51,12 +88,18 @@ class NMNISTEvents(RecordingDataset):
         super().__init__(Preprocess(t_max, time_bin, max_events, cap_mode), cache)
         root = resolve_root(root)
         base = root / "NMNIST"
+        has_test = _has_bins(base / "Test")
+        folder = base / ("Test" if split == "test" and has_test else "Train")
+        if folder.is_dir():  # a missing folder is reported by _select_camera_split
+            _check_folder(folder)
         self._select_camera_split(
             split, root, title="N-MNIST", has_train=_has_bins(base / "Train"),
-            has_test=_has_bins(base / "Test"), missing_train=f"{base / 'Train'}/<digit>/*.bin",
+            has_test=has_test, missing_train=f"{base / 'Train'}/<digit>/*.bin",
             missing_test=f"{base / 'Test'}/<digit>/*.bin", how=HOW, val_fraction=val_fraction,
             test_fraction=test_fraction, split_seed=split_seed)
         self._set_camera_layout("nmnist", split, 10, SENSOR, downsample, merge_polarity)
+
+    repair = REPAIR
 
     def _make_tonic(self):
         return _tonic_nmnist(*self._tonic_args)
@@ -72,7 +115,7 @@ class NMNISTEvents(RecordingDataset):
         size = os.path.getsize(path)
         if size % 5:
             raise CorruptDataFile(path, f"size {size} bytes is not a multiple of the 5-byte "
-                                        "N-MNIST event")
+                                        "N-MNIST event", REPAIR)
         ev, _ = self.tonic[int(self.idx[i])]
         self.check_ranges(path, [("x", ev["x"], SENSOR[0]), ("y", ev["y"], SENSOR[1]),
                                  ("p", ev["p"], SENSOR[2])])

@@ -1,6 +1,11 @@
 """Shared machinery of the recorded (tonic) datasets: data root, preprocessing, hold-out splits,
 per-item decoding with a bounded in-memory cache, and clear missing-data messages.
 
+Every decoded recording is checked first: no events, a NaN, infinite or negative time, a
+non-integer or out-of-range coordinate (pixel, polarity, unit) or label raises CorruptDataFile
+naming the file (and sample) and what to do; nothing is dropped or clipped silently. Events may
+be stored in any order: step 4 sorts them.
+
 Preprocessing of one recording, in this order (all deterministic):
 1. channel from the dataset's own coordinates (see each module: x*H*P + y*P + p for cameras,
    the unit for cochlea data), after optional spatial downsampling by an integer ``downsample``;
@@ -21,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CorruptDataFile, DatasetNotFound
+from .checks import check_events
+from .errors import REPLACE, CorruptDataFile, DatasetNotFound
 from .events import EventDataset, holdout_indices, make_sample
 
 ENV_ROOT = "SPIKESCAN_DATA"
@@ -138,6 +144,7 @@ class RecordingDataset(EventDataset):
     implement ``_decode(i) -> (times_ms, channels)`` for item i (already mapped to channels)."""
 
     _tonic = None  # built on first use by the ``tonic`` property
+    repair = REPLACE  # what to do about a corrupt file of this dataset (subclasses say more)
 
     def __init__(self, preprocess, cache=True):
         super().__init__()
@@ -203,7 +210,10 @@ class RecordingDataset(EventDataset):
         except (CorruptDataFile, MemoryError):
             raise
         except Exception as e:  # any decoding failure names the file, not tonic's internals
-            raise CorruptDataFile(self._source(i), f"{type(e).__name__}: {e}") from None
+            raise CorruptDataFile(self._source(i), f"{type(e).__name__}: {e}",
+                                  self.repair) from None
+        # before the crop: NaN / negative times are a broken file, not events to crop away
+        check_events(self._source(i), t, c, self.repair)
         return self.preprocess(t, c, self.labels[i])
 
     def _remember(self, i, sample):
@@ -215,7 +225,7 @@ class RecordingDataset(EventDataset):
         for name, values, hi in fields:
             if len(values) and (values.min() < 0 or values.max() >= hi):
                 raise CorruptDataFile(path, f"{name} outside [0, {hi}): "
-                                            f"[{values.min()}, {values.max()}]")
+                                            f"[{values.min()}, {values.max()}]", self.repair)
 
     def describe(self):
         return super().describe() + f"; {self.preprocess.describe()}"

@@ -24,18 +24,19 @@ def read_nmnist_bin(path):
     return x[keep], y[keep], p[keep], t[keep]
 
 
-def write_hsd_h5(path, times_s, units, labels, n_keys):
+def write_hsd_h5(path, times_s, units, labels, n_keys, label_dtype=np.uint16,
+                 unit_dtype=np.uint16):
     """SHD/SSC layout: ragged spikes/times (s, float) and spikes/units, labels, extra/*."""
     import h5py
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as f:
         tt = f.create_dataset("spikes/times", (len(times_s),), dtype=h5py.vlen_dtype(np.float32))
-        uu = f.create_dataset("spikes/units", (len(units),), dtype=h5py.vlen_dtype(np.uint16))
+        uu = f.create_dataset("spikes/units", (len(units),), dtype=h5py.vlen_dtype(unit_dtype))
         for i, (t, u) in enumerate(zip(times_s, units)):
             tt[i] = np.asarray(t, dtype=np.float32)
-            uu[i] = np.asarray(u, dtype=np.uint16)
-        f.create_dataset("labels", data=np.asarray(labels, dtype=np.uint16))
+            uu[i] = np.asarray(u, dtype=unit_dtype)
+        f.create_dataset("labels", data=np.asarray(labels, dtype=label_dtype))
         f.create_dataset("extra/keys", data=np.array([f"k{i}".encode() for i in range(n_keys)]))
         f.create_dataset("extra/speaker", data=np.zeros(len(labels), dtype=np.uint16))
 
