@@ -39,13 +39,38 @@ def make_sample(times, channels, label):
     return t, c, as_label(label)
 
 
+def _unpack(item):
+    """(times, channels, label) from a spikescan sample or a tonic-style (events, target) pair
+    whose events are (times, channels) (ToSpikescan's output) or a [k, 2] array of (t, channel)."""
+    if len(item) == 3:
+        return item
+    if len(item) != 2:
+        raise ValueError(f"pad_collate: a sample is (times, channels, label) or (events, label), "
+                         f"got a tuple of {len(item)}")
+    ev, y = item
+    if isinstance(ev, (tuple, list)) and len(ev) == 2:
+        return ev[0], ev[1], y
+    a = np.asarray(ev.detach().cpu() if hasattr(ev, "detach") else ev)
+    if a.ndim != 2 or a.shape[1] != 2 or a.dtype.kind not in "iuf":
+        raise ValueError(f"pad_collate: events must be (times, channels) or a [k, 2] array of "
+                         f"(t in ms, channel), got shape {a.shape} dtype {a.dtype}; for tonic "
+                         "events use transform=ToSpikescan(sensor_size)")
+    c = a[:, 1]
+    if a.dtype.kind == "f" and not np.all(c == np.floor(c)):
+        raise ValueError("pad_collate: the channel column holds non-integer values")
+    return a[:, 0], c, y
+
+
 def pad_collate(items):
     """Pad a list of samples into (times [B, n] float64, channels [B, n] int64, labels [B] int64).
 
+    A sample is (times, channels, label), or a tonic-style (events, label) pair with events
+    (times, channels) or a [k, 2] array of (t in ms, channel); so this is the ``collate_fn`` for
+    tonic datasets too (in place of tonic.collation.PadTensors, whose zeros are fake events).
     Padding is +inf in ``times`` and 0 in ``channels``. n is the longest sample, but at least 1, so
     that a batch of empty samples is still a 2-D tensor with a time axis.
     """
-    items = list(items)
+    items = [_unpack(it) for it in items]
     if not items:
         raise ValueError("pad_collate needs at least one sample")
     n = max(1, max(len(it[0]) for it in items))
@@ -55,6 +80,8 @@ def pad_collate(items):
     labels = np.empty(b, dtype=np.int64)
     for i, (t, c, y) in enumerate(items):
         k = len(t)
+        if len(c) != k:
+            raise ValueError(f"pad_collate: sample {i} has {k} times but {len(c)} channels")
         times[i, :k] = t
         chans[i, :k] = c
         labels[i] = as_label(y)
