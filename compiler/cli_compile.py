@@ -1,5 +1,6 @@
 """`spikescan compile model.snn [-o DIR] [--emit mlir,triton,cpu] [--dtype f32|f64] [--force]
-[--explain]`: compile to a build folder; errors are printed as diagnostics, exit status 1."""
+[--explain]`: compile to the build folder DIR/<hash>/; errors are printed as diagnostics (or one
+line when the folder cannot be written), exit status 1."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ def _emit_list(text: str) -> tuple[str, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help=".snn file to compile")
     parser.add_argument("-o", "--out", metavar="DIR", default=None,
-                        help="cache root for the build folder (default $SPIKESCAN_CACHE or ./.spikescan-cache)")
+                        help="cache folder: the build is written to DIR/<hash>/ (a content hash of the "
+                             "sources, version and options), whose path the last line prints "
+                             "(default DIR: $SPIKESCAN_CACHE, else ./.spikescan-cache)")
     parser.add_argument("--emit", type=_emit_list, default=("mlir", "triton", "cpu"),
                         help="comma-separated backends: mlir,triton,cpu (default all; empty for analysis only)")
     parser.add_argument("--dtype", choices=("f32", "f64"), default="f64", help="floating-point type of the kernels")
@@ -32,6 +35,7 @@ def run(args) -> int:
     from spikescan.dsl.diagnostics import DiagnosticError, plural
 
     from .driver import compile_model, load_model
+    from .errors import BuildFolderError
     from .explain import explain_network, explain_neuron
 
     try:
@@ -48,6 +52,9 @@ def run(args) -> int:
     except DiagnosticError as e:
         print(str(e), file=sys.stderr)
         print(f"{plural(len(e.diagnostics), 'error')}; nothing was compiled", file=sys.stderr)
+        return 1
+    except BuildFolderError as e:
+        print(f"error: {e} (choose another folder with -o DIR)", file=sys.stderr)
         return 1
     print(f"build folder: {model.build_dir}{' (cache hit)' if model.cache_hit else ''}")
     return 0

@@ -11,8 +11,9 @@ $SPIKESCAN_CACHE, else ./.spikescan-cache) is keyed by a content hash of the tex
 read (the main file and what it imports), the compiler version and the options; it holds
 manifest.json, `src/` (the sources, so the folder is self-contained), `<Neuron>.<dtype>.mlir`
 and `<Neuron>_triton.py`. It is written to a temporary folder and renamed into place, so
-concurrent compiles never see half a build. The hash is computed before the analysis: a cache
-hit neither analyses nor runs a backend.
+concurrent compiles never see half a build (build_cache.py: verification, publishing, cleaning
+of folders left by killed compiles). The hash is computed before the analysis: a cache hit,
+once its folder is verified against its manifest, neither analyses nor runs a backend.
 Errors of the file, the analysis or a backend raise spikescan.dsl DiagnosticError.
 """
 
@@ -22,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -31,7 +31,8 @@ from spikescan.dsl import ast
 from spikescan.dsl.diagnostics import Diagnostic, DiagnosticError
 from spikescan.dsl.loader import load_with_sources, sources_of
 
-from .errors import CompileError
+from . import build_cache as bc
+from .errors import BuildFolderError, CompileError
 from .ir import NetworkIR, NeuronIR
 
 # Bump when the analysis or the artifact layout changes: invalidates every cache entry.
@@ -160,10 +161,6 @@ def content_hash(files: dict[Path, bytes], base: Path, emit, dtype: str) -> str:
     return h.hexdigest()[:20]
 
 
-def _sha(text: str | bytes) -> str:
-    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
-
-
 # ----------------------------------------------------------------------------- manifest
 
 
@@ -228,20 +225,17 @@ def _backend_error(ir_name: str, backend: str, exc: BaseException, span) -> Comp
                         f"{backend}, and please report it")
 
 
-def _emit_one(ir: NeuronIR, backend: str, dtype: str, folder: Path) -> dict[str, str]:
-    """Write one backend's artifact for one neuron; returns {kind: filename}."""
+def _emit_one(ir: NeuronIR, backend: str, dtype: str) -> dict[str, tuple[str, Optional[str]]]:
+    """One backend's artifact for one neuron: {kind: (filename, text)}; nothing is written here,
+    so that a full disk is reported as such and not as a backend failure."""
     if backend == "mlir":
         from .backends.mlir_emit import emit_module
 
-        name = f"{ir.name}.{dtype}.mlir"
-        (folder / name).write_text(emit_module(ir, dtype))
-        return {"mlir": name}
+        return {"mlir": (f"{ir.name}.{dtype}.mlir", emit_module(ir, dtype))}
     if backend == "triton":
         from .backends.triton_codegen import generate
 
-        name = f"{ir.name}_triton.py"
-        (folder / name).write_text(generate(ir, dtype))
-        return {"triton": name}
+        return {"triton": (f"{ir.name}_triton.py", generate(ir, dtype))}
     if backend == "cpu":
         # The CPU JIT compiles the MLIR in memory at run time; here we check that it lowers.
         from .backends import cpu_jit
@@ -250,63 +244,99 @@ def _emit_one(ir: NeuronIR, backend: str, dtype: str, folder: Path) -> dict[str,
             cpu_jit.check_lowering(ir, dtype)
         elif hasattr(cpu_jit, "compile_neuron"):
             cpu_jit.compile_neuron(ir, dtype)
-        return {"cpu": "jit"}
+        return {"cpu": ("jit", None)}
     raise ValueError(backend)
 
 
 def compile_model(path, out_dir=None, emit=BACKENDS, dtype: str = "f64", force: bool = False,
                   progress: Optional[Callable[[str], None]] = print) -> CompiledModel:
     """Compile to `<cache root>/<hash>/`. The hash comes first (sources read and checked by the
-    dsl, imports, version, options); on a hit nothing is analysed or generated (the returned
-    model analyses on first use). A bad file raises DiagnosticError and never touches the cache."""
+    dsl, imports, version, options); on a hit, after build_cache.verify, nothing is analysed or
+    generated (the returned model analyses on first use); a folder that fails verification is
+    rebuilt. A bad file raises DiagnosticError and never touches the cache; a folder that cannot
+    be written raises BuildFolderError (one line)."""
     progress = progress or (lambda s: None)
     emit = tuple(emit)
     bad = [e for e in emit if e not in BACKENDS]
     if bad or dtype not in DTYPES:
         raise ValueError(f"emit must be a subset of {BACKENDS} (got {emit}); dtype one of {DTYPES} (got {dtype!r})")
+    emit = tuple(b for b in BACKENDS if b in emit)  # one order: the manifest is the same for every spelling
     module, sources = load_with_sources(str(path))
     files, base = source_texts(sources)
     key = content_hash(files, base, emit, dtype)
     root = cache_root(out_dir)
     build = root / key
     model = CompiledModel(path, module=module, sources=sources)
-    if (build / "manifest.json").is_file() and not force:
-        progress(f"cache hit: {build}")
-        model.build_dir, model.manifest, model.cache_hit = build, json.loads((build / "manifest.json").read_text()), True
-        return model
+    if not force:
+        manifest, why = _verify(build, key, files, base, emit, dtype)
+        if manifest is not None:
+            progress(f"cache hit: {build}")
+            model.build_dir, model.manifest, model.cache_hit = build, manifest, True
+            return model
+        if build.exists() or build.is_symlink():
+            progress(f"cache entry {build} is not valid ({why}): rebuilding")
     model.analyse()  # analysis diagnostics before anything is written
-
     progress(f"compiling {path} -> {build}")
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{key}.tmp-{os.getpid()}-{time.time_ns()}"
-    tmp.mkdir(parents=True)
-    try:
-        manifest = _write_build(model, files, base, key, emit, dtype, tmp, progress)
-        _publish(tmp, build, force)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    manifest = _build(model, files, base, key, emit, dtype, root, force, progress)
     progress(f"wrote {build}")
     model.build_dir, model.manifest = build, manifest
     return model
 
 
+def _recorded_sources(files: dict[Path, bytes], base: Path) -> dict[str, str]:
+    return {f.relative_to(base).as_posix(): bc.sha(data) for f, data in files.items()}
+
+
+def _verify(build: Path, key: str, files, base: Path, emit, dtype: str):
+    return bc.verify(build, key, _recorded_sources(files, base), emit, dtype, __version__, COMPILER_ABI)
+
+
+def _build(model: CompiledModel, files, base: Path, key: str, emit, dtype: str, root: Path, force: bool,
+           progress) -> dict:
+    """Write the build into a temporary folder of `root` and rename it into place."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        bc.clean_stale(root)  # folders of compiles that were killed
+        tmp = bc.tmp_folder(root, key)
+        tmp.mkdir()
+    except OSError as e:
+        raise _write_error(root, e) from e
+    try:
+        manifest = _write_build(model, files, base, key, emit, dtype, tmp, progress)
+        if force or _verify(root / key, key, files, base, emit, dtype)[0] is None:
+            bc.publish(tmp, root / key)  # else a concurrent identical build won: keep it
+    except OSError as e:
+        raise _write_error(root, e) from e
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _write_error(root: Path, e: OSError) -> BuildFolderError:
+    if isinstance(e, FileExistsError) and root.exists() and not root.is_dir():
+        reason = "it is a file, not a folder"
+    elif isinstance(e, NotADirectoryError):
+        reason = "part of the path is a file, not a folder"
+    else:
+        reason = e.strerror or str(e) or type(e).__name__
+    return BuildFolderError(f"cannot write the build folder under '{root}': {reason}")
+
+
 def _write_build(model: CompiledModel, files: dict[Path, bytes], base: Path, key: str, emit, dtype: str,
                  folder: Path, progress) -> dict:
-    """Sources, artifacts and manifest.json into `folder`; DiagnosticError (E062) if a backend fails."""
-    sources = {}
+    """Sources, artifacts and manifest.json into `folder`; DiagnosticError (E062) if a backend
+    fails, OSError if the folder cannot be written."""
     for f, data in files.items():
-        rel = f.relative_to(base).as_posix()
-        dst = folder / "src" / rel
+        dst = folder / "src" / f.relative_to(base).as_posix()
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(data)
-        sources[rel] = _sha(data)
     manifest = {
         "spikescan_version": __version__,
         "compiler_abi": COMPILER_ABI,
         "hash": key,
         "source": next(iter(files)).relative_to(base).as_posix(),
-        "sources": sources,
+        "sources": _recorded_sources(files, base),
         "dtype": dtype,
         "emit": list(emit),
         "neurons": {},
@@ -314,57 +344,57 @@ def _write_build(model: CompiledModel, files: dict[Path, bytes], base: Path, key
         "hashes": {},
     }
     visible = dict(model.module.visible_neurons, **{n.name: n for n in model.module.neurons})
-    diags = []
+    diags, artifacts = [], {}
     for name in _main_neurons(model):
         ir = model.neurons[name]
         summary = _neuron_summary(ir)
         for backend in emit:
             progress(f"  {name}: {backend}")
             try:
-                summary["kernels"].update(_emit_one(ir, backend, dtype, folder))
+                out = _emit_one(ir, backend, dtype)
             except DiagnosticError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any backend failure becomes a diagnostic
                 diags.append(_backend_error(name, backend, exc, visible[name].name_span).diagnostic)
+                continue
+            summary["kernels"].update({kind: fname for kind, (fname, _) in out.items()})
+            artifacts.update({fname: text for fname, text in out.values() if text is not None})
         manifest["neurons"][name] = summary
     if diags:
         raise DiagnosticError(diags, model.sources)
-    for f in sorted(folder.glob("*")):
-        if f.is_file():
-            manifest["hashes"][f.name] = _sha(f.read_bytes())
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    for fname, text in sorted(artifacts.items()):
+        data = text.encode()
+        (folder / fname).write_bytes(data)
+        manifest["hashes"][fname] = bc.sha(data)
+    manifest = bc.seal(manifest)
+    (folder / bc.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return manifest
 
 
-def _publish(tmp: Path, build: Path, force: bool) -> None:
-    """Rename the finished folder into place; a concurrent identical build that won keeps its folder."""
-    finished_elsewhere = (build / "manifest.json").is_file() and not force
-    if finished_elsewhere:
-        return
-    if build.exists():
-        shutil.rmtree(build, ignore_errors=True)  # --force, or a broken folder without manifest
-    try:
-        os.replace(tmp, build)
-    except OSError:  # another process won the race with an identical build: keep theirs
-        if not (build / "manifest.json").is_file():
-            raise
-
-
 def _main_neurons(model: CompiledModel) -> list[str]:
-    """Neurons defined in the main file or used by one of its networks (these get kernels)."""
-    names = [n.name for n in model.module.neurons]
+    """Neurons defined in the main file or used by one of its networks (these get kernels),
+    each once however many layers use it."""
+    names = dict.fromkeys(n.name for n in model.module.neurons)
     for net in model.networks.values():
-        names += [l.neuron for l in net.layers if l.neuron not in names]
-    return names or list(model.neurons)
+        names.update(dict.fromkeys(l.neuron for l in net.layers))
+    return list(names) or list(model.neurons)
 
 
 def load_compiled(build_dir) -> CompiledModel:
-    """Read a build folder back: manifest plus a fresh analysis of its stored sources."""
+    """Read a build folder back: manifest plus a fresh analysis of its stored sources. The folder
+    is verified first (BuildFolderError if it is not a complete, unmodified build)."""
     build = Path(build_dir)
-    mpath = build / "manifest.json"
-    if not mpath.is_file():
-        raise FileNotFoundError(f"{build} is not a spikescan build folder (no manifest.json)")
-    manifest = json.loads(mpath.read_text())
-    model = load_model(build / "src" / manifest["source"])
-    model.build_dir, model.manifest = build, manifest
+    man, why = bc.read_manifest(build)
+    if man is not None:
+        src = build / "src"
+        files = {src / rel: (src / rel).read_bytes() if (src / rel).is_file() else b""
+                 for rel in (man.get("sources") or {}) if bc._safe_rel(rel)}
+        if not files or man.get("hash") != content_hash(files, src, man.get("emit", ()), str(man.get("dtype"))):
+            why = "its sources do not match its hash (modified, or built by another spikescan version)"
+        else:
+            man, why = _verify(build, man["hash"], files, src, man["emit"], man["dtype"])
+    if man is None:
+        raise BuildFolderError(f"{build} is not a valid spikescan build folder: {why}")
+    model = load_model(build / "src" / man["source"])
+    model.build_dir, model.manifest = build, man
     return model

@@ -36,3 +36,8 @@ class CompileError(Exception):
     def __init__(self, code: str, message: str, span: Optional[Span], hint: Optional[str] = None):
         self.diagnostic = Diagnostic(code=code, message=message, span=span, hint=hint)
         super().__init__(f"{span}: error[{code}]: {message}" if span else f"error[{code}]: {message}")
+
+
+class BuildFolderError(OSError):
+    """The build folder cannot be written or read back (read-only, full, a file in the way, or
+    not a valid build folder): one line for the user, no traceback."""
