@@ -1,10 +1,12 @@
-"""`spikescan eval CHECKPOINT --data NAME [--split test]`: print {"accuracy", "loss", ...} as JSON."""
+"""`spikescan eval CHECKPOINT --data NAME [--split test]`: print {"accuracy", "loss", ...} as JSON.
+
+The checkpoint is validated and its network compiled from the sources embedded in it (so it
+still evaluates after the model folder moved); errors are one-line messages (spikescan/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from spikescan.runtime.cli_train import DATASETS
 
@@ -16,31 +18,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--engine", default=None, help="engine (default: the training engine)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
+    p.add_argument("--limit", type=int, default=None,
+                   help="evaluate a seeded, class-stratified subset of N samples (seeded with the training "
+                        "--seed, so it is the subset that training's --limit-eval N used)")
+    p.add_argument("--max-spikes", type=int, default=None,
+                   help="largest per-neuron spike cap (default: the training run's); samples over it are "
+                        "truncated and counted (docs/engines.md, Spike caps)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from spikescan.runtime.checkpoint import load_checkpoint
-    from spikescan.runtime.data import get_dataset
-    from spikescan.runtime.losses import LossConfig
-    from spikescan.runtime.train import _loader, _subset, evaluate, network_from_checkpoint
+    import sys
 
-    try:
-        ck = load_checkpoint(args.checkpoint)
-        cfg = ck.get("config", {})
-        data = args.data or cfg.get("data")
-        if data is None:
-            raise ValueError("the checkpoint does not name its dataset: pass --data")
-        root = args.data_root if args.data_root is not None else (cfg.get("data_root") if data == cfg.get("data") else None)
-        net = network_from_checkpoint(ck, engine=args.engine)
-        opts = cfg.get("data_opts", {}) if data == cfg.get("data") else {}
-        ds = _subset(get_dataset(data, args.split, root=root, **opts), args.limit)
-        loss_cfg = LossConfig(**cfg.get("loss", {}))
-        t_end = cfg.get("t_end") or 2.0 * float(getattr(ds, "t_max", getattr(getattr(ds, "dataset", None), "t_max", 0.0)))
-        res = evaluate(net, _loader(ds, args.batch_size or cfg.get("batch_size", 32), False, 0), loss_cfg, t_end)
-    except (FileNotFoundError, ValueError, NotImplementedError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    from spikescan.runtime.checkpoint import load_checkpoint
+    from spikescan.runtime.train_setup import (check_channels, check_options, evaluate, loader, loss_config,
+                                               open_dataset, subset, t_max_of)
+    from spikescan.runtime.train import network_from_checkpoint
+
+    ck = load_checkpoint(args.checkpoint)
+    cfg = ck["config"]
+    data = args.data or cfg.get("data")
+    if data is None:
+        raise ValueError("the checkpoint does not name its dataset: pass --data")
+    batch = args.batch_size or cfg.get("batch_size", 32)
+    max_spikes = args.max_spikes or cfg.get("max_spikes")
+    check_options(epochs=1, batch_size=batch, lr=1.0, limit_eval=args.limit, max_spikes=max_spikes,
+                  t_end=cfg.get("t_end"))
+    same = data == cfg.get("data")
+    root = args.data_root if args.data_root is not None else (cfg.get("data_root") if same else None)
+    net = network_from_checkpoint(ck, engine=args.engine, path=args.checkpoint)
+    ds = open_dataset(data, args.split, root, cfg.get("data_opts", {}) if same else {})
+    check_channels(ds, net)
+    ds = subset(ds, args.limit, int(cfg.get("seed", 0)))
+    loss_cfg = loss_config({}, cfg.get("loss", {}))
+    t_end = cfg.get("t_end") or 2.0 * (t_max_of(ds) or 0.0)
+    res = evaluate(net, loader(ds, batch, False, 0), loss_cfg, t_end, max_spikes)
+    warning = res["cap"].warning(f"{data} {args.split}")
+    if warning:
+        print(warning, file=sys.stderr)
     print(json.dumps(dict(accuracy=res["accuracy"], loss=res["loss"], n=res["n"], split=args.split, data=data,
-                          epoch=ck.get("epoch"), overflow=res["overflow"])))
+                          epoch=ck["epoch"], **res["cap"].record())))
     return 0

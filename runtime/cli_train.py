@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 DATASETS = ("yinyang", "randman", "digits", "shd", "ssc", "nmnist", "dvsgesture")
 
@@ -27,8 +26,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default runs/<network>)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this value")
-    p.add_argument("--limit-train", type=int, default=None, help="use only the first N training samples")
-    p.add_argument("--limit-eval", type=int, default=None, help="use only the first N val/test samples")
+    p.add_argument("--limit-train", type=int, default=None,
+                   help="train on a seeded (--seed), class-stratified subset of N training samples")
+    p.add_argument("--limit-eval", type=int, default=None,
+                   help="validate and test on seeded (--seed), class-stratified subsets of N samples")
+    p.add_argument("--max-spikes", type=int, default=None,
+                   help="largest spike cap per neuron and sample (default 1024): a sample that hits the "
+                        "networks' cap of 64 is re-run with the cap doubled up to this; samples over it are "
+                        "truncated, counted in every metrics record and warned about (docs/engines.md)")
     p.add_argument("--loss", default=None, help='loss options as JSON, e.g. \'{"tau": 2.0, "alpha": 0.003}\'')
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=1,
@@ -37,32 +42,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spikescan.runtime.train import TrainingDiverged, TrainingStalled, train
+    """Errors (bad options, a bad .snn, corrupt checkpoints, unwritable --out) propagate to
+    spikescan/cli.py, which prints them as one line."""
+    from spikescan.runtime.train import train
 
     try:
         loss = json.loads(args.loss) if args.loss else None
     except json.JSONDecodeError as e:
-        print(f"error: --loss is not valid JSON: {e}", file=sys.stderr)
-        return 2
-    try:
-        data_opts = parse_data_opts(args.data_opt)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        res = train(
-            args.model, data=args.data, data_root=args.data_root, epochs=args.epochs, batch_size=args.batch_size,
-            lr=args.lr, engine=args.engine, seed=args.seed, out=args.out, resume=args.resume,
-            progress=not args.no_progress, network=args.network, loss=loss, clip_grad=args.clip_grad,
-            limit_train=args.limit_train, limit_eval=args.limit_eval, threads=args.threads,
-            data_opts=data_opts,
-        )
-    except (TrainingDiverged, TrainingStalled) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, ValueError, NotImplementedError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise ValueError(f"--loss is not valid JSON: {e}") from None
+    res = train(
+        args.model, data=args.data, data_root=args.data_root, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, engine=args.engine, seed=args.seed, out=args.out, resume=args.resume,
+        progress=not args.no_progress, network=args.network, loss=loss, clip_grad=args.clip_grad,
+        limit_train=args.limit_train, limit_eval=args.limit_eval, threads=args.threads,
+        data_opts=parse_data_opts(args.data_opt), max_spikes=args.max_spikes,
+    )
     print(f"test accuracy: {res.test_accuracy:.4f} (best val {res.best_val_accuracy:.4f} at epoch {res.best_epoch}; "
           f"{res.wall_s:.1f} s; outputs in {res.out})")
     return 0

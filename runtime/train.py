@@ -1,11 +1,17 @@
 """The training loop: `spikescan.train(model, data=..., ...)`.
 
 Adam on exact event-based gradients, validation every epoch, atomic checkpoints (out/last.pt,
-out/best.pt), metrics as JSON lines (out/metrics.jsonl, a final object with test_accuracy),
-curves (out/curves.png), resume from last.pt. A non-finite loss or gradient stops training with
-TrainingDiverged before the optimiser touches the weights, so last.pt stays the last good state.
-Deterministic for a given seed: the shuffling order of epoch e depends only on (seed, e), so a
-resumed run sees the same batches as an uninterrupted one.
+out/best.pt; runtime/checkpoint.py), metrics as JSON lines (out/metrics.jsonl, a final object
+with test_accuracy), curves (out/curves.png), resume from last.pt.
+
+Before the first epoch every option, the output folder, every dataset split (train, val, test)
+and, on resume, both checkpoints are checked, so a mistake fails in seconds, not after training.
+A non-finite loss, a non-finite gradient or one above GRAD_BOUND stops training before the
+update; parameters that become non-finite or exceed PARAM_BOUND after an update stop it before
+anything is saved. The message names the last checkpoint written, which is intact.
+Deterministic for a given seed: the shuffling order of epoch e depends only on (seed, e), and
+the learning rate is a closed form of (epoch, epochs), so a resumed run (even with a larger
+--epochs: the schedule is re-planned) sees the same batches and rates as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -14,23 +20,36 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from torch.utils.data import DataLoader, Subset
 
-from spikescan.runtime import losses
-from spikescan.runtime.checkpoint import load_checkpoint, model_reference, save_checkpoint
+from spikescan.runtime import losses, spike_cap
+from spikescan.runtime.checkpoint import (CheckpointError, check_state, load_checkpoint, load_embedded_model, load_optimizer,
+                                          load_state, model_reference, save_checkpoint)
 from spikescan.runtime.losses import LossConfig
 from spikescan.runtime.network import SpikingNetwork
 from spikescan.runtime.progress import Progress
+from spikescan.runtime.train_setup import (check_channels, check_options, evaluate, loader as _loader, loss_config,
+                                           open_dataset, resolve_engine, subset as _subset, trial_length)
+
+__all__ = ["train", "evaluate", "network_from_checkpoint", "resolve_engine", "TrainingDiverged", "TrainingStalled",
+           "TrainResult", "DATASET_DEFAULTS", "PARAM_BOUND", "GRAD_BOUND", "_subset", "_loader"]
+
+# Divergence bounds. Adam's step is about lr whatever the gradient's size, so a gradient only
+# has to keep g^2 finite in float64 (|g| < 1e154); parameters (weights, delays, log time
+# constants) of a working network are O(1)-O(100), and 1e8 is far outside any of them.
+PARAM_BOUND = 1e8
+GRAD_BOUND = 1e100
 
 
 class TrainingDiverged(RuntimeError):
-    """Loss or gradients became NaN/inf; the message says where and which checkpoint is intact."""
+    """Loss, gradients or parameters became non-finite or overflowed; the message says where and
+    which checkpoint is intact."""
 
 
 class TrainingStalled(RuntimeError):
@@ -62,16 +81,16 @@ class TrainResult:
     out: str
     history: list[dict] = field(default_factory=list)
     model: Optional[SpikingNetwork] = None
+    test: dict = field(default_factory=dict)  # the final metrics record
 
 
-def _check_channels(ds, net) -> None:
-    """The dataset's channels must fit the network's input populations: say how to fix it."""
-    if ds.n_channels > net.n_inputs:
-        raise ValueError(
-            f"dataset {getattr(ds, 'name', '?')} has {ds.n_channels} input channels but network "
-            f"'{net.ir.name}' takes {net.n_inputs} (input {dict(net.ir.inputs)}); change the input "
-            "size in the .snn file or reduce the data (e.g. --data-opt downsample=2 --data-opt "
-            "merge_polarity=true for the event cameras)")
+def lr_at(epoch: int, epochs: int, lr: float, schedule: str) -> float:
+    """Learning rate of epoch `epoch` (0-based): constant, or cosine from lr to 0.05 lr over
+    `epochs` (CosineAnnealingLR's closed form, eta_min = 0.05 lr)."""
+    if schedule == "none":
+        return lr
+    lo = 0.05 * lr
+    return lo + (lr - lo) * (1.0 + math.cos(math.pi * epoch / max(epochs, 1))) / 2.0
 
 
 def _any_gradient(net) -> bool:
@@ -88,80 +107,103 @@ def _stalled(outp, where: str) -> "TrainingStalled":
     )
 
 
-def resolve_engine(name: str) -> str:
-    """"auto" for training on the CPU: the MLIR-compiled "sequential-cpu" engine (compiled
-    forward and adjoint event loops; readout observables replayed from the known spikes,
-    runtime/engines/observe_replay.py), measured ~3x faster per Yin-Yang batch than the torch
-    chunked scan; "torch" when the MLIR JIT (torch-mlir) is not importable."""
-    if not isinstance(name, str) or name != "auto":
-        return name
-    try:
-        from spikescan.runtime.engines import get_engine
-
-        get_engine("sequential-cpu")
-        import spikescan.compiler.backends.cpu_jit  # noqa: F401  (needs torch_mlir)
-
-        return "sequential-cpu"
-    except Exception:  # no MLIR JIT here: the PyTorch scan engine
-        pass
-    return "torch"
-
-
-def _subset(ds, limit: Optional[int]):
-    if limit is None or limit >= len(ds):
-        return ds
-    return Subset(ds, list(range(limit)))
-
-
-def _loader(ds, batch_size: int, shuffle: bool, seed: int):
-    from spikescan.runtime.data import pad_collate
-
-    gen = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, collate_fn=pad_collate, num_workers=0)
-
-
-def _t_end(ds, t_end: Optional[float]) -> float:
-    if t_end is not None:
-        return float(t_end)
-    base = getattr(ds, "t_max", None)
-    if base is None and isinstance(ds, Subset):
-        base = getattr(ds.dataset, "t_max", None)
-    if base is None:
-        raise ValueError("the dataset has no t_max; pass t_end= (trial length in ms)")
-    return 2.0 * float(base)
-
-
-def evaluate(net: SpikingNetwork, loader, loss_cfg: LossConfig, t_end: float) -> dict[str, float]:
-    """Loss and accuracy of `net` over a loader (no gradients)."""
-    net.eval()
-    theta = net.readout_theta()
-    need_vmax = net.readout_kind == "first_spike" and loss_cfg.silent_slope > 0
-    tot_loss, correct, n, events, overflow = 0.0, 0, 0, 0, 0
-    with torch.no_grad():
-        for times, channels, labels in loader:
-            out = net(times, channels, t_end=t_end, observe_vmax=need_vmax)
-            tot_loss += float(losses.readout_loss(out, labels, loss_cfg, t_end, theta)) * len(labels)
-            correct += int((losses.predict(out.readout_kind, out.readout) == labels).sum())
-            n += len(labels)
-            events += out.events
-            overflow += int(out.overflow.sum())
-    return {"loss": tot_loss / max(n, 1), "accuracy": correct / max(n, 1), "n": n, "events": events, "overflow": overflow}
-
-
-def _grads_finite(net: torch.nn.Module) -> bool:
-    return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in net.parameters())
+def _overflow(net, grads: bool) -> Optional[str]:
+    """The first parameter (or gradient) that is non-finite or above its bound, described."""
+    for name, p in net.named_parameters():
+        x = p.grad if grads else p
+        if x is None:
+            continue
+        bound = GRAD_BOUND if grads else (700.0 if name.rsplit(".", 1)[-1].startswith("log_") else PARAM_BOUND)
+        peak = float(x.detach().abs().max()) if x.numel() else 0.0
+        if not math.isfinite(peak) or peak > bound:
+            what = "the gradient of " + name if grads else name
+            return f"{what} {'is not finite' if not math.isfinite(peak) else f'reaches {peak:.3g}'} (bound {bound:g})"
+    return None
 
 
 def _build_network(model, network, engine, seed, net_opts) -> tuple[SpikingNetwork, dict]:
     if isinstance(model, SpikingNetwork):
         return model, {}
     if isinstance(model, (str, os.PathLike)):
-        ref = model_reference(model)
         from spikescan.compiler.driver import load_model
 
-        compiled = load_model(ref["model_path"])
-        return SpikingNetwork(compiled, network, engine=engine, seed=seed, **net_opts), ref
-    return SpikingNetwork(model, network, engine=engine, seed=seed, **net_opts), {}
+        model = load_model(str(model))
+    ref = model_reference(model) if getattr(model, "sources", None) else {}
+    return SpikingNetwork(model, network, engine=engine, seed=seed, **net_opts), ref
+
+
+def _prepare_out(out_dir: Path) -> Path:
+    """Create the output folder and prove it is writable now, not after the first epoch."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write to the output folder {out_dir}: {e.strerror or e}") from None
+    return out_dir
+
+
+def _splits(data, data_root, data_opts, limit_train, limit_eval, seed, net):
+    """Every split opened (and checked against the network's inputs) before the first epoch."""
+    out = {}
+    for split, limit in (("train", limit_train), ("val", limit_eval), ("test", limit_eval)):
+        ds = open_dataset(data, split, data_root, data_opts)
+        check_channels(ds, net)
+        out[split] = _subset(ds, limit, seed)
+    return out
+
+
+class _Run:
+    """The mutable state of one training run: history, best weights, what is on disk."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.history: list[dict] = []
+        self.start_epoch, self.best_acc, self.best_epoch = 0, -1.0, -1
+        self.best_state: Optional[dict] = None
+        self.saved: Optional[int] = None  # epoch of the last.pt written or resumed from
+
+    def intact(self) -> str:
+        if self.saved is None:
+            return "No checkpoint was written yet (it diverged in the first epoch of this run)"
+        best = f" and {self.out_dir / 'best.pt'} (epoch {self.best_epoch})" if self.best_state is not None else ""
+        return f"The last good checkpoint is {self.out_dir / 'last.pt'} (epoch {self.saved}){best}, unchanged"
+
+
+def _resume(run: _Run, net, opt, ref, epochs: int, schedule: str, log) -> None:
+    """Load last.pt (and validate best.pt now, not at the end); re-plan the schedule."""
+    last = run.out_dir / "last.pt"
+    ck = load_checkpoint(last)
+    if ref and ck.get("model_sha256") not in (None, ref["model_sha256"]):
+        log(f"warning: the model sources changed since {last} was written; resuming anyway")
+    load_state(net, ck["state_dict"], last)
+    load_optimizer(opt, ck["optimizer"], last)
+    run.start_epoch, run.saved = ck["epoch"], ck["epoch"]
+    if run.start_epoch > epochs:
+        raise ValueError(f"{last} is at epoch {run.start_epoch}, beyond --epochs {epochs}: pass --epochs "
+                         f"{run.start_epoch} or more to continue it")
+    run.history = list(ck["history"])
+    best = run.out_dir / "best.pt"
+    if best.exists():
+        bk = load_checkpoint(best)
+        check_state(net, bk["state_dict"], best)
+        run.best_state, run.best_acc, run.best_epoch = bk["state_dict"], ck["best_val_accuracy"], ck["best_epoch"]
+    elif ck["best_epoch"] > 0:
+        log(f"warning: {best} is missing; the best weights will be chosen again from the next epochs")
+    old = ck["config"].get("epochs")
+    if schedule == "cosine" and old not in (None, epochs):
+        log(f"re-planning the cosine learning-rate schedule for {epochs} epochs (it was planned for {old})")
+    log(f"resuming from {last} at epoch {run.start_epoch}")
+
+
+def _write_metrics(path: Path, records: list[dict], mode: str = "w") -> None:
+    try:
+        with open(path, mode) as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
 
 
 def train(
@@ -188,156 +230,111 @@ def train(
     net_opts: Optional[dict] = None,
     log=None,
     threads: Optional[int] = 1,
+    max_spikes: Optional[int] = None,
 ) -> TrainResult:
     """Train `model` (a .snn path, a CompiledModel or a SpikingNetwork) on a built-in dataset.
 
-    Unset hyperparameters take the dataset's defaults (DATASET_DEFAULTS). Returns a TrainResult
-    whose test_accuracy is measured with the best-validation weights (out/best.pt)."""
+    Unset hyperparameters take the dataset's defaults (DATASET_DEFAULTS). `max_spikes` bounds the
+    per-neuron spike cap that runtime/spike_cap.py grows to (default DEFAULT_MAX_SPIKES).
+    `limit_train`/`limit_eval` take seeded, class-stratified subsets. Returns a TrainResult whose
+    test_accuracy is measured with the best-validation weights (out/best.pt)."""
     t_start = time.perf_counter()
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    d = {**GENERIC_DEFAULTS, **DATASET_DEFAULTS.get(data, {})}
+    epochs = d["epochs"] if epochs is None else epochs
+    batch_size = d["batch_size"] if batch_size is None else batch_size
+    lr = d["lr"] if lr is None else lr
+    schedule = schedule or d.get("schedule", "none")
+    max_spikes = spike_cap.DEFAULT_MAX_SPIKES if max_spikes is None else max_spikes
+    t_end = d.get("t_end") if t_end is None else t_end
+    check_options(epochs=epochs, batch_size=batch_size, lr=lr, clip_grad=clip_grad, threads=threads,
+                  limit_train=limit_train, limit_eval=limit_eval, max_spikes=max_spikes, t_end=t_end, schedule=schedule)
+    epochs, batch_size, lr, max_spikes = int(epochs), int(batch_size), float(lr), int(max_spikes)
+    loss_cfg = loss_config(d.get("loss", {}), loss)
+    net_opts, data_opts = dict(net_opts or {}), dict(data_opts or {})
+    if isinstance(model, SpikingNetwork) and engine == "auto":
+        engine = model.engine_name  # keep the engine the caller built the network with
+    engine = resolve_engine(engine)
     if threads:
         # The event engines issue many small tensor ops; intra-op threads only add
         # synchronisation (measured: Yin-Yang batches ~10x slower with 2 threads on 2 cores).
         torch.set_num_threads(int(threads))
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    d = {**GENERIC_DEFAULTS, **DATASET_DEFAULTS.get(data, {})}
-    epochs = d["epochs"] if epochs is None else int(epochs)
-    batch_size = d["batch_size"] if batch_size is None else int(batch_size)
-    lr = d["lr"] if lr is None else float(lr)
-    schedule = schedule or d.get("schedule", "none")
-    if isinstance(loss, LossConfig):
-        loss_cfg = loss
-    else:
-        loss_cfg = LossConfig(**{**d.get("loss", {}), **(loss or {})})
-    t_end = d.get("t_end") if t_end is None else t_end
-    net_opts = dict(net_opts or {})
-    data_opts = dict(data_opts or {})
-    if isinstance(model, SpikingNetwork) and engine == "auto":
-        engine = model.engine_name  # keep the engine the caller built the network with
-    engine = resolve_engine(engine)
 
     torch.manual_seed(seed)
     net, ref = _build_network(model, network, engine, seed, net_opts)
     net.engine_name = engine
     engine_label = engine if isinstance(engine, str) else "auto"  # engine objects (tests) are not saved
-    out_dir = Path(out or os.path.join("runs", net.ir.name))
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    from spikescan.runtime.data import get_dataset
-
-    train_ds = _subset(get_dataset(data, "train", root=data_root, **data_opts), limit_train)
-    val_ds = _subset(get_dataset(data, "val", root=data_root, **data_opts), limit_eval)
-    _check_channels(get_dataset(data, "train", root=data_root, **data_opts), net)
-    t_end = _t_end(train_ds, t_end)
+    run = _Run(_prepare_out(Path(out or os.path.join("runs", net.ir.name))))
+    splits = _splits(data, data_root, data_opts, limit_train, limit_eval, seed, net)
+    t_end = trial_length(splits["train"], t_end)
     theta = net.readout_theta()
     need_vmax = net.readout_kind == "first_spike" and loss_cfg.silent_slope > 0
 
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
-    if schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1), eta_min=lr * 0.05)
-    elif schedule == "none":
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
-    else:
-        raise ValueError(f"unknown schedule {schedule!r} (cosine|none)")
-
     config = dict(
         data=data, data_root=data_root, epochs=epochs, batch_size=batch_size, lr=lr, engine=engine_label, seed=seed,
         network=net.ir.name, loss=asdict(loss_cfg), t_end=t_end, schedule=schedule, clip_grad=clip_grad,
-        data_opts=data_opts, limit_train=limit_train, limit_eval=limit_eval, net_opts=net_opts,
+        data_opts=data_opts, limit_train=limit_train, limit_eval=limit_eval, net_opts=net_opts, max_spikes=max_spikes,
     )
-    history: list[dict] = []
-    start_epoch, best_acc, best_epoch = 0, -1.0, -1
-    metrics_path = out_dir / "metrics.jsonl"
+    metrics_path = run.out_dir / "metrics.jsonl"
     if resume:
-        ck = load_checkpoint(out_dir / "last.pt")
-        if ref and ck.get("model_sha256") not in (None, ref["model_sha256"]):
-            log(f"warning: {ref['model_path']} changed since {out_dir / 'last.pt'} was written; resuming anyway")
-        net.load_state_dict(ck["state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        start_epoch = int(ck["epoch"])
-        history = list(ck.get("history", []))
-        best_acc, best_epoch = ck.get("best_val_accuracy", -1.0), ck.get("best_epoch", -1)
-        # keep metrics.jsonl consistent with the checkpoint (drop lines of epochs after it)
-        with open(metrics_path, "w") as f:
-            for h in history:
-                f.write(json.dumps(h) + "\n")
-        log(f"resuming from {out_dir / 'last.pt'} at epoch {start_epoch}")
-    else:
-        metrics_path.write_text("")
+        _resume(run, net, opt, ref, epochs, schedule, log)
+    # keep metrics.jsonl consistent with the checkpoint (drop lines of epochs after it)
+    _write_metrics(metrics_path, run.history)
 
     def payload(epoch: int) -> dict:
         return dict(
-            ref, network=net.ir.name, state_dict=net.state_dict(), optimizer=opt.state_dict(),
-            scheduler=sched.state_dict(), epoch=epoch, metrics=history[-1] if history else {}, history=history,
-            seed=seed, config=config, best_val_accuracy=best_acc, best_epoch=best_epoch,
+            {"model_path": "", "model_sources": {}, "model_roots": [], **ref}, network=net.ir.name,
+            state_dict=net.state_dict(),
+            optimizer=opt.state_dict(), epoch=epoch, metrics=run.history[-1] if run.history else {},
+            history=run.history, seed=seed, config=config, best_val_accuracy=run.best_acc, best_epoch=run.best_epoch,
             net_kwargs=dict(engine=engine_label, chunk=net.chunk, max_spikes=net.max_spikes, on_overflow=net.on_overflow,
                             learn_time_constants=any(l.learned for l in net.layers.values())),
         )
 
-    val_loader = _loader(val_ds, max(batch_size, 250), False, seed)  # big batches: fewer engine calls
-    for epoch in range(start_epoch, epochs):
+    val_loader = _loader(splits["val"], max(batch_size, 250), False, seed)  # big batches: fewer engine calls
+    for epoch in range(run.start_epoch, epochs):
         net.train()
-        loader = _loader(train_ds, batch_size, True, seed * 1_000_003 + epoch)
-        bar = Progress(len(loader), f"epoch {epoch + 1}/{epochs}", enabled=progress)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(epoch, epochs, lr, schedule)
+        batches = _loader(splits["train"], batch_size, True, seed * 1_000_003 + epoch)
+        bar = Progress(len(batches), f"epoch {epoch + 1}/{epochs}", enabled=progress)
         t0 = time.perf_counter()
-        tot_loss, correct, n, events, overflow = 0.0, 0, 0, 0, 0
-        for step, (times, channels, labels) in enumerate(loader):
-            tb = time.perf_counter()
-            outp = net(times, channels, t_end=t_end, observe_vmax=need_vmax)
-            loss_v = losses.readout_loss(outp, labels, loss_cfg, t_end, theta)
-            where = f"epoch {epoch + 1}, step {step + 1}"
-            intact = f"{out_dir / 'last.pt'} (epoch {start_epoch if not history else history[-1]['epoch']})"
-            if not bool(torch.isfinite(loss_v)):
-                bar.close()
-                raise TrainingDiverged(
-                    f"loss is {float(loss_v.detach())} at {where}; training stopped. The last good checkpoint is {intact}. "
-                    "Try a smaller --lr or check the input data."
-                )
-            opt.zero_grad(set_to_none=True)
-            if loss_v.requires_grad:
-                loss_v.backward()
-            if not _any_gradient(net):
-                bar.close()
-                raise _stalled(outp, where)
-            if not _grads_finite(net):
-                bar.close()
-                raise TrainingDiverged(
-                    f"non-finite gradient at {where}; training stopped before the update. The last good checkpoint "
-                    f"is {intact}. Try a smaller --lr or --clip-grad."
-                )
-            if clip_grad:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), clip_grad)
-            opt.step()
-            net.clamp_()
-            tot_loss += float(loss_v.detach()) * len(labels)
-            correct += int((losses.predict(outp.readout_kind, outp.readout.detach()) == labels).sum())
-            n += len(labels)
-            events += outp.events
-            overflow += int(outp.overflow.sum())
-            bar.update(tot_loss / n, correct / n, outp.events / max(time.perf_counter() - tb, 1e-9))
-        bar.close()
-        sched.step()
+        cap = spike_cap.CapStats(cap=max_spikes)
+        tot_loss, correct, n, events = 0.0, 0, 0, 0
+        try:
+            for step, (times, channels, labels) in enumerate(batches):
+                tb = time.perf_counter()
+                outp = spike_cap.forward(net, times, channels, t_end=t_end, observe_vmax=need_vmax,
+                                         max_spikes=max_spikes, stats=cap)
+                loss_v = losses.readout_loss(outp, labels, loss_cfg, t_end, theta)
+                _step(net, opt, outp, loss_v, clip_grad, run, f"epoch {epoch + 1}, step {step + 1}")
+                tot_loss += float(loss_v.detach()) * len(labels)
+                correct += int((losses.predict(outp.readout_kind, outp.readout.detach()) == labels).sum())
+                n += len(labels)
+                events += outp.events
+                bar.update(tot_loss / n, correct / n, outp.events / max(time.perf_counter() - tb, 1e-9))
+        finally:
+            bar.close()
         train_s = time.perf_counter() - t0
-        val = evaluate(net, val_loader, loss_cfg, t_end)
+        val = evaluate(net, val_loader, loss_cfg, t_end, max_spikes)
+        both = cap.merge(val["cap"])
         rec = dict(
             epoch=epoch + 1, train_loss=tot_loss / max(n, 1), train_accuracy=correct / max(n, 1),
             val_loss=val["loss"], val_accuracy=val["accuracy"], train_s=train_s,
-            events_per_s=events / max(train_s, 1e-9), overflow=overflow + val["overflow"],
-            lr=opt.param_groups[0]["lr"],
+            events_per_s=events / max(train_s, 1e-9), lr=opt.param_groups[0]["lr"], **both.record(),
         )
-        history.append(rec)
-        if val["accuracy"] > best_acc:
-            best_acc, best_epoch = val["accuracy"], epoch + 1
-            save_checkpoint(out_dir / "best.pt", payload(epoch + 1))
-        save_checkpoint(out_dir / "last.pt", payload(epoch + 1))
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        try:
-            from spikescan.runtime.plots import plot_curves
-
-            plot_curves(history, out_dir / "curves.png")
-        except Exception as e:  # plotting must never stop training
-            log(f"warning: could not write curves.png: {e}")
+        run.history.append(rec)
+        if val["accuracy"] > run.best_acc:
+            run.best_acc, run.best_epoch = val["accuracy"], epoch + 1
+            save_checkpoint(run.out_dir / "best.pt", payload(epoch + 1))
+            run.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        save_checkpoint(run.out_dir / "last.pt", payload(epoch + 1))
+        run.saved = epoch + 1
+        _write_metrics(metrics_path, [rec], "a")
+        _plot(run, log)
+        if both.warning(f"epoch {epoch + 1} (train + val)"):
+            log(both.warning(f"epoch {epoch + 1} (train + val)"))
         if progress:
             log(
                 f"epoch {epoch + 1}/{epochs}: loss {rec['train_loss']:.4f} acc {rec['train_accuracy']:.4f} | "
@@ -345,31 +342,78 @@ def train(
                 f"{rec['events_per_s']:.3g} ev/s"
             )
 
-    # test with the best-validation weights
-    if (out_dir / "best.pt").is_file():
-        net.load_state_dict(load_checkpoint(out_dir / "best.pt")["state_dict"])
-    test_ds = _subset(get_dataset(data, "test", root=data_root, **data_opts), limit_eval)
-    test = evaluate(net, _loader(test_ds, max(batch_size, 250), False, seed), loss_cfg, t_end)
+    # test with the best-validation weights (kept in memory: best.pt was validated up front)
+    if run.best_state is not None:
+        net.load_state_dict(run.best_state)
+    test = evaluate(net, _loader(splits["test"], max(batch_size, 250), False, seed), loss_cfg, t_end, max_spikes)
+    if test["cap"].warning("test"):
+        log(test["cap"].warning("test"))
     wall = time.perf_counter() - t_start
-    final = dict(final=True, test_accuracy=test["accuracy"], test_loss=test["loss"], best_val_accuracy=best_acc,
-                 best_epoch=best_epoch, epochs=epochs, wall_s=wall)
-    with open(metrics_path, "a") as f:
-        f.write(json.dumps(final) + "\n")
+    final = dict(final=True, test_accuracy=test["accuracy"], test_loss=test["loss"], best_val_accuracy=run.best_acc,
+                 best_epoch=run.best_epoch, epochs=epochs, wall_s=wall, **test["cap"].record())
+    _write_metrics(metrics_path, [final], "a")
     return TrainResult(
-        test_accuracy=test["accuracy"], test_loss=test["loss"], best_val_accuracy=best_acc, best_epoch=best_epoch,
-        epochs_run=epochs - start_epoch, wall_s=wall, out=str(out_dir), history=history, model=net,
+        test_accuracy=test["accuracy"], test_loss=test["loss"], best_val_accuracy=run.best_acc,
+        best_epoch=run.best_epoch, epochs_run=epochs - run.start_epoch, wall_s=wall, out=str(run.out_dir),
+        history=run.history, model=net, test=final,
     )
 
 
-def network_from_checkpoint(ck: dict, engine: Optional[str] = None) -> SpikingNetwork:
-    """Rebuild the trained network from a checkpoint dict (see runtime/checkpoint.py)."""
-    from spikescan.compiler.driver import load_model
-    from spikescan.runtime.checkpoint import resolve_model_path
+def _step(net, opt, outp, loss_v, clip_grad, run: _Run, where: str) -> None:
+    """One optimiser step, refused (TrainingDiverged, TrainingStalled) before it can spoil the
+    weights that the next checkpoint would save."""
+    if not bool(torch.isfinite(loss_v)):
+        raise TrainingDiverged(f"loss is {float(loss_v.detach())} at {where}; training stopped. {run.intact()}. "
+                               "Try a smaller --lr or check the input data.")
+    opt.zero_grad(set_to_none=True)
+    if loss_v.requires_grad:
+        loss_v.backward()
+    if not _any_gradient(net):
+        raise _stalled(outp, where)
+    bad = _overflow(net, grads=True)
+    if bad:
+        raise TrainingDiverged(f"{bad} at {where}; training stopped before the update. {run.intact()}. "
+                               "Try a smaller --lr or --clip-grad.")
+    if clip_grad:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), clip_grad)
+    opt.step()
+    net.clamp_()
+    bad = _overflow(net, grads=False)
+    if bad:
+        raise TrainingDiverged(f"after the update at {where}, {bad}: the parameters overflow; training stopped and "
+                               f"nothing was saved. {run.intact()}. Try a smaller --lr.")
 
+
+def _plot(run: _Run, log) -> None:
+    try:
+        from spikescan.runtime.plots import plot_curves
+
+        plot_curves(run.history, run.out_dir / "curves.png")
+    except Exception as e:  # noqa: BLE001 - plotting must never stop training
+        log(f"warning: could not write curves.png: {e}")
+
+
+def network_from_checkpoint(ck: dict, engine: Optional[str] = None, path="checkpoint") -> SpikingNetwork:
+    """Rebuild the trained network from a checkpoint dict (see runtime/checkpoint.py), compiling
+    the sources embedded in it (no file outside the checkpoint is read)."""
     kw = dict(ck.get("net_kwargs", {}))
     if engine:
         kw["engine"] = engine
     kw["engine"] = resolve_engine(kw.get("engine", "auto"))
-    net = SpikingNetwork(load_model(resolve_model_path(ck)), ck.get("network"), seed=ck.get("seed", 0), **kw)
-    net.load_state_dict(ck["state_dict"])
+    kw = _net_kwargs(kw, path)
+    net = SpikingNetwork(load_embedded_model(ck, path), ck.get("network"), seed=ck.get("seed", 0), **kw)
+    load_state(net, ck["state_dict"], path)
     return net
+
+
+def _net_kwargs(kw: dict, path) -> dict:
+    """The network options of a checkpoint, type-checked (the file is untrusted)."""
+    checks = {"chunk": lambda v: isinstance(v, int) and v > 0, "max_spikes": lambda v: isinstance(v, int) and v > 0,
+              "on_overflow": lambda v: v in ("flag", "raise"), "learn_time_constants": lambda v: isinstance(v, bool)}
+    out = {"engine": kw["engine"]}
+    for k, ok in checks.items():
+        if k in kw:
+            if isinstance(kw[k], bool) != (k == "learn_time_constants") or not ok(kw[k]):
+                raise CheckpointError(f"checkpoint {path}: network option {k}={kw[k]!r} is invalid")
+            out[k] = kw[k]
+    return out

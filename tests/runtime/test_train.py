@@ -85,22 +85,28 @@ def test_resume_matches_uninterrupted_run(tiny_snn, tmp_path):
     assert epochs[:2] == [1, 2]
 
 
-def test_checkpoint_write_is_atomic(tmp_path):
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     ckpt.save_checkpoint(path, {"epoch": 1, "w": torch.ones(3)})
     before = path.read_bytes()
+    real = torch.save
 
-    class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("boom while writing")
+    def dies_midway(obj, f, *a, **kw):
+        real(obj, f, *a, **kw)
+        f.truncate(10)
+        raise RuntimeError("boom while writing")
 
+    monkeypatch.setattr(ckpt.torch, "save", dies_midway)
     with pytest.raises(RuntimeError, match="boom"):
-        ckpt.save_checkpoint(path, {"epoch": 2, "bad": Unpicklable()})
+        ckpt.save_checkpoint(path, {"epoch": 2, "w": torch.zeros(3)})
+    monkeypatch.undo()
     assert path.read_bytes() == before  # old checkpoint untouched
     assert sorted(os.listdir(tmp_path)) == ["last.pt"]  # no temp file left behind
-    assert ckpt.load_checkpoint(path)["epoch"] == 1
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    with pytest.raises(TypeError, match="plain data"):  # only tensors and plain data are saved
+        ckpt.save_checkpoint(path, {"epoch": 2, "bad": object()})
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception):
+    with pytest.raises(ckpt.CheckpointError, match="corrupt"):
         ckpt.load_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(FileNotFoundError):
         ckpt.load_checkpoint(tmp_path / "missing.pt")
