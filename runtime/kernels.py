@@ -349,6 +349,9 @@ class NeuronKernels:
             if t.dim() == 1 and t.shape[0] == 1:
                 t = t.reshape(())
             out.append(t)
+        from spikescan.runtime.engines.validate import check_params
+
+        check_params(self, out)
         return tuple(out)
 
     @staticmethod

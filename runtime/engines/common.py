@@ -13,6 +13,7 @@ import torch
 from spikescan.compiler.ir import NeuronIR
 from spikescan.runtime.events import LayerEvents, build_events
 from spikescan.runtime.kernels import NeuronKernels, densify
+from spikescan.runtime.engines.validate import check_auto_horizon, check_inputs
 from spikescan.runtime.engines.result import LayerResult, SpikeCapExceeded
 from spikescan.runtime.engines.spike_time import spike_offset
 
@@ -65,6 +66,9 @@ def setup(ir: NeuronIR, params, times: Tensor, channels: Tensor, weight: Tensor,
     if weight.dim() == 3 and weight.shape[0] != B:
         raise ValueError(f"weight [B, C, N] has batch {weight.shape[0]}, times has {B}")
     P = kern.param_tensors(params, N, dtype, device)
+    check_inputs(times, weight, delays, t_end)
+    if t_end is None:
+        check_auto_horizon(kern, P)
     tau = kern.slowest_tau(P)
     ev = build_events(times, channels.to(device), weight, delays, t_end, tau)
     PB = tuple(p for p in P)

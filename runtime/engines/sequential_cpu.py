@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 
 from spikescan.compiler.ir import NeuronIR
+from spikescan.runtime.engines.validate import validate_layer
 from spikescan.runtime.engines.result import LayerResult, SpikeCapExceeded
 
 Tensor = torch.Tensor
@@ -156,6 +157,7 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
     if weight.dim() == 3 and weight.shape[0] != B:
         raise ValueError(f"weight [B, C, N] has batch {weight.shape[0]}, times has {B}")
 
+    validate_layer(ir, params, times, weight, delays, t_end, N, dtype)
     t = times.detach().cpu()
     ch = channels.detach().cpu().to(torch.int64).contiguous()
     if n and bool(((ch < 0) | (ch >= C)).any()):

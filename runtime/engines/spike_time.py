@@ -98,11 +98,13 @@ def bracket_solve(fn: Callable, a: Tensor, b: Tensor, fa: Tensor, fb: Tensor, sc
                   max_iter: int = MAX_ITER) -> Tensor:
     """Root of fn in [a, b] (fa, fb of opposite signs or one zero), per lane, vectorised.
 
-    fn(D) -> (f, f'). Safeguarded Newton from the regula-falsi point: a Newton step is taken
-    when it stays inside the bracket (kept as [neg, pos] with f(neg) < 0 <= f(pos)), else
-    bisection. Stops per lane at |step| <= 4 ulp of (scale + D), at a bracket of that width, or
-    when Newton corrections stop shrinking at the rounding floor of f. Lean on purpose: on
-    small lane counts the cost is the number of torch ops per iteration."""
+    fn(D) -> (f, f'). Safeguarded Newton from the regula-falsi point (rtsafe, as the compiled
+    solver in compiler/backends/mlir_ops.py): a Newton step is taken when it stays inside the
+    bracket (kept as [neg, pos] with f(neg) < 0 <= f(pos)) and at most halves the previous move,
+    else bisection. Stops per lane when a Newton step is below 4 ulp of (scale + D) or the
+    bracket is that narrow. Near a tangent crossing (u peaks just above theta) Newton steps grow
+    away from the peak; the halving rule turns them into bisection instead of stopping at the
+    peak. Lean on purpose: on small lane counts the cost is the number of torch ops per iteration."""
     eps = torch.finfo(a.dtype).eps
     tiny = torch.finfo(a.dtype).tiny
     aneg = fa < 0
@@ -117,7 +119,7 @@ def bracket_solve(fn: Callable, a: Tensor, b: Tensor, fa: Tensor, fb: Tensor, sc
     x = torch.where(fa == 0, a, torch.where(fb == 0, b, x))
     # x stays in [min(a,b), max(a,b)]: one tolerance per lane for the whole solve
     tol = 4 * eps * (scale.abs() + torch.maximum(a.abs(), b.abs())) + 4 * tiny
-    prev = torch.full_like(x, float("inf"))
+    moved = (pos - neg).abs()  # the previous move (the whole bracket before the first step)
     for it in range(max_iter):
         if bool(done.all()):
             break
@@ -131,17 +133,15 @@ def bracket_solve(fn: Callable, a: Tensor, b: Tensor, fa: Tensor, fb: Tensor, sc
         else:
             step = f / fp
         xn = x - step
-        # Newton while it stays in the bracket (on a monotone piece it converges, one-sidedly
-        # once u is convex/concave near the root); after NEWTON_ITERS tries, plain bisection
-        ok = (xn - neg) * (xn - pos) <= 0
+        astep = step.abs()
+        # Newton while it stays in the bracket and converges (each move at most half the last);
+        # after NEWTON_ITERS tries, plain bisection
+        ok = ((xn - neg) * (xn - pos) <= 0) & (astep <= 0.5 * moved)
         if it >= NEWTON_ITERS:
             ok = torch.zeros_like(ok)
         xn = torch.where(ok, xn, 0.5 * (neg + pos))
-        astep = step.abs()
-        conv = (astep <= tol) | ((pos - neg).abs() <= tol)
-        # rounding floor: corrections stopped shrinking while already tiny -> x is as good as f
-        conv = conv | (ok & (astep >= 0.5 * prev) & (astep <= 1e3 * tol))
-        prev = torch.where(ok, astep, prev)
+        conv = (ok & (astep <= tol)) | ((pos - neg).abs() <= tol)
+        moved = torch.where(done, moved, (xn - x).abs())
         x = torch.where(done, x, xn)
         done = done | conv
     return x
