@@ -59,5 +59,5 @@ def check_events(source, times_ms, channels, hint=REPLACE):
     bad = ~np.isfinite(t) | (t < 0)
     if bad.any():
         k = int(np.argmax(bad))
-        raise CorruptDataFile(source, f"{int(bad.sum())} event times are NaN, infinite or "
+        raise CorruptDataFile(source, f"{int(bad.sum())} event time(s) NaN, infinite or "
                                       f"negative (the first: event {k}, t = {t[k]} ms)", hint)
