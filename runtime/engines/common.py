@@ -66,7 +66,7 @@ def setup(ir: NeuronIR, params, times: Tensor, channels: Tensor, weight: Tensor,
     if weight.dim() == 3 and weight.shape[0] != B:
         raise ValueError(f"weight [B, C, N] has batch {weight.shape[0]}, times has {B}")
     P = kern.param_tensors(params, N, dtype, device)
-    check_inputs(times, weight, delays, t_end)
+    check_inputs(times, weight, delays, t_end, channels)
     if t_end is None:
         check_auto_horizon(kern, P)
     tau = kern.slowest_tau(P)

@@ -157,7 +157,7 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
     if weight.dim() == 3 and weight.shape[0] != B:
         raise ValueError(f"weight [B, C, N] has batch {weight.shape[0]}, times has {B}")
 
-    validate_layer(ir, params, times, weight, delays, t_end, N, dtype)
+    validate_layer(ir, params, times, weight, delays, t_end, N, dtype, channels)
     t = times.detach().cpu()
     ch = channels.detach().cpu().to(torch.int64).contiguous()
     if n and bool(((ch < 0) | (ch >= C)).any()):

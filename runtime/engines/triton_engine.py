@@ -141,7 +141,7 @@ def _forward(ir, params, times, channels, weight, delays, port, chunk, max_spike
     DL = delays.detach().to(dtype).contiguous() if delays is not None else torch.zeros(1, dtype=dtype, device=dev)
     T, CH, PERM, s_pb, s_pj, NEV, TEND, s_nb, s_nj, auto = _prepare_events(
         times.detach(), channels, None if delays is None else delays.detach(), N, t_end, dtype)
-    validate_layer(ir, params, times, weight, delays, t_end, N, dtype)
+    validate_layer(ir, params, times, weight, delays, t_end, N, dtype, channels)
     PRM = _param_table(ir, params, N, dtype, dev)
     S = int(max_spikes)
     OUT = torch.full((B, N, max(S, 1)), float("inf"), dtype=dtype, device=dev)

@@ -24,9 +24,15 @@ import torch
 Tensor = torch.Tensor
 
 
-def check_inputs(times: Tensor, weight: Tensor, delays: Optional[Tensor], t_end) -> None:
-    """Raise ValueError for inputs on which the model is undefined (see the module docstring)."""
+def check_inputs(times: Tensor, weight: Tensor, delays: Optional[Tensor], t_end,
+                 channels: Optional[Tensor] = None) -> None:
+    """Raise ValueError for inputs on which the model is undefined (see the module docstring),
+    and for a zero-padded batch (fake events at t = 0 on channel 0, runtime/data/padding.py)."""
     check_t_end(t_end)
+    if channels is not None:
+        from spikescan.runtime.data.padding import check_not_zero_padded
+
+        check_not_zero_padded(times, channels)
     with torch.no_grad():
         tt = times.detach()
         if bool(torch.isnan(tt).any()):
@@ -124,12 +130,12 @@ def _check_settles(ir, subs: dict) -> None:
 
 
 def validate_layer(ir, params, times: Tensor, weight: Tensor, delays: Optional[Tensor], t_end, N: int,
-                   dtype) -> None:
+                   dtype, channels: Optional[Tensor] = None) -> None:
     """Every check above for one run_layer call, for engines that do not go through
     common.setup (which makes the same checks on its own parameter tensors)."""
     from spikescan.runtime.kernels import NeuronKernels
 
-    check_inputs(times, weight, delays, t_end)
+    check_inputs(times, weight, delays, t_end, channels)
     kern = NeuronKernels.from_ir(ir)
     P = kern.param_tensors(params, N, dtype, "cpu")  # runs check_params
     if t_end is None:
