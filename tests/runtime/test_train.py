@@ -167,3 +167,82 @@ def test_silent_network_stops_with_a_message_naming_the_layers(tmp_path):
         _train(p, out=str(tmp_path / "run"), epochs=1, **FAST)
     msg = str(e.value)
     assert "hidden: 0.00" in msg and "init" in msg
+
+
+def test_absurd_lr_stops_on_overflowing_parameters_and_names_an_existing_file(tiny_snn, tmp_path):
+    """--lr 1e300 used to train to the end with weights near 1e300; with 2 steps per epoch the
+    message named `last.pt (epoch 0)`, which did not exist."""
+    from spikescan.runtime.train import PARAM_BOUND, TrainingDiverged
+
+    out = tmp_path / "run"
+    kw = {**FAST, "limit_train": 32}  # 2 steps per epoch
+    with pytest.raises(TrainingDiverged) as e:
+        _train(str(tiny_snn), epochs=2, out=str(out), **{**kw, "lr": 1e300})
+    msg = str(e.value)
+    assert "overflow" in msg and "epoch 1, step 1" in msg and f"bound {PARAM_BOUND:g}" in msg
+    assert "No checkpoint was written" in msg
+    assert not (out / "last.pt").exists() and not (out / "best.pt").exists()
+    _train(str(tiny_snn), epochs=1, out=str(out), **kw)
+    before = {n: (out / n).read_bytes() for n in ("last.pt", "best.pt")}
+    with pytest.raises(TrainingDiverged, match=r"last\.pt \(epoch 1\)") as e:
+        _train(str(tiny_snn), epochs=2, out=str(out), resume=True, **{**kw, "lr": 1e300})
+    named = str(e.value).split("checkpoint is ")[1].split(" (epoch")[0]
+    assert Path(named).is_file() and Path(named) == out / "last.pt"
+    assert {n: (out / n).read_bytes() for n in before} == before  # intact
+    for n in before:
+        ck = ckpt.load_checkpoint(out / n)
+        assert all(torch.isfinite(v).all() and v.abs().max() < PARAM_BOUND for v in ck["state_dict"].values())
+
+
+def test_overflowing_gradient_stops_before_the_update(tiny_snn, tmp_path, monkeypatch):
+    from spikescan.runtime.train import TrainingDiverged
+
+    real = losses.readout_loss
+    monkeypatch.setattr(losses, "readout_loss", lambda *a, **kw: real(*a, **kw) * 1e120)  # finite loss
+    with pytest.raises(TrainingDiverged, match="the gradient of .* reaches .* before the update"):
+        _train(str(tiny_snn), epochs=1, out=str(tmp_path / "run"), **FAST)
+
+
+def test_inf_lr_is_refused_before_anything_is_written(tiny_snn, tmp_path, capsys):
+    from spikescan.cli import main
+
+    for lr in ("inf", "nan", "-1", "0"):
+        rc = main(["train", str(tiny_snn), "--data", "yinyang", "--lr", lr, "--out", str(tmp_path / "r"), "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 1 and "--lr must be a finite number > 0" in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_with_more_epochs_replans_the_cosine_schedule(tiny_snn, tmp_path, capsys):
+    """1 epoch, then --resume to 2, must train exactly like 2 epochs (the cosine schedule used
+    to stay planned for 1 epoch: the second ran at the floor rate)."""
+    full = _train(str(tiny_snn), epochs=2, out=str(tmp_path / "a"), schedule="cosine", **FAST)
+    _train(str(tiny_snn), epochs=1, out=str(tmp_path / "b"), schedule="cosine", **FAST)
+    logs = []
+    resumed = _train(str(tiny_snn), epochs=2, out=str(tmp_path / "b"), resume=True, schedule="cosine",
+                     log=logs.append, **FAST)
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in full.history]
+    assert full.history[1]["lr"] > 0.5 * FAST["lr"]  # the middle of the cosine, not its floor
+    assert any("re-planning the cosine" in m for m in logs)
+    a = ckpt.load_checkpoint(tmp_path / "a" / "last.pt")["state_dict"]
+    b = ckpt.load_checkpoint(tmp_path / "b" / "last.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="beyond --epochs 1"):
+        _train(str(tiny_snn), epochs=1, out=str(tmp_path / "b"), resume=True, **FAST)
+
+
+def test_a_missing_split_fails_before_the_first_epoch(tiny_snn, tmp_path, monkeypatch):
+    from spikescan.runtime import data
+    from spikescan.runtime.data import DatasetNotFound
+
+    real = data.get_dataset
+
+    def no_test_split(name, split, *a, **kw):
+        if split == "test":
+            raise DatasetNotFound("shd_test.h5 not found in /nowhere")
+        return real(name, split, *a, **kw)
+
+    monkeypatch.setattr(data, "get_dataset", no_test_split)
+    with pytest.raises(DatasetNotFound, match="shd_test.h5"):
+        _train(str(tiny_snn), epochs=1, out=str(tmp_path / "run"), **FAST)
+    assert not (tmp_path / "run" / "last.pt").exists()  # no epoch was trained first
