@@ -14,7 +14,7 @@ import sympy
 
 from spikescan.dsl import ast
 from spikescan.dsl.checks import INITS, ArgError, bind_args, neuron_param_info
-from spikescan.dsl.sym import UnknownFunction, UnknownName, evaluate, to_sympy
+from spikescan.dsl.sym import NumberRange, UnknownFunction, UnknownName, evaluate, free_names, to_sympy
 
 from .errors import CompileError
 from .ir import (
@@ -41,6 +41,8 @@ def _sym(expr: ast.Expr, symbols: dict[str, sympy.Expr]) -> sympy.Expr:
     except UnknownFunction as e:
         raise CompileError("E019", f"{e} here", e.span,
                            "only exp, log, sqrt and abs of parameters are allowed in expressions") from None
+    except NumberRange as e:
+        raise CompileError(e.code, str(e), e.span, "write the number you mean (at most about 1.8e308)") from None
 
 
 def _time_power(d: Fraction) -> int | float:
@@ -96,8 +98,9 @@ def _order(names: list[str], A: sympy.Matrix, neuron: ast.Neuron) -> list[int]:
     return order
 
 
-def _apply_assignments(body, xs, symbols, what):
+def _apply_assignments(body, xs, symbols, what, conv=None):
     """Run `x = e`, `x += e`, `x -= e` statements in order on the symbolic state vector."""
+    conv = conv or _sym
     cur = {x.name: x for x in xs}
     for st in body:
         if st.target not in cur:
@@ -105,14 +108,30 @@ def _apply_assignments(body, xs, symbols, what):
                                st.span, "declare it in `state { }`")
         env = dict(symbols)
         env.update(cur)
-        val = _sym(st.value, env)
+        val = conv(st.value, env)
         old = cur[st.target]
         cur[st.target] = val if st.op == "=" else old + val if st.op == "+=" else old - val
     return cur
 
 
+def _positive_converter(neuron: ast.Neuron, params: tuple[ParamIR, ...]):
+    """`_sym` that knows the time constants are positive (the checks refuse others, E034), so
+    `abs(tau)` and `sqrt(tau * tau)` become `tau` instead of Abs(tau), whose derivative
+    sign(tau) no backend lowers."""
+    used = {n.id for ode in neuron.dynamics for n in free_names(ode.rhs)}
+    pos = {p.symbol: sympy.Symbol(p.name, positive=True) for p in params if p.dim == 1 and p.name in used}
+    back = {v: k for k, v in pos.items()}
+
+    def conv(expr: ast.Expr, symbols: dict[str, sympy.Expr]) -> sympy.Expr:
+        e = _sym(expr, symbols)
+        return e.xreplace(pos).xreplace(back) if pos and e.has(sympy.Abs, sympy.sign) else e
+
+    return conv
+
+
 def analyze_neuron(neuron: ast.Neuron) -> NeuronIR:
     params, psyms = _param_irs(neuron)
+    _sym = _positive_converter(neuron, params)
     names = [s.name for s in neuron.state]
     xs = [sympy.Symbol(n, real=True) for n in names]
     symbols = dict(psyms)
@@ -154,7 +173,7 @@ def analyze_neuron(neuron: ast.Neuron) -> NeuronIR:
         w = sympy.Symbol(f"_w_{port.weight}", real=True)
         env = dict(symbols)
         env[port.weight] = w
-        cur = _apply_assignments(port.body, xs, env, f"`on {port.name}`")
+        cur = _apply_assignments(port.body, xs, env, f"`on {port.name}`", _sym)
         B = sympy.zeros(d, 1)
         for i, x in enumerate(xs):
             jump = sympy.expand(cur[x.name] - x)
@@ -183,7 +202,7 @@ def analyze_neuron(neuron: ast.Neuron) -> NeuronIR:
     # ---- reset: x <- R x + r
     R, r = sympy.eye(d), sympy.zeros(d, 1)
     if neuron.reset:
-        cur = _apply_assignments(neuron.reset, xs, symbols, "`on spike`")
+        cur = _apply_assignments(neuron.reset, xs, symbols, "`on spike`", _sym)
         for i, x in enumerate(xs):
             lin = _linear_part(cur[x.name], xs)
             if lin is None:
@@ -204,12 +223,52 @@ def analyze_neuron(neuron: ast.Neuron) -> NeuronIR:
     first_declared = neuron.state[0].name
     ir.potential = c if c is not None else sympy.Matrix([1 if n == first_declared else 0 for n in names])
     ir.Phi, ir.phi = propagator(A, a0, neuron.name_span, {p.symbol: p.default for p in params})
+    _check_range(ir, neuron)
     derive_structure(ir)
     if perm != list(range(d)):
         ir.notes.insert(0, f"state reordered to ({', '.join(names)}) so that A is lower triangular")
     if c is None:
         ir.notes.append(f"readout potential: {first_declared} (state index {names.index(first_declared)})")
     return ir
+
+
+# Numbers in the IR stay well inside the float range, so that the backends' derived forms
+# (squares of rates, adjoint terms) never overflow when they print a constant.
+NUMBER_RANGE = 1e150
+
+
+def _check_range(ir: NeuronIR, neuron: ast.Neuron) -> None:
+    """E037 for a constant of the linear system outside [1/NUMBER_RANGE, NUMBER_RANGE]."""
+    parts = {"initial state": [ir.init], "dynamics": [ir.A, ir.a0, ir.Phi, ir.phi],
+             "input ports": list(ir.ports.values()), "threshold": [ir.c, ir.theta],
+             "reset": [ir.R, ir.r], "refractory period": [ir.t_ref]}
+    for what, exprs in parts.items():
+        for e in exprs:
+            if e is None:
+                continue
+            for a in sympy.sympify(e).atoms(sympy.Number):
+                if a != 0 and not _in_range(a):
+                    raise CompileError("E037", f"a constant of the {what} of neuron '{neuron.name}' is "
+                                       f"out of range ({_show(a)}; supported magnitudes are "
+                                       f"{1 / NUMBER_RANGE:g} to {NUMBER_RANGE:g})", neuron.name_span,
+                                       "rescale the constant: exact simulation in floating point "
+                                       "needs coefficients far from overflow and underflow")
+
+
+def _in_range(a: sympy.Number) -> bool:
+    try:
+        v = abs(float(a))
+    except (OverflowError, TypeError, ValueError):
+        return False
+    return 1 / NUMBER_RANGE <= v <= NUMBER_RANGE
+
+
+def _show(a: sympy.Number) -> str:
+    try:
+        v = float(a)
+    except (OverflowError, TypeError, ValueError):
+        v = float("inf")
+    return f"{v:.3g}" if abs(v) < float("inf") else "beyond 1.8e308 in magnitude"
 
 
 # ----------------------------------------------------------------------------- networks
@@ -219,7 +278,7 @@ def _const(expr: ast.Expr, what: str) -> float:
     """Value of a constant option (ms for times), as the dsl evaluates it."""
     try:
         return evaluate(expr)
-    except (TypeError, ValueError, UnknownName, UnknownFunction) as exc:
+    except (TypeError, ValueError, UnknownName, UnknownFunction, NumberRange) as exc:
         raise CompileError("E047", f"{what} must be a constant", getattr(expr, "span", None)) from exc
 
 

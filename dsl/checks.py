@@ -18,7 +18,7 @@ import sympy
 
 from . import ast
 from .diagnostics import Diagnostic
-from .sym import UnknownFunction, UnknownName, calls, evaluate, free_names, to_sympy
+from .sym import NumberRange, UnknownFunction, UnknownName, calls, evaluate, free_names, to_sympy
 from .units import DIMENSIONLESS, FUNCTIONS, RATE, TIME, UnitError, dim_of, format_dim
 
 CONNECTION_KINDS = ("dense", "recurrent")
@@ -29,6 +29,7 @@ READOUTS = ("first_spike", "spike_count", "li_integral", "max_potential")
 # connection, so a typo such as `h[1000000000]` must not become a 40 GB allocation.
 MAX_POPULATION = 1_000_000  # neurons of a layer, channels of an input
 MAX_WEIGHTS = 100_000_000  # weights of a whole network (800 MB in float64)
+MAX_NAME = 64  # characters of a declared name: names become file and function names (E026)
 
 
 def _suggest(name: str, options: Iterable[str]) -> str:
@@ -44,7 +45,13 @@ class _Checks:
         self.diags: list[Diagnostic] = []
 
     def err(self, code: str, msg: str, span: Optional[ast.Span], hint: str | None = None) -> None:
+        if any(d.code == code and d.span == span for d in self.diags):
+            return  # the same problem seen again by a later check of the same expression
         self.diags.append(Diagnostic(code, msg, span, hint))
+
+    def out_of_range(self, e: NumberRange) -> None:
+        self.err(e.code, str(e), e.span, "exact constant folding refuses astronomically large "
+                 "powers; write the number you mean (at most about 1.8e308)")
 
     def names_ok(self, expr: ast.Expr, allowed: dict[str, str], where: str,
                  extra_hint: dict[str, str] | None = None) -> bool:
@@ -92,6 +99,9 @@ class _Checks:
             return None
         try:
             v = evaluate(expr, values)
+        except NumberRange as e:
+            self.out_of_range(e)
+            return None
         except (TypeError, ValueError, ZeroDivisionError, OverflowError):
             v = math.nan
         if not math.isfinite(v):
@@ -114,6 +124,7 @@ class NeuronChecks(_Checks):
         self.state: dict[str, ast.StateDecl] = {}
 
     def run(self) -> list[Diagnostic]:
+        self.declarations()
         self.params()
         self.states()
         self.dynamics()
@@ -126,6 +137,19 @@ class NeuronChecks(_Checks):
         return self.diags
 
     # ------------------------------------------------------------------ declarations
+    def declarations(self) -> None:
+        """E026 for over-long names, E050 for a neuron without input ports."""
+        n = self.n
+        named = [(n.name, n.name_span)] + [(p.name, p.span) for p in n.params]
+        named += [(s.name, s.span) for s in n.state]
+        named += [(x, p.span) for p in n.inputs for x in (p.name, p.weight)]
+        for name, span in named:
+            _name_length(self, name, span)
+        if not n.inputs and n.state:  # no state is E014 already
+            self.err("E050", f"neuron {n.name} has no input port", n.name_span,
+                     "declare one, e.g. `on input(w) { i += w }`: a neuron without inputs "
+                     "cannot be connected")
+
     def params(self) -> None:
         for p in self.n.params:
             if p.name in self.param_spans:
@@ -158,6 +182,7 @@ class NeuronChecks(_Checks):
                 continue
             if self.names_ok(s.init, dict.fromkeys(self.param_spans, "param"),
                              f"the initial value of `{s.name}`"):
+                self.sign_known_ast(s.init)
                 self.expect_dim(s.init, self.param_dims, DIMENSIONLESS,
                                 f"the initial value of `{s.name}`", "E032",
                                 "state variables are dimensionless")
@@ -185,9 +210,39 @@ class NeuronChecks(_Checks):
 
     def to_sym(self, expr: ast.Expr, weight: str | None = None) -> Optional[sympy.Expr]:
         try:
-            return to_sympy(expr, self.symbols(weight))
+            e = to_sympy(expr, self.symbols(weight))
         except (UnknownName, UnknownFunction):
             return None  # already reported by names_ok
+        except NumberRange as e:
+            self.out_of_range(e)
+            return None
+        self.sign_known(e, expr)
+        return e
+
+    def positive_params(self) -> dict[sympy.Symbol, sympy.Symbol]:
+        """Time constants (times used in the dynamics): positive by E034."""
+        used = {n.id for ode in self.n.dynamics for n in free_names(ode.rhs)}
+        return {sympy.Symbol(p, real=True): sympy.Symbol(p, positive=True)
+                for p, d in self.param_dims.items() if d == TIME and p in used}
+
+    def sign_known(self, e: sympy.Expr, expr: ast.Expr) -> None:
+        """E027 for abs() (or sqrt(x^2)) of an expression whose sign is not known: its
+        derivative sign(x) has no lowering, and exact gradients need one."""
+        if not e.has(sympy.Abs):
+            return
+        if not e.xreplace(self.positive_params()).has(sympy.Abs):
+            return
+        call = next((c for c in calls(expr) if c.func in ("abs", "sqrt")), expr)
+        self.err("E027", "abs() of an expression whose sign is not known", call.span,
+                 "abs() may only wrap expressions that are positive or negative for sure, such "
+                 "as time constants (`abs(tau_m)`); write the expression with its sign instead")
+
+    def sign_known_ast(self, expr: ast.Expr) -> None:
+        if any(c.func in ("abs", "sqrt") for c in calls(expr)):
+            try:
+                self.sign_known(to_sympy(expr, self.symbols()), expr)
+            except Exception:  # noqa: BLE001 - unknown names or ranges: reported elsewhere
+                pass
 
     def state_syms(self) -> set[sympy.Symbol]:
         return {sympy.Symbol(s, real=True) for s in self.state}
@@ -376,8 +431,12 @@ class NeuronChecks(_Checks):
             return
         self.expect_dim(r.period, self.param_dims, TIME, "the refractory period", "E033",
                         "write a time with a unit, e.g. `refractory 2 ms`")
+        self.sign_known_ast(r.period)
         try:
             v = evaluate(r.period, self.param_values)
+        except NumberRange as e:
+            self.out_of_range(e)
+            return
         except Exception:  # unknown parameter value: already reported
             return
         if math.isfinite(v) and v < 0:
@@ -413,6 +472,9 @@ class NetworkChecks(_Checks):
         self.pops: dict[str, object] = {}  # name -> InputPop | Layer
 
     def run(self) -> list[Diagnostic]:
+        _name_length(self, self.net.name, self.net.span)
+        for p in list(self.net.inputs) + list(self.net.layers):
+            _name_length(self, p.name, p.span)
         for p in self.net.inputs:
             self.declare(p.name, p, p.span)
             if p.size <= 0:
@@ -534,9 +596,6 @@ class NetworkChecks(_Checks):
             else:
                 self.err("E047", f"unknown connection option `{key}`", value.span,
                          _suggest(key, CONNECTION_OPTIONS))
-        if "port" not in seen and neuron is not None and not neuron.inputs:
-            self.err("E050", f"neuron {neuron.name} has no input port", c.span,
-                     "declare one, e.g. `on input(w) { i += w }`")
 
     def call_args(self, call: ast.Call, names: tuple[str, ...], what: str) -> Optional[dict]:
         try:
@@ -654,6 +713,12 @@ def bind_args(call: ast.Call, names: tuple[str, ...], what: str) -> dict[str, as
                            "arguments: " + ", ".join(names))
         out[k] = v
     return out
+
+
+def _name_length(checks: _Checks, name: str, span: ast.Span) -> None:
+    if len(name) > MAX_NAME:
+        checks.err("E026", f"name `{name[:20]}...` is {len(name)} characters long; the limit is "
+                   f"{MAX_NAME}", span, "use a shorter name")
 
 
 def _divides(neuron: ast.Neuron, param: str) -> bool:

@@ -52,6 +52,8 @@ CODES: dict[str, str] = {
     "E023": "reset not affine in the state",
     "E024": "parameter default or initial value not constant",
     "E025": "reset or refractory period without a threshold",
+    "E026": "name too long",
+    "E027": "abs() of an expression of unknown sign",
     # units
     "E030": "unit mismatch",
     "E031": "ODE right-hand side is not a rate (1/time)",

@@ -8,6 +8,8 @@
 - Names are looked up in `symbols` (name -> sympy.Symbol or any sympy expression, so callers can
   substitute values directly); a missing name raises UnknownName (a KeyError subclass).
 - `^` is Pow; exp, log, sqrt, abs map to sympy's; any other call raises UnknownFunction.
+  Exponents are bounded (MAX_EXPONENT) and so are exact powers of numbers (MAX_DIGITS):
+  NumberRange otherwise, so that constant folding always ends quickly.
 - The conversion is recursive; the parser bounds tree depth (parser.MAX_DEPTH), so it cannot hit
   the recursion limit on parsed input.
 
@@ -39,6 +41,50 @@ class UnknownName(SymError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return self.args[0]
+
+
+class NumberRange(SymError):
+    """A power whose exact value would be astronomically large (or its exponent is): folding
+    `10^10^10` exactly would never finish, so it is refused (E035 or E037)."""
+
+    def __init__(self, code: str, message: str, span: ast.Span):
+        super().__init__(message, span)
+        self.code = code
+
+
+# Bounds of exact constant folding: exponents up to MAX_EXPONENT in magnitude, exact powers
+# of numbers up to 10^MAX_DIGITS (floats end at 1.8e308, so nothing valid is lost).
+MAX_EXPONENT = 1024
+MAX_DIGITS = 4000
+
+
+def _power(a: sympy.Expr, b: sympy.Expr, expr: ast.BinOp) -> sympy.Expr:
+    if b.is_Number and (not b.is_finite or abs(b) > MAX_EXPONENT):
+        raise NumberRange("E035", f"exponent too large (at most {MAX_EXPONENT} in magnitude)",
+                          expr.right.span)
+    if a.is_Number and b.is_Number and a != 0 and a.is_finite:
+        digits = abs(float(b)) * abs(math.log10(abs(float(a))) if abs(a) < 1e300 else
+                                     float(sympy.log(abs(a), 10)))
+        if digits > MAX_DIGITS:
+            raise NumberRange("E037", f"the power is out of range (about 10^{digits:.0f} or "
+                              f"10^-{digits:.0f})", expr.span)
+    return a**b
+
+
+def _check_exp(arg: sympy.Expr, expr: ast.Call) -> None:
+    """exp of a constant beyond float range: refuse now, before mpmath chases exp(exp(exp(100)))
+    to full precision (the arguments are bounded bottom-up, so float(arg) is cheap)."""
+    if not arg.is_number:
+        return
+    try:
+        x = float(arg)
+    except (TypeError, ValueError, OverflowError):  # complex: left to the caller's evaluation
+        return
+    if x > MAX_EXP_ARG or math.isnan(x):
+        raise NumberRange("E037", f"exp() of {x:g} overflows", expr.span)
+
+
+MAX_EXP_ARG = 709.78  # exp(709.78) ~ 1.8e308, the largest float
 
 
 class UnknownFunction(SymError):
@@ -85,12 +131,15 @@ def to_sympy(expr: ast.Expr, symbols: Mapping[str, sympy.Expr]) -> sympy.Expr:
         if expr.op == "/":
             return a / b
         if expr.op == "^":
-            return a**b
+            return _power(a, b, expr)
         raise ValueError(f"unknown operator {expr.op!r}")
     if isinstance(expr, ast.Call):
         if expr.func not in _SYMPY_FUNCS or len(expr.args) != FUNCTIONS[expr.func] or expr.kwargs:
             raise UnknownFunction(expr.func, expr.span)
-        return _SYMPY_FUNCS[expr.func](*(to_sympy(a, symbols) for a in expr.args))
+        args = [to_sympy(a, symbols) for a in expr.args]
+        if expr.func == "exp":
+            _check_exp(args[0], expr)
+        return _SYMPY_FUNCS[expr.func](*args)
     raise TypeError(f"not an expression: {expr!r}")
 
 
