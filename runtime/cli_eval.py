@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     data = args.data or cfg.get("data")
     if data is None:
         raise ValueError("the checkpoint does not name its dataset: pass --data")
-    batch = args.batch_size or cfg.get("batch_size", 32)
-    max_spikes = args.max_spikes or cfg.get("max_spikes")
+    batch = args.batch_size if args.batch_size is not None else cfg.get("batch_size", 32)
+    max_spikes = args.max_spikes if args.max_spikes is not None else cfg.get("max_spikes")
     check_options(epochs=1, batch_size=batch, lr=1.0, limit_eval=args.limit, max_spikes=max_spikes,
                   t_end=cfg.get("t_end"))
     same = data == cfg.get("data")
