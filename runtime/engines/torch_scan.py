@@ -37,6 +37,8 @@ from spikescan.runtime.engines.common import SpikeRecord, col, lane_params, no_c
 from spikescan.runtime.engines.observe import Observer
 from spikescan.runtime.engines.recompute import recompute
 from spikescan.runtime.engines.result import LayerResult
+from spikescan.runtime.engines.scan_ties import (after_event, at_next, exact_end, sequential_starts,
+                                                take as _take)
 from spikescan.runtime.engines.spike_time import crossing_bracket, solve_bracketed, spike_offset
 from spikescan.runtime.kernels import densify, matvec, vadd
 
@@ -64,13 +66,6 @@ def _scan_chunk(kern, t, T0, x0, w, Bvec, PK, N):
     return densify(X, like), ts, gap
 
 
-def _take(T: Tensor, lanes: Tensor, k: Tensor, N: int) -> Tensor:
-    """T[b, n, k] for flat lanes (b*N + n) from a [B, Nd, K] tensor (Nd = 1: shared order)."""
-    if T.shape[1] == 1:
-        return T[lanes // N, 0, k]
-    return T[lanes // N, lanes % N, k]
-
-
 def _rows(T: Tensor, lanes: Tensor, N: int) -> Tensor:
     """T[b, n, :] for flat lanes from a [B, Nd, K] tensor."""
     if T.shape[1] == 1:
@@ -87,23 +82,6 @@ def _propagate_delta(kern, dt, delta, Pk):
     if delta is None:
         return None
     return matvec(kern.PhiS(dt, Pk), delta)
-
-
-def _after_event(kern, port, t, w, idx, p, x_cur, t_cur, Pl, N):
-    """State right after event p of each restarted lane, computed as the sequential engines do
-    (propagate the true post-reset state x_cur from t_cur, then jump). The linear correction
-    X + Phi delta is equal in exact arithmetic but not to the last bit, and an exact tie (a reset
-    to 0 followed by an input that lands on theta) must be decided as the sequential engines do."""
-    te_p = _take(t, idx, p, N)
-    w_p = _take(w, idx, p, N)
-    x = densify(kern.propagate(te_p - t_cur, x_cur, Pl), te_p)
-    return [v if b is None else v + b * w_p for v, b in zip(x, kern.B(port, Pl))]
-
-
-def _at_next(kk, p, x_next, start):
-    """start [M, K] with interval p+1 (right after event p) taken from x_next [M]."""
-    nxt = kk[None, :] == (p + 1)[:, None]
-    return [torch.where(nxt, xn[:, None], sc) for xn, sc in zip(x_next, start)]
 
 
 # Checkpointing (DESIGN.md section 6: memory must not grow with events x chunks). True: every
@@ -271,7 +249,7 @@ def _combine(kind, parts, B, N, dtype, dev):
 
 @torch.no_grad()
 def _decide(kern, idx, N, Xs_nd, ts_nd, te_nd, valid, kk, p, delta, t_last, x_cur, t_cur, ref_end,
-            refractory, Pl, Plk, x_next, hz_nd):
+            refractory, Pl, Plk, x_next, hz_nd, port, w_nd):
     """The restart step's decisions, without autograd: for every live lane the first interval
     (>= p) whose potential crosses theta, and the crossing offset in it. Returns (si, ks, imm_s,
     D_found): rows of idx that spike, their interval, whether the spike is at the interval start
@@ -287,11 +265,14 @@ def _decide(kern, idx, N, Xs_nd, ts_nd, te_nd, valid, kk, p, delta, t_last, x_cu
         dd = [None if v is None else v.detach()[:, None] for v in delta]
         corr = _propagate_delta(kern, (ts_a - t_last.detach()[:, None]).clamp(min=0), dd, Plk)
         at_p = kk[None, :] == p[:, None]
+        scan_part = start
         start = [torch.where(at_p, xc.detach()[:, None], _plus(sc, cc))
                  for xc, sc, cc in zip(x_cur, start, corr)]
-        start = _at_next(kk, p, [v.detach() for v in x_next], start)
+        start = at_next(kk, p, [v.detach() for v in x_next], start)
         st_time = torch.where(at_p, t_cur.detach()[:, None], ts_a)
         ok = val_a & (kk[None, :] >= p[:, None])
+        start = sequential_starts(kern, port, start, scan_part, corr, ok, kk, p, [v.detach() for v in x_cur],
+                                  t_cur.detach(), te_a, w_nd.reshape(-1, w_nd.shape[-1])[idx], Pl, Plk)
     hi = te_a - st_time
     if refractory:
         lo = (ref_end.detach()[idx][:, None] - st_time).clamp(min=0)
@@ -369,12 +350,12 @@ def _chunk(cx: _Ctx, s: int, e_: int, x, T0, ref_end, snap, memo=None):
         M = idx.numel()
         Pl = lane_params(P, idx % N)
         Plk = col(Pl)
-        x_next = None if delta is None else _after_event(kern, cx.port, t, w, idx, p, x_cur, t_cur, Pl, N)
+        x_next = None if delta is None else after_event(kern, cx.port, t, w, idx, p, x_cur, t_cur, Pl, N)
         if memo is not None and step < len(memo):  # recompute in the backward: replay
             si, ks, imm_s, D_found = memo[step]
         else:
             si, ks, imm_s, D_found = _decide(kern, idx, N, Xs_nd, ts_nd, te_nd, valid, kk, p, delta, t_last,
-                                             x_cur, t_cur, ref_end, refractory, Pl, Plk, x_next, hz_nd)
+                                             x_cur, t_cur, ref_end, refractory, Pl, Plk, x_next, hz_nd, cx.port, w.detach())
             if memo is not None:
                 memo.append((si, ks, imm_s, D_found))
         step += 1
@@ -391,9 +372,12 @@ def _chunk(cx: _Ctx, s: int, e_: int, x, T0, ref_end, snap, memo=None):
                 te_g = _take(t, idx[di], torch.full_like(di, K - 1), N)
                 corr = _propagate_delta(kern, (te_g - t_last[di]).clamp(min=0),
                                         [None if v is None else v[di] for v in delta], lane_params(Pl, di))
-                xe = [_plus(a_, c_) for a_, c_ in zip(xe, corr)]
+                scan_end, xe = xe, [_plus(a_, c_) for a_, c_ in zip(xe, corr)]
                 last = p[di] == K - 1  # the chunk's last event right after the restart: exact form
                 xe = [torch.where(last, xn[di], xv) for xn, xv in zip(x_next, xe)]
+                xe = exact_end(kern, cx.port, xe, scan_end, corr, [v[di] for v in x_cur], t_cur[di], p[di],
+                               _rows(t.detach(), idx[di], N), w.detach().reshape(-1, K)[idx[di]],
+                               lane_params(Pl, di))
             fin_lanes.append(idx[di])
             fin_states.append(xe)
         if si is None:
@@ -466,7 +450,7 @@ def _observe(obs, kern, idx, Xs, tsB, t, valid, N, kk, p, si, ks, Dg, delta, t_l
                                 [None if v is None else v[:, None] for v in delta], Plk)
         at_p = kk[None, :] == p[:, None]
         start = [torch.where(at_p, xc[:, None], _plus(sc, cc)) for xc, sc, cc in zip(x_cur, start, corr)]
-        start = _at_next(kk, p, x_next, start)
+        start = at_next(kk, p, x_next, start)
         st_time = torch.where(at_p, t_cur[:, None], ts_a)
         after = kk[None, :] >= p[:, None]
     seg_len = te_a - st_time
