@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 _USER_ERRORS = {
     "spikescan.dsl.diagnostics": ("DiagnosticError",),
     "spikescan.compiler.errors": ("CompileError",),
-    "spikescan.runtime.train": ("TrainingDiverged", "TrainingStalled"),
+    "spikescan.runtime.train_guard": ("TrainingDiverged", "TrainingStalled"),
     "spikescan.runtime.data.errors": ("DatasetError",),
     "spikescan.runtime.engines.result": ("SpikeCapExceeded",),
     "spikescan.runtime.engines": ("EngineUnavailable",),
