@@ -83,6 +83,9 @@ def load_embedded_model(ck: dict, ck_path="checkpoint"):
     changed). DiagnosticError if the stored sources do not compile."""
     from spikescan.compiler.driver import load_model
 
+    if not ck["model_sources"]:
+        raise CheckpointError(f"{ck_path} embeds no model source (it was trained from an in-memory network): build "
+                              "that network in Python and load the checkpoint's state_dict into it")
     with tempfile.TemporaryDirectory(prefix="spikescan-ck-") as tmp:
         root = Path(tmp) / "fs"
         for path, text in ck["model_sources"].items():

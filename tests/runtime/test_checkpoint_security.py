@@ -266,3 +266,12 @@ def test_write_failure_is_an_oserror_and_keeps_the_old_file(tmp_path, monkeypatc
         ckpt.save_checkpoint(path, {"epoch": 2, "state_dict": {"w": torch.zeros(3)}})
     assert "last.pt" in str(e.value) and e.value.errno == errno.ENOSPC
     assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["last.pt"]
+
+
+def test_checkpoint_of_an_in_memory_network_says_it_has_no_source(trained, tmp_path):
+    p = tmp_path / "mem.pt"
+    _rewrite(trained / "run" / "best.pt", p, lambda ck: ck.update(model_sources={}, model_path="", model_roots=[]))
+    from spikescan.runtime.train import network_from_checkpoint
+
+    with pytest.raises(ckpt.CheckpointError, match="embeds no model source"):
+        network_from_checkpoint(ckpt.load_checkpoint(p), path=p)
