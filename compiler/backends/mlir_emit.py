@@ -449,19 +449,21 @@ def lane_forward(em: NeuronEmitter, b, j, nv, times, chan, order, weight, delays
         ch = arith.index_cast(idx, memref.load(chan, [b, e]))
         tk = arith.addf(memref.load(times, [b, e]), memref.load(delays, [ch, j]))
         wk = memref.load(weight, [b, ch, j])
-        beyond = o.or_(last, o.not_(o.lt(tk, H)))
+        beyond = o.or_(last, o.not_(o.le(tk, H)))  # closed [0, t_end]: tk == H applies
         T = o.sel(beyond, H, tk)
         w = o.sel(beyond, o.c(0.0), wk)
         rec = None if tape is None else tape(arith.select(beyond, arith.constant(i64, -1), e64))
-        st = _advance(em, st, T, b, j, out, S64, rec)
+        st = _advance(em, st, T, b, j, out, S64, rec, at_hz=last)
         x = em.materialize(em.jump(st[:d], w, port))
         scf.yield_(x + st[d:])
     return list(lk.results)
 
 
-def _advance(em: NeuronEmitter, st, T, b, j, out, S64, tape=None):
+def _advance(em: NeuronEmitter, st, T, b, j, out, S64, tape=None, at_hz=None):
     """Simulate (x..., t, ref_end, count, over) to time T, spiking on the way (scf.while: one
-    iteration per spike in the interval, plus one)."""
+    iteration per spike in the interval, plus one). at_hz (i1): T is the virtual horizon event,
+    where a refractory period ending exactly at T is still tested (the run covers [0, t_end];
+    elsewhere the arrival at T comes first and the next interval tests it)."""
     o = em.o
     ft = o.ft
     d = em.d
@@ -481,6 +483,8 @@ def _advance(em: NeuronEmitter, st, T, b, j, out, S64, tape=None):
         hi = arith.subf(T, t)
         # the refractory period covers the rest of the interval: no threshold to test
         skip = o.and_(o.ge(lo, hi), o.gt(lo, o.c(0.0)))
+        if at_hz is not None:
+            skip = o.and_(skip, o.not_(o.and_(at_hz, o.le(lo, hi))))
         Dc = o.if_(skip, lambda: [o.c(INF)], lambda: [em.first_crossing(x, lo, hi, t)], [ft])[0]
         found = o.le(Dc, hi)
         Du = o.sel(found, Dc, hi)
@@ -565,7 +569,7 @@ def shared_arrival(em: NeuronEmitter, k, nv, b, order, chan, times, H, t_prev):
     e = arith.index_cast(idx, memref.load(order, [b, kk]))
     ch = arith.index_cast(idx, memref.load(chan, [b, e]))
     tk = memref.load(times, [b, e])
-    beyond = o.or_(last, o.not_(o.lt(tk, H)))
+    beyond = o.or_(last, o.not_(o.le(tk, H)))  # closed [0, t_end]: tk == H applies
     T = o.sel(beyond, H, tk)
     D = arith.subf(T, t_prev)
     wscale = o.sel(beyond, o.c(0.0), o.c(1.0))
@@ -673,7 +677,8 @@ def build_layer_shared_scalar(em: NeuronEmitter, port: Optional[str] = None,
                             ref = memref.load(refs, [j])
                             cnt = memref.load(ints, [c0, j])
                             ov = memref.load(ints, [c1, j])
-                            st = _advance(em, x + [t_prev, ref, cnt, ov], T, b, j, out, S64)
+                            st = _advance(em, x + [t_prev, ref, cnt, ov], T, b, j, out, S64,
+                                             at_hz=arith.cmpi(arith.CmpIPredicate.uge, k, nv))
                             memref.store(st[d + 1], refs, [j])
                             memref.store(st[d + 2], ints, [c0, j])
                             memref.store(st[d + 3], ints, [c1, j])

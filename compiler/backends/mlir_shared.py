@@ -221,7 +221,8 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
                     ref = memref.load(refs, [j])
                     cnt = memref.load(ints, [c0, j])
                     ov = memref.load(ints, [c1, j])
-                    st = _advance(em, x + [t_prev, ref, cnt, ov], T, b, j, out, S64)
+                    st = _advance(em, x + [t_prev, ref, cnt, ov], T, b, j, out, S64,
+                             at_hz=arith.cmpi(arith.CmpIPredicate.uge, k, nv))
                     memref.store(st[d + 1], refs, [j])
                     memref.store(st[d + 2], ints, [c0, j])
                     memref.store(st[d + 3], ints, [c1, j])

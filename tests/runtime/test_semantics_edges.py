@@ -84,10 +84,7 @@ def test_input_at_refractory_end_is_applied_first(lif_sub_ref, engine):
     assert _spikes(lif_sub_ref, "LIF", [1.0, 2.0], [3.0, 1.0], engine, t_end=10.0) == [1.0, 2.0, 3.0]
 
 
-@pytest.mark.parametrize("engine", [pytest.param("sequential-cpu", marks=pytest.mark.xfail(
-    strict=True, reason="known bug: the compiled loop treats an arrival at exactly t_end as beyond the "
-    "horizon (shared_arrival/lane_forward in compiler/backends/mlir_emit.py use tk < H)")),
-    "torch", "torch-sequential"])
+@pytest.mark.parametrize("engine", ["sequential-cpu", "torch", "torch-sequential"])
 def test_run_covers_closed_interval(lif_ref, lif_sub_ref, engine):
     lif = MODELS + "lif.snn"
     # an input exactly at t_end is applied and its spike recorded
