@@ -26,6 +26,7 @@ from .ir import (
     NeuronIR,
     ParamIR,
     ReadoutIR,
+    param_symbol,
 )
 from .propagator import propagator
 from .structure import derive_structure
@@ -57,7 +58,7 @@ def _param_irs(neuron: ast.Neuron) -> tuple[tuple[ParamIR, ...], dict[str, sympy
         raise CompileError(errors[0].code, errors[0].message, errors[0].span, errors[0].hint)
     params, symbols = [], {}
     for p in neuron.params:
-        sym = sympy.Symbol(p.name, real=True)
+        sym = param_symbol(p.name)
         symbols[p.name] = sym
         params.append(ParamIR(name=p.name, default=values[p.name], dim=_time_power(dims[p.name]), symbol=sym))
     return tuple(params), symbols
@@ -119,7 +120,7 @@ def _positive_converter(neuron: ast.Neuron, params: tuple[ParamIR, ...]):
     `abs(tau)` and `sqrt(tau * tau)` become `tau` instead of Abs(tau), whose derivative
     sign(tau) no backend lowers."""
     used = {n.id for ode in neuron.dynamics for n in free_names(ode.rhs)}
-    pos = {p.symbol: sympy.Symbol(p.name, positive=True) for p in params if p.dim == 1 and p.name in used}
+    pos = {p.symbol: sympy.Symbol(p.symbol.name, positive=True) for p in params if p.dim == 1 and p.name in used}
     back = {v: k for k, v in pos.items()}
 
     def conv(expr: ast.Expr, symbols: dict[str, sympy.Expr]) -> sympy.Expr:

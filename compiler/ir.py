@@ -4,7 +4,11 @@ NetworkIR per network. This is the single source of truth for the formulas: the 
 MLIR, Triton) prints code from the sympy expressions held here and nowhere else.
 
 Conventions
-- Time is in ms. Parameters are sympy Symbols named after the .snn parameter, real=True.
+- Time is in ms. Parameters are sympy Symbols named PARAM_PREFIX + the .snn name, real=True
+  (ParamIR.name keeps the user's name for diagnostics and the params API). Every backend prints
+  code from these symbols, so the prefix keeps a user's `D`, `exp`, `exprel`, `x0` or `lambda`
+  from clashing with the names the generated code uses itself (D, x0.., w, l0.., adjX0..,
+  helper functions, Python keywords): no internal name starts with the prefix.
 - The state vector x has d entries, ordered so that A is lower triangular whenever the
   dependency graph of the dynamics is acyclic (x_j depends only on x_k with k <= j).
 - Between events: dx/dt = A x + a0, so x(t0 + D) = Phi(D) x(t0) + phi(D), D = `DT` below.
@@ -25,6 +29,12 @@ import sympy
 
 # The interval length symbol used in Phi, phi and the potential.
 DT = sympy.Symbol("D", nonnegative=True)
+PARAM_PREFIX = "p_"
+
+
+def param_symbol(name: str) -> sympy.Symbol:
+    """The IR symbol of the .snn parameter `name` (mangled, see the module docstring)."""
+    return sympy.Symbol(PARAM_PREFIX + name, real=True)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def upstream(A: sympy.Matrix, nodes) -> set[int]:
 
 
 def _positive_subs(ir: NeuronIR) -> dict:
-    return {p.symbol: sympy.Symbol(p.name, positive=True) for p in ir.params if p.dim == 1}
+    return {p.symbol: sympy.Symbol(p.symbol.name, positive=True) for p in ir.params if p.dim == 1}
 
 
 def _sign_true(expr, subs, test: str) -> bool:

@@ -21,6 +21,7 @@ import sympy
 import torch
 
 from spikescan.compiler.ir import DT, NeuronIR
+from spikescan.compiler.backends.stable_exp import stabilize
 from spikescan.compiler.special import numeric_exprel as _numeric_exprel
 
 Tensor = torch.Tensor
@@ -54,9 +55,8 @@ def phi2(z):
     return torch.where(small, acc, (torch.expm1(zs) - zs) / (zs * zs))
 
 
-def dexp2(x, y):
-    """exp[0, x, y] (compiler/special.numeric_dexp2, vectorised): shift by the largest node,
-    midpoint Taylor series for a spread < 1, else the difference quotient over the widest gap."""
+def _dexp2_shifted(x, y):
+    """(p2, exp(-p2) exp[0, x, y]) with p2 = max(0, x, y): the shifted value never overflows."""
     x, y = torch.broadcast_tensors(torch.as_tensor(x), torch.as_tensor(y))
     zero = torch.zeros_like(x)
     p2 = torch.maximum(torch.maximum(x, y), zero)
@@ -84,7 +84,52 @@ def dexp2(x, y):
     vq = torch.where(series, zero, v)
     quot = (exprel(vq) - torch.exp(vq) * exprel(uq - vq)) / (-uq)
     del us, vs
-    return torch.exp(p2) * torch.where(series, ser, quot)
+    return p2, torch.where(series, ser, quot)
+
+
+def dexp2(x, y):
+    """exp[0, x, y] (compiler/special.numeric_dexp2, vectorised): shift by the largest node,
+    midpoint Taylor series for a spread < 1, else the difference quotient over the widest gap."""
+    p2, rest = _dexp2_shifted(x, y)
+    return torch.exp(p2) * rest
+
+
+# Products exp(p) * F(z...) over a long gap (compiler/backends/stable_exp.py): printed as
+# expshift(p, z...) * ddshift(z...), whose factors never overflow (0 * inf = NaN lost spikes when
+# run-time parameters reorder the rates). With max(0, z...) = 0 both equal the plain factors.
+
+
+def _tensors(*args):
+    ref = next((a for a in args if torch.is_tensor(a)), None)
+    return [a if torch.is_tensor(a) else torch.as_tensor(a, dtype=ref.dtype if ref is not None else None,
+                                                          device=ref.device if ref is not None else None)
+            for a in args]
+
+
+def expshift(p, *zs):
+    """exp(p + max(0, z...))."""
+    p, *zs = _tensors(p, *zs)
+    m = torch.zeros_like(p)
+    for z in zs:
+        m = torch.maximum(m, z)
+    return torch.exp(p + m)
+
+
+def _ddshift(rel):
+    def ddshift(*zs):
+        """exp(-max(0, z...)) * exp[0, z...]: the special function with its nodes shifted <= 0."""
+        zs = _tensors(*zs)
+        if len(zs) == 1:  # exp(-max(0, z)) exprel(z) = exprel(-|z|)
+            return rel(-zs[0].abs())
+        if len(zs) == 2 and bool((zs[0] == 0).all()):  # phi2(z) = exp[0, 0, z]
+            z = zs[1]
+            pos = z > 0
+            shifted = _dexp2_shifted(torch.zeros_like(z), z.clamp(min=0.0))[1]
+            return torch.where(pos, shifted, phi2(z.clamp(max=0.0)))
+        if len(zs) == 2:
+            return _dexp2_shifted(*zs)[1]
+        return _no_dexpn(*zs)
+    return ddshift
 
 
 def _no_dexpn(*args):
@@ -129,12 +174,14 @@ _TORCH_NS = {
     "Abs": _scalar_ok(torch.abs, abs),
     "exprel": exprel,
     "phi2": phi2,
+    "expshift": expshift,
+    "ddshift": _ddshift(exprel),
     "Max": _scalar_ok(torch.maximum, max),
     "Min": _scalar_ok(torch.minimum, min),
 }
 
 
-_FAST_NS = dict(_TORCH_NS, exprel=exprel_fast)
+_FAST_NS = dict(_TORCH_NS, exprel=exprel_fast, ddshift=_ddshift(exprel_fast))
 
 
 def _lambdify(args, exprs, fast: bool = False):
@@ -205,7 +252,7 @@ class _Printed:
 
     def __init__(self, M: sympy.Matrix, args, fast: bool = False):
         self.shape = M.shape
-        flat = list(M)
+        flat = [stabilize(e) for e in M]  # exp(p) * F(z) products printed overflow-free
         self.nz = [k for k, e in enumerate(flat) if not (e == 0 or e.is_zero is True)]
         self.fn = _lambdify(args, [flat[k] for k in self.nz], fast) if self.nz else None
 

@@ -180,10 +180,15 @@ class NeuronEmitter:
             for a, b in zip(bps[:-1], bps[1:]):
                 ga = self._g_at(k, x, a)[0]
                 gb = self._g_at(k, x, b)[0]
-                change = o.and_(arith.cmpi(arith.CmpIPredicate.ne, o.lt(ga, zero), o.lt(gb, zero)), o.gt(b, a))
+                # an exact 0 at b (exp underflow over a long gap) may hide a sign change:
+                # solving for it costs at most a spare breakpoint, missing it a spike
+                change = o.or_(arith.cmpi(arith.CmpIPredicate.ne, o.lt(ga, zero), o.lt(gb, zero)),
+                               o.and_(o.gt(ga, zero), arith.cmpf(arith.CmpFPredicate.OEQ, gb, zero)))
+                change = o.and_(change, o.gt(b, a))
                 sign = o.sel(o.lt(ga, zero), one, o.c(-1.0))
                 r = o.if_(change,
-                          lambda a=a, b=b, sign=sign, k=k: [solve(o, lambda D: self._g_at(k, x, D), a, b, sign, zero)],
+                          lambda a=a, b=b, sign=sign, k=k: [solve(o, lambda D: self._g_at(k, x, D), a, b, sign,
+                                                                  zero, zero_is_past=True)],
                           lambda b=b: [b], [ft])[0]
                 new.append(r)
             new.append(H)
@@ -230,7 +235,8 @@ class NeuronEmitter:
         if len(self.rows) == 1:  # u' has one sign: u monotone
             return below
         g0 = o.z(o.dot(self.cvec, self.deriv(x)))
-        peak = o.and_(o.gt(g0, o.c(0.0)), o.lt(gH, o.c(0.0)))
+        # u'(H) <= 0, not < 0: over a long gap u'(H) underflows to 0 after the peak
+        peak = o.and_(o.gt(g0, o.c(0.0)), o.le(gH, o.c(0.0)))
         return o.and_(below, o.not_(peak))
 
 

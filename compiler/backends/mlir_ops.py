@@ -13,6 +13,7 @@ from torch_mlir import ir
 from torch_mlir.dialects import arith, math, scf, vector
 
 from spikescan.compiler import special
+from spikescan.compiler.backends import stable_exp
 
 Value = ir.Value
 
@@ -311,6 +312,34 @@ def _dd_sorted(o: Ops, nodes: list, shift: bool) -> Value:
     return o.sel(close, ser, quo)
 
 
+def expshift(o: Ops, p: Value, zs: list) -> Value:
+    """exp(p + max(0, z...)) (stable_exp.py; None in zs: a literal 0 node)."""
+    m = None
+    for z in zs:
+        if z is not None:
+            m = o.fmax(o.c(0.0), z) if m is None else o.fmax(m, z)
+    return math.exp(p if m is None else arith.addf(p, m))
+
+
+def ddshift(o: Ops, zs: list) -> Value:
+    """exp(-max(0, z...)) exp[0, z...]: the special function with its nodes shifted to <= 0,
+    through the same helpers (bit for bit the unshifted value when max(0, z...) = 0)."""
+    if len(zs) == 1:  # exp(-max(0, z)) exprel(z) = exprel(-|z|)
+        return exprel(o, arith.negf(o.absf(zs[0])))
+    if len(zs) == 2 and zs[0] is None:  # phi2(z) = exp[0, 0, z]; z > 0: e^z exp[-z, -z, 0]
+        z = zs[1]
+        pos = o.gt(z, o.c(0.0))
+        zn = arith.negf(o.fmax(z, o.c(0.0)))
+        shifted = _call(o, "__spikescan_dexp2", [zn, zn], dexp2)
+        return o.sel(pos, shifted, _call(o, "__spikescan_phi2", [o.fmin(z, o.c(0.0))], phi2))
+    nodes = _sort(o, [o.c(0.0)] + [o.c(0.0) if z is None else z for z in zs])
+    top = nodes[-1]
+    shifted = [arith.subf(n, top) for n in nodes]
+    if len(zs) == 2:  # exp[0, a, b] with a <= b <= 0 is dexp2(a, b)
+        return _call(o, "__spikescan_dexp2", shifted[:2], dexp2)
+    return _dd_sorted(o, shifted, shift=False)
+
+
 def _factorial(k: int) -> int:
     out = 1
     for i in range(2, k + 1):
@@ -365,6 +394,18 @@ class ExprPrinter:
         self.memo[e] = v
         return v
 
+    def _scaled(self, factors) -> list:
+        """Values for the exp and special-function factors of a product exp(p) * F(z...), folded
+        so that neither overflows (stable_exp.py); None for the factors printed as usual."""
+        vals = [None] * len(factors)
+        pair = stable_exp.scaled_pair(factors)
+        if pair is not None:
+            ie, isp, nodes = pair
+            zs = [None if z == 0 else self._p(z) for z in nodes]
+            vals[ie] = expshift(self.o, self._p(factors[ie].args[0]), zs)
+            vals[isp] = ddshift(self.o, zs)
+        return vals
+
     def _emit(self, e) -> Value:
         o = self.o
         if e.is_Number:
@@ -391,8 +432,9 @@ class ExprPrinter:
                 else:
                     num.append(f)
             acc = None
-            for f in num:
-                v = self._p(f)
+            vals = self._scaled(num)
+            for f, sv in zip(num, vals):
+                v = self._p(f) if sv is None else sv
                 acc = v if acc is None else arith.mulf(acc, v)
             if den:
                 dv = None
@@ -435,6 +477,10 @@ class ExprPrinter:
             return dexpn(o, [self._p(a) for a in e.args])
         if isinstance(e, sympy.Abs):
             return math.absf(self._p(e.args[0]))
+        if isinstance(e, stable_exp.expshift):
+            return expshift(o, self._p(e.args[0]), [None if z == 0 else self._p(z) for z in e.args[1:]])
+        if isinstance(e, stable_exp.ddshift):
+            return ddshift(o, [None if z == 0 else self._p(z) for z in e.args])
         raise NotImplementedError(f"MLIR emitter: no lowering for {type(e).__name__} in {e}")
 
 
@@ -442,11 +488,13 @@ class ExprPrinter:
 
 
 def solve(o: Ops, fn: Callable[[Value], tuple], a: Value, b: Value, sign: Value, t0: Value,
-          max_iter: int = 100) -> Value:
+          max_iter: int = 100, zero_is_past: bool = False) -> Value:
     """Root of fn on [a, b], where sign*fn is increasing with sign*fn(a) < 0 <= sign*fn(b):
     Newton steps kept inside the shrinking bracket and bisection whenever a step leaves it or
     does not halve the previous step (rtsafe). fn(D) emits (value, derivative). Stops when the
-    step is below ~2 ulp of the absolute time t0 + D or after max_iter iterations."""
+    step is below ~2 ulp of the absolute time t0 + D or after max_iter iterations.
+    zero_is_past: an exact 0 of fn may be underflow past the root (the isolation chain over a
+    long gap), so it only moves the bracket's right end, never ends the search by a Newton step."""
     ft = o.ft
     i64 = ir.IntegerType.get_signless(64)
     D0 = arith.mulf(o.c(0.5), arith.addf(a, b))
@@ -475,6 +523,8 @@ def solve(o: Ops, fn: Callable[[Value], tuple], a: Value, b: Value, sign: Value,
         step = o.absf(arith.subf(newton, D))
         ok = o.and_(o.and_(o.ge(newton, lo2), o.le(newton, hi2)),
                     o.le(step, arith.mulf(o.c(0.5), o.absf(dx))))
+        if zero_is_past:
+            ok = o.and_(ok, arith.cmpf(arith.CmpFPredicate.ONE, f, o.c(0.0)))
         mid = arith.mulf(o.c(0.5), arith.addf(lo2, hi2))
         Dn = o.sel(ok, newton, mid)
         scf.yield_([lo2, hi2, Dn, arith.subf(Dn, D), arith.addi(it, arith.constant(i64, 1))])
