@@ -101,7 +101,7 @@ def _emit_param_forms(g, lsyms) -> None:
         def fn(name, args, exprs, ref):
             from .triton_printer import emit_assignments
 
-            body = emit_assignments({o: e for o, e in zip(outs, exprs)}, names)
+            body = emit_assignments({o: e for o, e in zip(outs, exprs)}, names, dtype=g.lit_dtype)
             for o, e in zip(outs, exprs):
                 if not sympy.sympify(e).free_symbols:
                     body.append(f"    {o} = tl.zeros_like({ref}) + {o}")

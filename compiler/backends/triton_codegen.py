@@ -187,6 +187,8 @@ class _Gen:
         if ir.Phi is None or ir.phi is None:
             raise ValueError(f"neuron {ir.name}: the IR has no propagator (run the analysis first)")
         self.ir, self.dtype, self.cfg = ir, dtype, _DTYPES[dtype]
+        # constants built in f64 (a bare literal bound to a name is fp32); f32 needs nothing
+        self.lit_dtype = self.cfg["tl"] if dtype == "f64" else None
         self.d = ir.d
         self.xs = _state_syms(self.d)
         self.pnames = [f"p_{p.name}" for p in ir.params]
@@ -210,7 +212,7 @@ class _Gen:
 
     def assign(self, outs: dict[str, sympy.Expr], ref: str) -> list[str]:
         """Assignments; constant outputs are broadcast to the shape/dtype of `ref`."""
-        lines = emit_assignments(outs, self.names)
+        lines = emit_assignments(outs, self.names, dtype=self.lit_dtype)
         for k, e in outs.items():
             if not sympy.sympify(e).free_symbols:
                 lines.append(f"    {k} = tl.zeros_like({ref}) + {k}")
@@ -264,7 +266,7 @@ class _Gen:
         # time scale for t_end=None: 60 times the slowest time constant (as tests/mpref.py)
         rates = [ir.A[i, i] for i in range(d)]
         body = ["    tau = ref * 0.0"]
-        pr = TritonPrinter(self.names)
+        pr = TritonPrinter(self.names, self.lit_dtype)
         for lam in rates:
             if sympy.simplify(lam) == 0:
                 continue
@@ -278,7 +280,7 @@ class _Gen:
     def emit_threshold(self):
         ir, d, X, P = self.ir, self.d, self.X, self.P
         xv = sympy.Matrix(self.xs)
-        pr = TritonPrinter(self.names)
+        pr = TritonPrinter(self.names, self.lit_dtype)
         self.fn("theta", f"ref, {P}", [f"    th = tl.zeros_like(ref) + {pr.doprint(ir.theta)}"], "th")
         self.fn("potential", f"{X}, {P}", self.assign({"u": (ir.c.T * xv)[0]}, "x0"), "u")
         y = ir.A * xv + ir.a0

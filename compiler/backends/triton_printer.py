@@ -8,16 +8,50 @@ module (see triton_codegen.SPECIAL_HELPERS).
 
 from __future__ import annotations
 
+import math
+from typing import Optional
+
 import sympy
 from sympy.printing.str import StrPrinter
+
+
+def _constant(expr) -> Optional[float]:
+    """The finite float value of a constant sympy expression, None for anything else."""
+    e = sympy.sympify(expr) if not isinstance(expr, sympy.Basic) else expr
+    if not isinstance(e, sympy.Expr) or e.free_symbols or not e.is_number:
+        return None
+    try:
+        v = float(e)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 class TritonPrinter(StrPrinter):
     """sympy -> triton.language expression text; `names` maps Symbols to identifiers."""
 
-    def __init__(self, names: dict[sympy.Symbol, str]):
+    def __init__(self, names: dict[sympy.Symbol, str], dtype: Optional[str] = None):
         super().__init__({"full_prec": True})
         self.names = names
+        self.dtype = dtype  # e.g. "tl.float64": constant expressions are built in it
+
+    # Triton types a bare Python float as fp32 once it is bound to a name (`a = 0.3` then
+    # `a + x_f64` is 0.30000001192...), while an inline literal next to an f64 operand is exact.
+    # So constant subexpressions are folded to one double literal inline, and an expression that
+    # is constant as a whole becomes tl.full([], value, dtype).
+    def doprint(self, expr, *args, **kwargs):
+        if self.dtype is not None:
+            v = _constant(expr)
+            if v is not None:
+                return f"tl.full([], {v!r}, {self.dtype})"
+        return super().doprint(expr, *args, **kwargs)
+
+    def _print(self, expr, **kwargs):
+        if not getattr(expr, "is_Atom", True):
+            v = _constant(expr)
+            if v is not None:
+                return repr(v)
+        return super()._print(expr, **kwargs)
 
     # ---- atoms
     def _print_Symbol(self, s):
@@ -168,7 +202,7 @@ class TritonPrinter(StrPrinter):
 
 def emit_assignments(
     exprs: dict[str, sympy.Expr], names: dict[sympy.Symbol, str], indent: str = "    ",
-    prefix: str = "_c",
+    prefix: str = "_c", dtype: Optional[str] = None,
 ) -> list[str]:
     """Lines `name = expr` for each output, with common subexpressions (exp(-D/tau), ...)
     factored out by sympy.cse so every exponential is evaluated once. exprel(z) calls become
@@ -179,7 +213,7 @@ def emit_assignments(
     vals = [sympy.sympify(exprs[k]) for k in keys]
     local = dict(names)
     lines: list[str] = []
-    pr = TritonPrinter(local)
+    pr = TritonPrinter(local, dtype)
     calls = sorted(set().union(*[v.atoms(exprel) for v in vals]), key=sympy.default_sort_key)
     if calls:
         # phase 1: the arguments, then one statement per exprel call

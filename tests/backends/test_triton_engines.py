@@ -221,3 +221,30 @@ def test_agrees_with_torch_engine_when_available():
     assert torch.equal(want.counts, got.counts)
     k = int(got.counts.max())
     assert torch.allclose(want.times[..., :k], got.times[..., :k], atol=TOL, rtol=0)
+
+
+def test_f64_literals_are_not_rounded_to_fp32(tmp_path):
+    """Non-dyadic literals in an initial state and a reset (issue 17 item 9): Triton types a bare
+    float bound to a name as fp32 (0.3 -> 0.30000001192), which moved spikes by ~1e-7 ms."""
+    import mpmath as mp
+
+    from spikescan.compiler.driver import load_model
+
+    text = (ROOT / "models" / "cuba_lif.snn").read_text()
+    for old, new in (("v = v_reset", "v = 0.3"), ("i = 0.0", "i = 0.1")):
+        assert old in text
+        text = text.replace(old, new, 1)
+    (tmp_path / "lit.snn").write_text(text)
+    ir = load_model(tmp_path / "lit.snn").neurons["CubaLIF"]
+    times = torch.tensor([[1.0, 2.0, 3.0, 4.5, 6.0, 7.0, 8.5, 10.0]], dtype=torch.float64)
+    channels = torch.zeros_like(times, dtype=torch.long)
+    weight = torch.tensor([[2.5]], dtype=torch.float64)
+    with mp.workdps(50):
+        tm, ts = mp.mpf(20), mp.mpf(5)
+        ref = mpref.mp_simulate([[-1 / tm, 1 / tm], [0, -1 / ts]], [0, 0], [0, 1], [1, 0], 1,
+                                [[0, 0], [0, 1]], [mp.mpf("0.3"), 0], 0, [0, mp.mpf("0.1")],
+                                times[0].tolist(), [2.5] * 8, t_end=30.0)
+    assert len(ref) >= 3
+    for mode in ("sequential", "scan"):
+        res = run(ir, times, channels, weight, mode, t_end=30.0)
+        assert_matches(res, [[[float(s) for s in ref]]])
