@@ -282,10 +282,15 @@ class SpikingNetwork(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
+    # torch.compile: the forward always runs eagerly (one graph break). The engines hand tensors'
+    # memory to JIT-compiled code through ctypes, which Dynamo cannot trace: traced, it passed
+    # descriptors of no real memory and crashed the process (malloc corruption, SIGSEGV).
+    @torch.compiler.disable
     def forward(
         self, times: Tensor, channels: Tensor, *, t_end: Optional[float] = None, observe_vmax: bool = False
     ) -> NetworkOutput:
-        """times [B, n] (ms, +inf padding), channels [B, n] int64 in [0, n_inputs)."""
+        """times [B, n] (ms, +inf padding), channels [B, n] int64 in [0, n_inputs). Under
+        torch.compile this method runs uncompiled (torch.compiler.disable)."""
         times = times.to(DTYPE)
         channels = channels.long()
         engine = self._engine()

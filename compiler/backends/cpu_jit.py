@@ -42,10 +42,20 @@ def _descriptor_type(rank: int) -> type:
     return _DESC[rank]
 
 
+def _is_fake(t: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import is_fake
+
+    return is_fake(t)
+
+
 def memref_of(t: torch.Tensor):
     """Descriptor over a CPU tensor's memory (no copy); strides in elements, 0 where expanded."""
     if t.device.type != "cpu":
         raise ValueError("the sequential-cpu engine needs CPU tensors")
+    if torch.compiler.is_compiling() or _is_fake(t):
+        # a traced tensor has no memory of its own: a descriptor of it corrupts the heap
+        raise RuntimeError("the compiled CPU engines cannot run inside torch.compile tracing; "
+                           "call them outside the compiled region (SpikingNetwork.forward does)")
     D = _descriptor_type(t.dim())
     return D(t.data_ptr(), t.data_ptr(), 0, tuple(t.shape), tuple(t.stride()))
 
