@@ -72,3 +72,22 @@ def stabilize(expr):
     if all(a is b for a, b in zip(args, expr.args)):
         return expr
     return expr.func(*args)
+
+
+def stabilize_elementary(expr):
+    """For printers without ddshift helpers (Triton): each exp(p) * exprel(z) product rewritten as
+    exp(p + Max(0, z)) * exprel(-Abs(z)), in functions they already print; products with
+    higher divided differences (phi2, dexp2) are left as they are."""
+    expr = sympy.sympify(expr)
+    if expr.is_Atom:
+        return expr
+    args = [stabilize_elementary(a) for a in expr.args]
+    if expr.is_Mul:
+        pair = scaled_pair(args)
+        if pair is not None and len(pair[2]) == 1:
+            ie, isp, (z,) = pair
+            args[ie] = sympy.exp(args[ie].args[0] + sympy.Max(0, z))
+            args[isp] = special.exprel(-sympy.Abs(z))
+    if all(a is b for a, b in zip(args, expr.args)):
+        return expr
+    return expr.func(*args)

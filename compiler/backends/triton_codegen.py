@@ -24,9 +24,10 @@ import sympy
 from ..ir import DT, NeuronIR
 from .triton_kernels import kernel_source
 from .triton_inline import inline_helpers
+from .stable_exp import stabilize_elementary
 from .triton_printer import TritonPrinter, emit_assignments
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 
 _DTYPES = {
     # machine epsilon, a tiny positive normal number, cap on safeguarded-Newton iterations
@@ -226,15 +227,16 @@ class _Gen:
         self.fn("state_init", f"ref, {P}", self.assign({f"y{i}": ir.init[i] for i in range(d)}, "ref"),
                 ", ".join(f"y{i}" for i in range(d)))
         # propagate: Phi(D) x + phi(D)
-        y = ir.Phi * xv + ir.phi
+        Phi, phi = stabilize_elementary(ir.Phi), stabilize_elementary(ir.phi)  # overflow-free
+        y = Phi * xv + phi
         self.fn("propagate", f"{X}, D, {P}", self.assign({f"y{i}": y[i] for i in range(d)}, "D"),
                 ", ".join(f"y{i}" for i in range(d)))
         # the per-event affine map of each port: M = Phi(D), b = phi(D) + B w
         wsym = sympy.Symbol("w", real=True)
         self.names[wsym] = "w"
         for port, Bk in ir.ports.items():
-            outs = {f"m{i}_{j}": ir.Phi[i, j] for i, j in self.nz}
-            outs.update({f"b{i}": ir.phi[i] + Bk[i] * wsym for i in range(d)})
+            outs = {f"m{i}_{j}": Phi[i, j] for i, j in self.nz}
+            outs.update({f"b{i}": phi[i] + Bk[i] * wsym for i in range(d)})
             self.fn(f"maps_{port}", f"D, w, {P}", self.assign(outs, "D"), ", ".join(outs))
             jo = {f"y{i}": self.xs[i] + Bk[i] * wsym for i in range(d)}
             self.fn(f"jump_{port}", f"{X}, w, {P}", self.assign(jo, "w"), ", ".join(jo))
@@ -306,10 +308,12 @@ class _Gen:
         return f"{outs} = propagate({self.X}, {D}, {self.P})"
 
     def newton_block(self, ind: str, fn: str, dfn: str, minus: str, lo: str, hi: str, sa: str,
-                     act: str, out: str) -> list[str]:
+                     act: str, out: str, zero_is_past: bool = False) -> list[str]:
         """Text of a safeguarded Newton iteration for the single zero of fn(x(D)) - minus on
         [lo, hi] (sign `sa` at lo): steps leaving the bracket become bisections; stop when the
-        step or the bracket is a few ulp, or at the iteration cap. Result in `out`."""
+        step or the bracket is a few ulp, or at the iteration cap. Result in `out`.
+        zero_is_past: an exact 0 of fn is underflow past the root (the isolation chain over a
+        long gap), so it moves the bracket's right end and never ends the search."""
         d, X, P = self.d, self.X, self.P
         eps, maxit = self.cfg["eps"], self.cfg["maxit"]
         ys = ", ".join(f"yn{i}" for i in range(d))
@@ -326,13 +330,16 @@ class _Gen:
             f"{i2}f = {fn}({ys}, {P})",
         ] + sub + [
             f"{i2}fp = {dfn}({ys}, {P})",
+            f"{i2}right = ((f < 0) == ({sa} < 0)) & (f != 0)" if zero_is_past else
             f"{i2}right = (f < 0) == ({sa} < 0)",
             f"{i2}nlo = tl.where(nact & right, {out}, nlo)",
             f"{i2}nhi = tl.where(nact & ~right, {out}, nhi)",
             f"{i2}Dn = {out} - f / tl.where(fp != 0, fp, 1.0)",
             f"{i2}Dn = tl.where((Dn > nlo) & (Dn < nhi), Dn, 0.5 * (nlo + nhi))",
             f"{i2}tol = {4 * eps!r} * tl.maximum(tl.abs({out}), {self.cfg['tiny']!r})",
-            f"{i2}conv = (tl.abs(Dn - {out}) <= tol) | (nhi - nlo <= tol) | (f == 0)",
+            f"{i2}conv = (tl.abs(Dn - {out}) <= tol) | (nhi - nlo <= tol)"
+            + ("" if zero_is_past else " | (f == 0)"),
+            f"{i2}{out} = tl.where(nact, Dn, {out})" if zero_is_past else
             f"{i2}{out} = tl.where(nact & (f != 0), Dn, {out})",
             f"{i2}nact = nact & ~conv",
             f"{i2}nit += 1",
@@ -355,9 +362,11 @@ class _Gen:
             for q in range(npts - 1):
                 b.append(f"    {self.prop_call(f'pts{q + 1}', 'yb')}")
                 b.append(f"    gb = {g}({', '.join(f'yb{i}' for i in range(d))}, {P})")
-                b.append("    has = ((ga < 0) & (gb > 0)) | ((ga > 0) & (gb < 0))")
+                # an exact 0 at the right end (underflow over a long gap) may hide a sign change:
+                # solving for it costs at most a spare breakpoint, missing it a spike
+                b.append("    has = ((ga < 0) & (gb > 0)) | ((ga > 0) & (gb <= 0))")
                 b += self.newton_block("    ", g, f"dchain{k}", "", f"pts{q}", f"pts{q + 1}", "ga",
-                                       "has", f"z{q}")
+                                       "has", f"z{q}", zero_is_past=True)
                 b.append(f"    z{q} = tl.where(has, z{q}, pts{q + 1})")
                 b.append("    ga = gb")
             new = ["zero"] + [f"z{q}" for q in range(npts - 1)] + ["H"]
