@@ -111,7 +111,7 @@ class DelaySpec:
 
 @dataclass(frozen=True)
 class InitSpec:
-    kind: str  # "normal" | "uniform" | "default"
+    kind: str  # "normal" | "uniform" | "constant" (a = b = value) | "default"
     a: float = 0.0
     b: float = 1.0
 

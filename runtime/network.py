@@ -46,9 +46,11 @@ def init_weight(spec: InitSpec, fan_in: int, fan_out: int, gen: Optional[torch.G
         return torch.randn(shape, generator=gen, dtype=DTYPE) * spec.b + spec.a
     if spec.kind == "uniform":
         return torch.rand(shape, generator=gen, dtype=DTYPE) * (spec.b - spec.a) + spec.a
+    if spec.kind == "constant":  # `init = constant(v)`: a = b = v
+        return torch.full(shape, float(spec.a), dtype=DTYPE)
     if spec.kind == "default":
         return torch.randn(shape, generator=gen, dtype=DTYPE) / math.sqrt(max(fan_in, 1))
-    raise ValueError(f"unknown weight init kind {spec.kind!r} (normal|uniform|default)")
+    raise ValueError(f"unknown weight init kind {spec.kind!r} (normal|uniform|constant|default)")
 
 
 def flatten_spikes(times: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:

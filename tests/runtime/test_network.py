@@ -221,3 +221,20 @@ def test_learnable_time_constants_are_parameters():
     p = net.layers["hidden"].params()
     assert p["tau_m"].shape == (4,) and torch.allclose(p["tau_m"], torch.full((4,), 10.0, dtype=torch.float64))
     assert net.readout_theta() == 1.5
+
+
+def test_constant_init_from_a_snn_file(tmp_path):
+    """`init = constant(v)` checks, compiles and gives every weight the value v (issue 17
+    item 6: it used to end in "unknown weight init kind" at construction)."""
+    import shutil
+    from pathlib import Path
+
+    shutil.copy(Path(__file__).parents[2] / "models" / "cuba_lif.snn", tmp_path)
+    p = tmp_path / "c.snn"
+    p.write_text('from "cuba_lif.snn" import CubaLIF\n'
+                 "network n {\n    input x[3]\n"
+                 "    layer out[2] = CubaLIF() <- dense(x, init = constant(0.7))\n"
+                 "    readout out: first_spike\n}\n")
+    net = SpikingNetwork.from_file(p, engine=FakeEngine())
+    w = net.layers["out"].weights[0]
+    assert w.shape == (3, 2) and w.dtype == torch.float64 and (w == 0.7).all()
