@@ -19,7 +19,7 @@ import sympy
 from . import ast
 from .diagnostics import Diagnostic
 from .sym import NumberRange, UnknownFunction, UnknownName, calls, evaluate, free_names, to_sympy
-from .units import DIMENSIONLESS, FUNCTIONS, RATE, TIME, UnitError, dim_of, format_dim
+from .units import DIMENSIONLESS, FUNCTIONS, RATE, TIME, UnitError, dim_of, format_dim, is_zero_literal
 
 CONNECTION_KINDS = ("dense", "recurrent")
 CONNECTION_OPTIONS = ("init", "delays", "port")
@@ -277,9 +277,10 @@ class NeuronChecks(_Checks):
                                  {w.weight: "input weights exist only inside `on input(...)`"
                                   for w in self.n.inputs}):
                 continue
-            self.expect_dim(ode.rhs, self.dims(), RATE, f"the right-hand side of d{ode.var}/dt",
-                            "E031", "divide by a time constant, e.g. `dv/dt = (i - v) / tau_m` "
-                            "with `tau_m = 20 ms`")
+            if not is_zero_literal(ode.rhs):  # `dx/dt = 0`: x only changes at events
+                self.expect_dim(ode.rhs, self.dims(), RATE, f"the right-hand side of d{ode.var}/dt",
+                                "E031", "divide by a time constant, e.g. `dv/dt = (i - v) / tau_m` "
+                                "with `tau_m = 20 ms`")
             rhs = self.to_sym(ode.rhs)
             if rhs is not None and self.nonlinear_in(rhs, self.state_syms()):
                 self.err("E020", f"non-linear dynamics in d{ode.var}/dt", ode.rhs.span,

@@ -118,6 +118,9 @@ def _is_zero(e: ast.Expr) -> bool:
     return isinstance(e, ast.Num) and e.value == 0
 
 
+is_zero_literal = _is_zero  # public: `dx/dt = 0` is a rate (checks.py)
+
+
 def _const_exponent(e: ast.Expr, dims: Mapping[str, Fraction]) -> Fraction:
     """Exponents must be dimensionless number literals (possibly signed or a ratio of
     literals), so that the dimension of a power is known."""
