@@ -16,7 +16,7 @@ from typing import Iterable, Optional
 
 import sympy
 
-from . import ast
+from . import ast, effective
 from .diagnostics import Diagnostic
 from .sym import NumberRange, UnknownFunction, UnknownName, calls, evaluate, free_names, to_sympy
 from .units import DIMENSIONLESS, FUNCTIONS, RATE, TIME, UnitError, dim_of, format_dim, is_zero_literal
@@ -134,6 +134,8 @@ class NeuronChecks(_Checks):
         self.threshold()
         self.reset()
         self.refractory()
+        if not any(d.is_error for d in self.diags):
+            self.diags += effective.neuron_diagnostics(self.n, self.param_values)
         return self.diags
 
     # ------------------------------------------------------------------ declarations
@@ -540,9 +542,10 @@ class NetworkChecks(_Checks):
             self.connection(layer, c, neuron, index, order)
 
     def overrides(self, layer: ast.Layer, neuron: ast.Neuron) -> None:
-        dims, _, _ = neuron_param_info(neuron)
+        dims, defaults, bad = neuron_param_info(neuron)
         declared = {p.name for p in neuron.params}
         seen: set[str] = set()
+        values: dict[str, float] = {}
         for o in layer.overrides:
             if o.name not in declared:
                 self.err("E044", f"{neuron.name} has no parameter `{o.name}`", o.span,
@@ -563,6 +566,11 @@ class NetworkChecks(_Checks):
             if v is not None and want == TIME and v <= 0 and _divides(neuron, o.name):
                 self.err("E034", f"time constant `{o.name}` must be positive, got {v:g} ms",
                          o.value.span, "use a positive time, e.g. `20 ms`")
+                continue
+            if v is not None:
+                values[o.name] = v
+        if not bad and len(values) == len(layer.overrides):  # every override is well-formed
+            self.diags += effective.layer_diagnostics(layer, neuron, defaults, values)
 
     def connection(self, layer: ast.Layer, c: ast.Connection, neuron: Optional[ast.Neuron],
                    index: int, order: dict[str, int]) -> None:

@@ -82,6 +82,8 @@ CODES: dict[str, str] = {
     "E070": "import outside the search path",
     "E071": "import of a file that is not a .snn",
     "E072": "invalid import path",
+    # warnings: the file is valid, but probably not what was meant
+    "W001": "the reset leaves the neuron at or above its threshold",
 }
 
 
