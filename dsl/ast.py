@@ -192,7 +192,7 @@ class Layer:
 
 @dataclass(frozen=True)
 class Readout:
-    """`readout out: first_spike` | `spike_count` | `li_integral(tau = 20 ms)` | `max_potential`"""
+    """`readout out: first_spike` | `spike_count` | `li_integral` | `max_potential`"""
 
     layer: str
     kind: str

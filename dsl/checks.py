@@ -677,27 +677,22 @@ class NetworkChecks(_Checks):
         if r.kind not in READOUTS:
             self.err("E048", f"unknown readout `{r.kind}`", r.span, _suggest(r.kind, READOUTS))
             return
-        allowed = ("tau",) if r.kind == "li_integral" else ()
-        for k, v in r.args:
-            if k not in allowed:
+        for k, v in r.args[:1]:  # readouts take no arguments (one report per readout)
+            if r.kind == "li_integral" and k == "tau":
+                # the engines integrate the potential itself; a `tau` was accepted and ignored
+                self.err("E048", "li_integral takes no `tau`: it is the integral of the "
+                         "potential, whose leak is the readout neuron's own time constant", v.span,
+                         f"write `readout {r.layer}: li_integral` and set the leak on the layer, "
+                         "e.g. `LI(tau_m = 20 ms)`")
+            else:
                 self.err("E048", f"unexpected argument `{k}` to readout {r.kind}", v.span,
-                         "li_integral takes `tau`; the other readouts take no arguments")
-                continue
-            d = self.dim(v, {})
-            if d is not None and d != TIME:
-                self.err("E033", f"`tau` must be a time, but it is {format_dim(d)}", v.span,
-                         "write e.g. `li_integral(tau = 20 ms)`")
-                continue
-            val = self.constant(v, {}, "`tau`")
-            if val is not None and val <= 0:
-                self.err("E034", f"time constant `tau` must be positive, got {val:g} ms", v.span,
-                         None)
+                         "readouts take no arguments, e.g. `readout out: li_integral`")
         if isinstance(target, ast.Layer) and r.kind in ("first_spike", "spike_count"):
             neuron = self.neurons.get(target.neuron)
             if neuron is not None and neuron.threshold is None:
                 self.err("E048", f"readout {r.kind} of `{r.layer}`, whose neuron {neuron.name} "
                          "never spikes", r.span,
-                         "use `max_potential` or `li_integral(...)` for neurons without threshold")
+                         "use `max_potential` or `li_integral` for neurons without threshold")
 
 
 class ArgError(Exception):

@@ -235,7 +235,7 @@ class _Builder:
                 pos, kw = self.arglist(args)
                 for _, psp in pos:
                     self.error("E051", "readout arguments must be named", psp,
-                               "write e.g. `li_integral(tau = 20 ms)`")
+                               "readouts take no arguments: write e.g. `readout out: li_integral`")
                 readouts.append(ast.Readout(str(lt), str(kt), tuple((k, v) for k, v, _ in kw), sp,
                                             _tok_span(self.file, lt)))
         return ast.Network(str(t.children[0]), tuple(inputs), tuple(layers), tuple(readouts),

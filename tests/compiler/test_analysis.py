@@ -181,7 +181,7 @@ network n {
     input x[4]
     layer mid[3] = Two(tau = 0.015 s) <- dense(x, port = input_inh, delays = fixed(1.5 ms), init = uniform(-1, 1))
     layer out[2] = CubaLIF(tau_s = 2 ms, v_th = 0.5) <- dense(mid, delays = learnable(max = 5 ms), init = constant(0.25))
-    readout out: li_integral(tau = 20 ms)
+    readout out: li_integral
 }
 """)
     net = load_model(p).networks["n"]
@@ -195,7 +195,7 @@ network n {
     assert d.learnable and d.max == 5.0 and d.init < 0  # uniform in [0, max]
     assert out.connections[0].init == type(c.init)(kind="constant", a=0.25, b=0.25)
     assert out.params["tau_s"] == 2.0 and out.params["v_th"] == 0.5 and out.params["tau_m"] == 20.0
-    assert net.readout.kind == "li_integral" and net.readout.args == {"tau": 20.0}
+    assert net.readout.kind == "li_integral" and net.readout.args == {}
 
 
 def _net(layers, readout="out"):

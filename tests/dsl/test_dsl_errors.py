@@ -68,10 +68,10 @@ def test_unit_mismatch_of_override_and_missing_unit_in_delay():
     src = ('from "lib/base.snn" import CubaLIF\n'
            "network n { input x[2]\n"
            "  layer h[3] = CubaLIF(tau_m = 20) <- dense(x, delays = learnable(max = 5))\n"
-           "  readout h: li_integral(tau = 2) }\n")
+           "  readout h: max_potential }\n")
     _, diags = dsl.check_source(src, str(FIXTURES / "inline.snn"))
     assert [(d.code, d.span.line, d.span.col) for d in diags] == [
-        ("E030", 3, 32), ("E033", 3, 73), ("E033", 4, 32)]
+        ("E030", 3, 32), ("E033", 3, 73)]
 
 
 # ------------------------------------------------------------------- pathological inputs
@@ -180,7 +180,20 @@ def test_failed_import_is_reported_once(imp, code):
     still are, unless a whole-file import failed (it might have defined them)."""
     used = imp.split()[-1] if imp.startswith("from") else "CubaLIF"
     src = (f"{imp}\nnetwork n {{ input x[2]\n  layer h[3] = {used}() <- dense(x)\n"
-           "  layer g[3] = Nowhere() <- dense(x)\n  readout h: li_integral(tau = 2 ms) }\n")
+           "  layer g[3] = Nowhere() <- dense(x)\n  readout h: li_integral }\n")
     _, diags = dsl.check_source(src, str(FIXTURES / "inline.snn"))
     expected = [(code, 1)] if imp.startswith("import") else [(code, 1), ("E041", 4)]
     assert [(d.code, d.span.line) for d in diags] == expected, render_all(diags)
+
+
+@pytest.mark.parametrize("readout,col", [("li_integral(tau = 20 ms)", 32), ("li_integral(tau = 2)", 32),
+                                         ("max_potential(tau = 5 ms)", 34)])
+def test_readout_arguments_are_refused(readout, col):
+    """`li_integral(tau = ...)` was accepted and ignored (every engine integrates the potential
+    itself; its leak is the neuron's time constant): issue 17 item 6.1. Now E048 at the value."""
+    src = ('from "lib/base.snn" import LI\nnetwork n { input x[2]\n'
+           "  layer h[3] = LI() <- dense(x)\n"
+           f"  readout h: {readout} }}\n")
+    _, diags = dsl.check_source(src, str(FIXTURES / "inline.snn"))
+    assert [(d.code, d.span.line, d.span.col) for d in diags] == [("E048", 4, col)], render_all(diags)
+    assert "li_integral" in diags[0].hint
