@@ -118,10 +118,13 @@ def expshift(p, *zs):
 def _ddshift(rel):
     def ddshift(*zs):
         """exp(-max(0, z...)) * exp[0, z...]: the special function with its nodes shifted <= 0."""
+        # the phi2 case's first node is the literal 0 of stable_exp.special_nodes (no tensor:
+        # tested here without a device sync on the solver's hot path)
+        phi2_case = len(zs) == 2 and not torch.is_tensor(zs[0]) and zs[0] == 0
         zs = _tensors(*zs)
         if len(zs) == 1:  # exp(-max(0, z)) exprel(z) = exprel(-|z|)
             return rel(-zs[0].abs())
-        if len(zs) == 2 and bool((zs[0] == 0).all()):  # phi2(z) = exp[0, 0, z]
+        if phi2_case:  # phi2(z) = exp[0, 0, z]
             z = zs[1]
             pos = z > 0
             shifted = _dexp2_shifted(torch.zeros_like(z), z.clamp(min=0.0))[1]

@@ -57,37 +57,38 @@ def scaled_pair(factors) -> Optional[tuple]:
     return i_exp, specials[0][0], specials[0][1]
 
 
-def stabilize(expr):
-    """expr with each exp(p) * F(z...) product rewritten as expshift(p, z...) * ddshift(z...)."""
+def _rewrite_pairs(expr, rewrite):
+    """expr with each exp(p) * F(z...) product's two factors replaced by rewrite(p, F, nodes)
+    -> (new exp factor, new special factor), or left alone where rewrite returns None."""
     expr = sympy.sympify(expr)
     if expr.is_Atom:
         return expr
-    args = [stabilize(a) for a in expr.args]
+    args = [_rewrite_pairs(a, rewrite) for a in expr.args]
     if expr.is_Mul:
         pair = scaled_pair(args)
         if pair is not None:
             ie, isp, nodes = pair
-            args[ie] = expshift(args[ie].args[0], *nodes)
-            args[isp] = ddshift(*nodes)
+            new = rewrite(args[ie].args[0], args[isp], nodes)
+            if new is not None:
+                args[ie], args[isp] = new
     if all(a is b for a, b in zip(args, expr.args)):
         return expr
     return expr.func(*args)
+
+
+def stabilize(expr):
+    """expr with each exp(p) * F(z...) product rewritten as expshift(p, z...) * ddshift(z...)."""
+    return _rewrite_pairs(expr, lambda p, f, nodes: (expshift(p, *nodes), ddshift(*nodes)))
 
 
 def stabilize_elementary(expr):
     """For printers without ddshift helpers (Triton): each exp(p) * exprel(z) product rewritten as
     exp(p + Max(0, z)) * exprel(-Abs(z)), in functions they already print; products with
     higher divided differences (phi2, dexp2) are left as they are."""
-    expr = sympy.sympify(expr)
-    if expr.is_Atom:
-        return expr
-    args = [stabilize_elementary(a) for a in expr.args]
-    if expr.is_Mul:
-        pair = scaled_pair(args)
-        if pair is not None and len(pair[2]) == 1:
-            ie, isp, (z,) = pair
-            args[ie] = sympy.exp(args[ie].args[0] + sympy.Max(0, z))
-            args[isp] = special.exprel(-sympy.Abs(z))
-    if all(a is b for a, b in zip(args, expr.args)):
-        return expr
-    return expr.func(*args)
+    def rewrite(p, f, nodes):
+        if len(nodes) != 1:
+            return None
+        (z,) = nodes
+        return sympy.exp(p + sympy.Max(0, z)), special.exprel(-sympy.Abs(z))
+
+    return _rewrite_pairs(expr, rewrite)

@@ -102,20 +102,18 @@ def main(budget: float, seed: int) -> dict:
         path.write_text(text, errors="surrogateescape")
         stats["cases"] += 1
         case = {"case": stats["cases"], "seed": seed_name}
-        rc = run_cli(["check", str(path)])
-        if rc == 70:
-            stats["internal"].append(dict(case, stage="check"))
+        passed = True
+        for stage, argv, counter in (("check", ["check", str(path)], "checked_ok"),
+                                     ("compile", ["compile", str(path), "-o", str(work / "build")], "compiled")):
+            rc = run_cli(argv)
+            if rc == 70:  # the CLI's exit code for an internal error
+                stats["internal"].append(dict(case, stage=stage))
+            if rc != 0:
+                passed = False
+                break
+            stats[counter] += 1
+        if not passed:
             continue
-        if rc != 0:
-            continue
-        stats["checked_ok"] += 1
-        rc = run_cli(["compile", str(path), "-o", str(work / "build")])
-        if rc == 70:
-            stats["internal"].append(dict(case, stage="compile"))
-            continue
-        if rc != 0:
-            continue
-        stats["compiled"] += 1
         try:
             tiny_forward(path)
             stats["ran"] += 1
