@@ -16,6 +16,7 @@ size. For m = 0 (the usual order of the rates) both factors are bit for bit the 
     scaled_pair(factors) -> (i_exp, i_special, nodes) | None    which factors of a Mul to fold
     special_nodes(f)     -> the nodes z of a special-function call (phi2(z): (0, z))
     stabilize(expr)      -> expr with every such pair replaced by expshift(p, z...) * ddshift(z...)
+    stabilize_for_triton -> the same in the functions the Triton printer has (exp, Max, ddshift)
 """
 
 from __future__ import annotations
@@ -81,14 +82,15 @@ def stabilize(expr):
     return _rewrite_pairs(expr, lambda p, f, nodes: (expshift(p, *nodes), ddshift(*nodes)))
 
 
-def stabilize_elementary(expr):
-    """For printers without ddshift helpers (Triton): each exp(p) * exprel(z) product rewritten as
-    exp(p + Max(0, z)) * exprel(-Abs(z)), in functions they already print; products with
-    higher divided differences (phi2, dexp2) are left as they are."""
+def stabilize_for_triton(expr):
+    """The Triton printer's form: each exp(p) * exprel(z) product as exp(p + Max(0, z)) *
+    exprel(-Abs(z)), in functions it already prints and inlines; products with higher divided
+    differences (phi2, dexp2, dexpn) as exp(p + Max(0, z...)) * ddshift(z...), printed as the
+    shifted helpers (triton_codegen: phi2s, dexp2s, dexpn<k>s). Idempotent."""
     def rewrite(p, f, nodes):
-        if len(nodes) != 1:
-            return None
-        (z,) = nodes
-        return sympy.exp(p + sympy.Max(0, z)), special.exprel(-sympy.Abs(z))
+        if len(nodes) == 1:
+            (z,) = nodes
+            return sympy.exp(p + sympy.Max(0, z)), special.exprel(-sympy.Abs(z))
+        return sympy.exp(p + sympy.Max(0, *nodes)), ddshift(*nodes)
 
     return _rewrite_pairs(expr, rewrite)

@@ -24,10 +24,9 @@ import sympy
 from ..ir import DT, NeuronIR
 from .triton_kernels import kernel_source
 from .triton_inline import inline_helpers
-from .stable_exp import stabilize_elementary
 from .triton_printer import TritonPrinter, emit_assignments
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 
 _DTYPES = {
     # machine epsilon, a tiny positive normal number, cap on safeguarded-Newton iterations
@@ -80,15 +79,15 @@ def phi2(z):
 
 
 @triton.jit
-def dexp2(x, y):
-    # exp[0, x, y]: shift by the largest node so all nodes are <= 0 (see numeric_dexp2)
+def dexp2s(x, y):
+    # exp(-max(0, x, y)) exp[0, x, y]: every node shifted to <= 0, so it never overflows
+    # (see numeric_dexp2); dexp2 multiplies the scale back, stable_exp folds it into exp(p)
     zero = x * 0.0
     p2 = tl.maximum(tl.maximum(x, y), zero)
     p0 = tl.minimum(tl.minimum(x, y), zero)
     p1 = tl.maximum(tl.minimum(x, y), tl.minimum(tl.maximum(x, y), zero))
     u = p0 - p2
     v = p1 - p2
-    scale = tl.exp(p2)
     # series sum_n h_n(u, v)/(n+2)!, h_n = u h_{n-1} + v^n (used when the spread is < 1/2)
     tot = zero
     h = zero
@@ -101,17 +100,30 @@ def dexp2(x, y):
         fact = fact * (n + 3)
     us = tl.where(u > -0.5, -1.0, u)
     quot = (exprel(v) - tl.exp(v) * exprel(us - v)) / (-us)
-    return scale * tl.where(u > -0.5, tot, quot)
+    return tl.where(u > -0.5, tot, quot)
+
+
+@triton.jit
+def dexp2(x, y):
+    return tl.exp(tl.maximum(tl.maximum(x, y), x * 0.0)) * dexp2s(x, y)
+
+
+@triton.jit
+def phi2s(z):
+    # exp(-max(0, z)) phi2(z) = exp(-max(0, z)) exp[0, 0, z]
+    zp = tl.maximum(z, 0.0)
+    return tl.where(z > 0.0, dexp2s(zp * 0.0, zp), phi2(tl.minimum(z, 0.0)))
 '''
 
 
-def dexpn_helper(k: int) -> str:
+def dexpn_helper(k: int, shifted: bool = False) -> str:
     """Triton source of dexpn<k>(z_1..z_k) = exp[0, z_1, ..., z_k] (repeated nodes allowed), the
     algorithm of special.numeric_dexpn / mlir_ops.dexpn: nodes sorted by a compare-exchange
     network, centred Taylor series (30 terms) for a spread < 1, else the difference quotient over
     the widest gap, recursively, each part shifted by its largest node (unrolled: k is small).
     Only the adjoint's parameter derivatives need it (d/dz of dexp2 repeats a node)."""
-    lines = ["", "", "@triton.jit", f"def dexpn{k}(" + ", ".join(f"z{i}" for i in range(k)) + "):"]
+    name = f"dexpn{k}s" if shifted else f"dexpn{k}"
+    lines = ["", "", "@triton.jit", f"def {name}(" + ", ".join(f"z{i}" for i in range(k)) + "):"]
     cnt = iter(range(10 ** 6))
 
     def new(expr: str) -> str:
@@ -157,6 +169,9 @@ def dexpn_helper(k: int) -> str:
         for jj in range(len(v) - 1 - i):
             a, b = v[jj], v[jj + 1]
             v[jj], v[jj + 1] = new(f"tl.minimum({a}, {b})"), new(f"tl.maximum({a}, {b})")
+    if shifted:  # exp(-max(0, z...)) exp[0, z...] = exp[nodes - the largest]: all <= 0
+        top = v[-1]
+        v = [new(f"{n} - {top}") for n in v[:-1]] + [new(f"{top} * 0.0")]
     res = dd(v, False)
     lines.append(f"    return {res}")
     return "\n".join(lines) + "\n"
@@ -227,7 +242,7 @@ class _Gen:
         self.fn("state_init", f"ref, {P}", self.assign({f"y{i}": ir.init[i] for i in range(d)}, "ref"),
                 ", ".join(f"y{i}" for i in range(d)))
         # propagate: Phi(D) x + phi(D)
-        Phi, phi = stabilize_elementary(ir.Phi), stabilize_elementary(ir.phi)  # overflow-free
+        Phi, phi = ir.Phi, ir.phi  # printed overflow-free by emit_assignments (stable_exp)
         y = Phi * xv + phi
         self.fn("propagate", f"{X}, D, {P}", self.assign({f"y{i}": y[i] for i in range(d)}, "D"),
                 ", ".join(f"y{i}" for i in range(d)))
@@ -420,8 +435,8 @@ class _Gen:
         kernels = kernel_source(self)  # also emits the backward's helpers into self.lines
         self.lines += kernels.splitlines()
         src = "\n".join(self.lines) + "\n"
-        for k in sorted({int(v) for v in re.findall(r"\bdexpn(\d+)\(", src)}):
-            src += dexpn_helper(k)
+        for k, sh in sorted({(int(v), bool(t)) for v, t in re.findall(r"\bdexpn(\d+)(s?)\(", src)}):
+            src += dexpn_helper(k, shifted=sh)
         # kernels get every helper inlined (one straight function per kernel)
         return inline_helpers(src, lambda name: "_kernel_" in name)
 

@@ -160,6 +160,17 @@ class TritonPrinter(StrPrinter):
     def _print_dexp2(self, e):
         return f"dexp2({self._print(e.args[0])}, {self._print(e.args[1])})"
 
+    def _print_ddshift(self, e):
+        # stable_exp.ddshift: exp(-max(0, z...)) exp[0, z...], the shifted helpers
+        z = e.args
+        if len(z) == 1:
+            return f"exprel(-tl.abs({self._print(z[0])}))"
+        if len(z) == 2 and z[0] == 0:
+            return f"phi2s({self._print(z[1])})"
+        if len(z) == 2:
+            return f"dexp2s({self._print(z[0])}, {self._print(z[1])})"
+        return f"dexpn{len(z)}s(" + ", ".join(self._print(a) for a in z) + ")"
+
     def _print_dexpn(self, e):
         # exp[0, z_1..z_k]: one generated helper per k (triton_codegen.dexpn_helper)
         return f"dexpn{len(e.args)}(" + ", ".join(self._print(a) for a in e.args) + ")"
@@ -208,9 +219,11 @@ def emit_assignments(
     factored out by sympy.cse so every exponential is evaluated once. exprel(z) calls become
     statements of their own (`_e0 = exprel(_z0)`), so that they can be inlined."""
     from ..special import exprel
+    from .stable_exp import stabilize_for_triton
 
     keys = list(exprs)
-    vals = [sympy.sympify(exprs[k]) for k in keys]
+    # exp(p) * F(z...) products printed so that no factor overflows over long gaps
+    vals = [stabilize_for_triton(sympy.sympify(exprs[k])) for k in keys]
     local = dict(names)
     lines: list[str] = []
     pr = TritonPrinter(local, dtype)
