@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--explain", action="store_true", help="print the analysis of every neuron and network")
 
 
+def _progress(msg: str) -> None:
+    """The driver's progress lines, each once: the build folder is named by the last line only."""
+    if not (msg.startswith("wrote ") or msg.startswith("cache hit: ")):
+        print(msg)
+
+
 def run(args) -> int:
     from spikescan.dsl.diagnostics import DiagnosticError, plural
 
@@ -48,7 +54,7 @@ def run(args) -> int:
                 print(explain_network(net))
                 print()
         model = compile_model(args.file, out_dir=args.out, emit=args.emit, dtype=args.dtype,
-                              force=args.force, progress=print)
+                              force=args.force, progress=_progress)
     except DiagnosticError as e:
         print(str(e), file=sys.stderr)
         print(f"{plural(len(e.diagnostics), 'error')}; nothing was compiled", file=sys.stderr)

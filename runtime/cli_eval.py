@@ -13,10 +13,15 @@ from spikescan.runtime.cli_train import DATASETS
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint written by `spikescan train` (last.pt or best.pt)")
-    p.add_argument("--data", default=None, choices=DATASETS, help="dataset (default: the one it was trained on)")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--data", default=None, choices=DATASETS, metavar="NAME",
+                   help=f"dataset: {', '.join(DATASETS)} (default: the one it was trained on)")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="folder with the recorded datasets' files (default: the training run's, for the same "
+                        "dataset, else $SPIKESCAN_DATA)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="which split to evaluate (default test)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="samples per engine call (default: the training batch size); does not change the result")
     p.add_argument("--engine", default=None, help="engine (default: the training engine)")
     p.add_argument("--limit", type=int, default=None,
                    help="evaluate a seeded, class-stratified subset of N samples (seeded with the training "
@@ -24,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-spikes", type=int, default=None,
                    help="largest per-neuron spike cap (default: the training run's); samples over it are "
                         "truncated and counted (docs/engines.md, Spike caps)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (stderr)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only warnings, errors and the JSON result")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     ds = subset(ds, args.limit, int(cfg.get("seed", 0)))
     loss_cfg = loss_config({}, cfg.get("loss", {}))
     t_end = cfg.get("t_end") or 2.0 * (t_max_of(ds) or 0.0)
-    res = evaluate(net, loader(ds, batch, False, 0), loss_cfg, t_end, max_spikes)
+    res = evaluate(net, loader(ds, batch, False, 0), loss_cfg, t_end, max_spikes,
+                   progress=not (args.no_progress or args.quiet), desc=f"eval {data} {args.split}")
     warning = res["cap"].warning(f"{data} {args.split}")
     if warning:
         print(warning, file=sys.stderr)

@@ -1,14 +1,17 @@
 """A progress bar on stderr (tqdm when available, a plain line otherwise) showing loss,
-accuracy and events/s during training."""
+accuracy and events/s during training, validation, test and eval. Disabled bars print nothing."""
 
 from __future__ import annotations
 
 import sys
 import time
+from typing import Optional
 
 
 class Progress:
-    def __init__(self, total: int, desc: str, enabled: bool = True):
+    """`Progress(total, desc, enabled)`; `update(loss, acc, events_per_s)` once per batch; `close()`."""
+
+    def __init__(self, total: Optional[int], desc: str, enabled: bool = True):
         self.enabled = enabled
         self.total, self.desc, self.n = total, desc, 0
         self.t0 = time.perf_counter()
@@ -30,11 +33,14 @@ class Progress:
             self.bar.set_postfix_str(post, refresh=False)
             self.bar.update(1)
         else:
-            sys.stderr.write(f"\r{self.desc} {self.n}/{self.total} {post}")
+            total = "" if self.total is None else f"/{self.total}"
+            sys.stderr.write(f"\r{self.desc} {self.n}{total} {post}")
             sys.stderr.flush()
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        elif self.enabled:
+            self.bar = None
+        elif self.enabled and self.n:
             sys.stderr.write("\n")
+        self.enabled = False  # close() twice prints nothing more

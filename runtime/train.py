@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -34,18 +34,20 @@ from spikescan.runtime.checkpoint import (CheckpointError, check_state, load_che
 from spikescan.runtime.losses import LossConfig
 from spikescan.runtime.network import SpikingNetwork
 from spikescan.runtime.progress import Progress
-from spikescan.runtime.train_guard import (GRAD_BOUND, PARAM_BOUND, TrainingDiverged,  # noqa: F401
-                                           TrainingStalled, step as _step)
-from spikescan.runtime.train_setup import (check_channels, check_options, evaluate, loader as _loader, loss_config,
-                                           open_dataset, resolve_engine, subset as _subset, trial_length)
+from spikescan.runtime.train_data import DataLike, batches, guess_t_end, is_named, open_splits
+from spikescan.runtime.train_guard import (GRAD_BOUND, PARAM_BOUND, STALL_PATIENCE, StallWatch,  # noqa: F401
+                                           TrainingDiverged, TrainingStalled, step as _step)
+from spikescan.runtime.train_report import layer_rates, mean_rates, summary_lines
+from spikescan.runtime.train_setup import (check_options, evaluate, loader as _loader, loss_config,
+                                           resolve_engine, subset as _subset)
 
 __all__ = ["train", "evaluate", "network_from_checkpoint", "resolve_engine", "TrainingDiverged", "TrainingStalled",
            "TrainResult", "DATASET_DEFAULTS", "PARAM_BOUND", "GRAD_BOUND", "_subset", "_loader"]
 
 # Per-dataset defaults (ms for times). Yin-Yang follows DATASETS.md's reference settings.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    # EventProp's Yin-Yang loss settings (tau0 = 0.5 ms, tau1 = 6.4 ms, alpha = 3e-3); measured
-    # 95.6% test in 15 epochs (about 7 minutes on 2 cores).
+    # EventProp's Yin-Yang loss settings (tau0 = 0.5 ms, tau1 = 6.4 ms, alpha = 3e-3); the
+    # measured accuracy and time of this default run are in README.md (one place only).
     "yinyang": dict(epochs=15, lr=5e-3, batch_size=32, t_end=60.0, schedule="cosine",
                     loss=dict(tau=0.5, alpha=3e-3, beta=6.4, silent_slope=10.0)),
     "randman": dict(epochs=20, lr=5e-3, batch_size=32, loss=dict(tau=2.0, alpha=1e-3, beta=20.0, silent_slope=10.0)),
@@ -102,16 +104,6 @@ def _prepare_out(out_dir: Path) -> Path:
     return out_dir
 
 
-def _splits(data, data_root, data_opts, limit_train, limit_eval, seed, net):
-    """Every split opened (and checked against the network's inputs) before the first epoch."""
-    out = {}
-    for split, limit in (("train", limit_train), ("val", limit_eval), ("test", limit_eval)):
-        ds = open_dataset(data, split, data_root, data_opts)
-        check_channels(ds, net)
-        out[split] = _subset(ds, limit, seed)
-    return out
-
-
 class _Run:
     """The mutable state of one training run: history, best weights, what is on disk."""
 
@@ -166,7 +158,7 @@ def _write_metrics(path: Path, records: list[dict], mode: str = "w") -> None:
 
 def train(
     model,
-    data: str = "yinyang",
+    data: DataLike = "yinyang",
     data_root: Optional[str] = None,
     epochs: Optional[int] = None,
     batch_size: Optional[int] = None,
@@ -177,6 +169,9 @@ def train(
     resume: bool = False,
     progress: bool = True,
     *,
+    val_data: Optional[DataLike] = None,
+    test_data: Optional[DataLike] = None,
+    quiet: bool = False,
     network: Optional[str] = None,
     loss: Optional[dict | LossConfig] = None,
     t_end: Optional[float] = None,
@@ -186,19 +181,36 @@ def train(
     limit_train: Optional[int] = None,
     limit_eval: Optional[int] = None,
     net_opts: Optional[dict] = None,
-    log=None,
+    log: Optional[Callable[[str], None]] = None,
     threads: Optional[int] = 1,
     max_spikes: Optional[int] = None,
 ) -> TrainResult:
-    """Train `model` (a .snn path, a CompiledModel or a SpikingNetwork) on a built-in dataset.
+    """Train `model` with Adam on exact event-based gradients; returns a TrainResult.
 
-    Unset hyperparameters take the dataset's defaults (DATASET_DEFAULTS). `max_spikes` bounds the
-    per-neuron spike cap that runtime/spike_cap.py grows to (default DEFAULT_MAX_SPIKES).
-    `limit_train`/`limit_eval` take seeded, class-stratified subsets. Returns a TrainResult whose
-    test_accuracy is measured with the best-validation weights (out/best.pt)."""
+    model: a .snn path, a CompiledModel or a spikescan.Network (trained in place).
+    data: a built-in dataset name (spikescan.DATASETS; `data_root`, `data_opts` go to it), a
+        torch Dataset of (times, channels, label) samples (batched with pad_collate), a DataLoader
+        of (times [B, n], channels [B, n], labels [B]) batches (+inf padded), or a dict
+        {"train", "val", "test"} of those. `val_data` / `test_data` give the other splits of custom
+        data; without them 10% of a Dataset is held out for validation and the test split is the
+        validation split (the start-up summary says so). Custom data needs `t_end` (ms) unless
+        it has a `t_max` attribute.
+    Unset hyperparameters take the dataset's defaults (DATASET_DEFAULTS, else GENERIC_DEFAULTS);
+    `loss` is a LossConfig or a dict of its fields (docs/training.md, "Losses").
+    Output: `out` (default runs/<network>) gets last.pt, best.pt, metrics.jsonl and curves.png;
+    `resume=True` continues from out/last.pt.
+    progress: progress bars (train, val, test) on stderr; quiet: no output at all but warnings
+    and errors (`progress=False` alone keeps the start-up summary and the per-epoch lines). `log`
+    replaces printing to stderr.
+    `max_spikes` bounds the per-neuron spike cap that runtime/spike_cap.py grows to (default
+    DEFAULT_MAX_SPIKES); `limit_train`/`limit_eval` take seeded, class-stratified subsets.
+    The returned test_accuracy is measured with the best-validation weights (out/best.pt)."""
     t_start = time.perf_counter()
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    d = {**GENERIC_DEFAULTS, **DATASET_DEFAULTS.get(data, {})}
+    info = (lambda msg: None) if quiet else log  # warnings and errors always go to `log`
+    progress = bool(progress) and not quiet
+    named = is_named(data)
+    d = {**GENERIC_DEFAULTS, **(DATASET_DEFAULTS.get(data, {}) if named else {})}
     epochs = d["epochs"] if epochs is None else epochs
     batch_size = d["batch_size"] if batch_size is None else batch_size
     lr = d["lr"] if lr is None else lr
@@ -223,20 +235,29 @@ def train(
     net.engine_name = engine
     engine_label = engine if isinstance(engine, str) else "auto"  # engine objects (tests) are not saved
     run = _Run(_prepare_out(Path(out or os.path.join("runs", net.ir.name))))
-    splits = _splits(data, data_root, data_opts, limit_train, limit_eval, seed, net)
-    t_end = trial_length(splits["train"], t_end)
+    splits, notes = open_splits(data, val_data=val_data, test_data=test_data, data_root=data_root,
+                                data_opts=data_opts, limit_train=limit_train, limit_eval=limit_eval, seed=seed, net=net)
+    t_end = guess_t_end(splits, t_end)
     theta = net.readout_theta()
     need_vmax = net.readout_kind == "first_spike" and loss_cfg.silent_slope > 0
-
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
     config = dict(
-        data=data, data_root=data_root, epochs=epochs, batch_size=batch_size, lr=lr, engine=engine_label, seed=seed,
+        data=data if named else None, data_root=data_root if named else None, epochs=epochs, batch_size=batch_size,
+        lr=lr, engine=engine_label, seed=seed,
         network=net.ir.name, loss=asdict(loss_cfg), t_end=t_end, schedule=schedule, clip_grad=clip_grad,
         data_opts=data_opts, limit_train=limit_train, limit_eval=limit_eval, net_opts=net_opts, max_spikes=max_spikes,
     )
     metrics_path = run.out_dir / "metrics.jsonl"
+    said: list[str] = []  # what resuming says, printed after the summary (errors come before both)
     if resume:
-        _resume(run, net, opt, ref, epochs, schedule, log)
+        _resume(run, net, opt, ref, epochs, schedule, said.append)
+    for line in summary_lines(net, engine_label if isinstance(engine, str) else "custom", threads, splits, notes,
+                              ref.get("model_path") or getattr(model, "path", None), epochs=epochs,
+                              batch_size=batch_size, lr=lr, schedule=schedule, seed=seed, t_end=t_end,
+                              loss=loss_cfg, out=run.out_dir):
+        info(line)
+    for msg in said:
+        (log if msg.startswith("warning") else info)(msg)
     # keep metrics.jsonl consistent with the checkpoint (drop lines of epochs after it)
     _write_metrics(metrics_path, run.history)
 
@@ -250,37 +271,42 @@ def train(
                             learn_time_constants=any(l.learned for l in net.layers.values())),
         )
 
-    val_loader = _loader(splits["val"], max(batch_size, 250), False, seed)  # big batches: fewer engine calls
+    eval_batch = max(batch_size, 250)  # big batches: fewer engine calls
+    val_loader = batches(splits["val"], eval_batch, False, seed)
     for epoch in range(run.start_epoch, epochs):
         net.train()
         for g in opt.param_groups:
             g["lr"] = lr_at(epoch, epochs, lr, schedule)
-        batches = _loader(splits["train"], batch_size, True, seed * 1_000_003 + epoch)
-        bar = Progress(len(batches), f"epoch {epoch + 1}/{epochs}", enabled=progress)
+        train_batches = batches(splits["train"], batch_size, True, seed * 1_000_003 + epoch)
+        n_batches = len(train_batches)
+        watch = StallWatch(min(STALL_PATIENCE, n_batches), loss_cfg.silent_slope, net.readout_layer)
+        bar = Progress(n_batches, f"epoch {epoch + 1}/{epochs}", enabled=progress)
         t0 = time.perf_counter()
         cap = spike_cap.CapStats(cap=max_spikes)
-        tot_loss, correct, n, events = 0.0, 0, 0, 0
+        tot_loss, correct, n, events, rates = 0.0, 0, 0, 0, None
         try:
-            for step, (times, channels, labels) in enumerate(batches):
+            for step, (times, channels, labels) in enumerate(train_batches):
                 tb = time.perf_counter()
                 outp = spike_cap.forward(net, times, channels, t_end=t_end, observe_vmax=need_vmax,
                                          max_spikes=max_spikes, stats=cap)
                 loss_v = losses.readout_loss(outp, labels, loss_cfg, t_end, theta)
-                _step(net, opt, outp, loss_v, clip_grad, run, f"epoch {epoch + 1}, step {step + 1}")
+                _step(net, opt, outp, loss_v, clip_grad, run, f"epoch {epoch + 1}, step {step + 1}", watch)
                 tot_loss += float(loss_v.detach()) * len(labels)
                 correct += int((losses.predict(outp.readout_kind, outp.readout.detach()) == labels).sum())
                 n += len(labels)
                 events += outp.events
+                rates = layer_rates(rates, outp)
                 bar.update(tot_loss / n, correct / n, outp.events / max(time.perf_counter() - tb, 1e-9))
         finally:
             bar.close()
         train_s = time.perf_counter() - t0
-        val = evaluate(net, val_loader, loss_cfg, t_end, max_spikes)
+        val = evaluate(net, val_loader, loss_cfg, t_end, max_spikes, progress=progress, desc="val")
         both = cap.merge(val["cap"])
         rec = dict(
             epoch=epoch + 1, train_loss=tot_loss / max(n, 1), train_accuracy=correct / max(n, 1),
             val_loss=val["loss"], val_accuracy=val["accuracy"], train_s=train_s,
             events_per_s=events / max(train_s, 1e-9), lr=opt.param_groups[0]["lr"], **both.record(),
+            skipped_batches=watch.skipped, spikes_per_neuron=mean_rates(rates),
         )
         run.history.append(rec)
         if val["accuracy"] > run.best_acc:
@@ -293,23 +319,27 @@ def train(
         _plot(run, log)
         if both.warning(f"epoch {epoch + 1} (train + val)"):
             log(both.warning(f"epoch {epoch + 1} (train + val)"))
-        if progress:
-            log(
-                f"epoch {epoch + 1}/{epochs}: loss {rec['train_loss']:.4f} acc {rec['train_accuracy']:.4f} | "
-                f"val loss {rec['val_loss']:.4f} acc {rec['val_accuracy']:.4f} | {train_s:.1f} s, "
-                f"{rec['events_per_s']:.3g} ev/s"
-            )
+        if watch.skipped:
+            log(f"warning: epoch {epoch + 1}: {watch.skipped} of {n_batches} batches had no gradient (silent "
+                "network) and were skipped")
+        info(
+            f"epoch {epoch + 1}/{epochs}: loss {rec['train_loss']:.4f} acc {rec['train_accuracy']:.4f} | "
+            f"val loss {rec['val_loss']:.4f} acc {rec['val_accuracy']:.4f} | {train_s:.1f} s, "
+            f"{rec['events_per_s']:.3g} ev/s"
+        )
 
     # test with the best-validation weights (kept in memory: best.pt was validated up front)
     if run.best_state is not None:
         net.load_state_dict(run.best_state)
-    test = evaluate(net, _loader(splits["test"], max(batch_size, 250), False, seed), loss_cfg, t_end, max_spikes)
+    test = evaluate(net, batches(splits["test"], eval_batch, False, seed), loss_cfg, t_end, max_spikes,
+                    progress=progress, desc="test")
     if test["cap"].warning("test"):
         log(test["cap"].warning("test"))
     wall = time.perf_counter() - t_start
     final = dict(final=True, test_accuracy=test["accuracy"], test_loss=test["loss"], best_val_accuracy=run.best_acc,
                  best_epoch=run.best_epoch, epochs=epochs, wall_s=wall, **test["cap"].record())
     _write_metrics(metrics_path, [final], "a")
+    _plot(run, log, final)
     return TrainResult(
         test_accuracy=test["accuracy"], test_loss=test["loss"], best_val_accuracy=run.best_acc,
         best_epoch=run.best_epoch, epochs_run=epochs - run.start_epoch, wall_s=wall, out=str(run.out_dir),
@@ -317,11 +347,11 @@ def train(
     )
 
 
-def _plot(run: _Run, log) -> None:
+def _plot(run: _Run, log, final: Optional[dict] = None) -> None:
     try:
         from spikescan.runtime.plots import plot_curves
 
-        plot_curves(run.history, run.out_dir / "curves.png")
+        plot_curves(run.history, run.out_dir / "curves.png", final=final)
     except Exception as e:  # noqa: BLE001 - plotting must never stop training
         log(f"warning: could not write curves.png: {e}")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import fields
 from typing import Any, Optional
 
@@ -172,9 +173,25 @@ def trial_length(ds, t_end: Optional[float]) -> float:
     return 2.0 * base
 
 
-def evaluate(net, data_loader, loss_cfg: LossConfig, t_end: float, max_spikes: Optional[int] = None) -> dict[str, Any]:
+def evaluate(net, data_loader, loss_cfg: LossConfig, t_end: float, max_spikes: Optional[int] = None, *,
+             progress: bool = False, desc: str = "eval") -> dict[str, Any]:
     """Loss and accuracy of `net` over a loader (no gradients), with the spike-cap record
-    (runtime/spike_cap.py: samples re-run with a larger cap up to max_spikes, those truncated)."""
+    (runtime/spike_cap.py: samples re-run with a larger cap up to max_spikes, those truncated);
+    `progress` shows a bar named `desc` on stderr."""
+    from spikescan.runtime.progress import Progress
+
+    try:
+        total = len(data_loader)
+    except TypeError:
+        total = None
+    bar = Progress(total, desc, enabled=progress)
+    try:
+        return _evaluate(net, data_loader, loss_cfg, t_end, max_spikes, bar)
+    finally:
+        bar.close()
+
+
+def _evaluate(net, data_loader, loss_cfg, t_end, max_spikes, bar) -> dict[str, Any]:
     net.eval()
     theta = net.readout_theta()
     need_vmax = net.readout_kind == "first_spike" and loss_cfg.silent_slope > 0
@@ -182,11 +199,13 @@ def evaluate(net, data_loader, loss_cfg: LossConfig, t_end: float, max_spikes: O
     tot_loss, correct, n, events = 0.0, 0, 0, 0
     with torch.no_grad():
         for times, channels, labels in data_loader:
+            tb = time.perf_counter()
             out = spike_cap.forward(net, times, channels, t_end=t_end, observe_vmax=need_vmax,
                                     max_spikes=max_spikes, stats=stats)
             tot_loss += float(losses.readout_loss(out, labels, loss_cfg, t_end, theta)) * len(labels)
             correct += int((losses.predict(out.readout_kind, out.readout) == labels).sum())
             n += len(labels)
             events += out.events
+            bar.update(tot_loss / n, correct / n, out.events / max(time.perf_counter() - tb, 1e-9))
     return {"loss": tot_loss / max(n, 1), "accuracy": correct / max(n, 1), "n": n, "events": events,
             "cap": stats, **stats.record()}

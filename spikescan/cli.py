@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "compile": ("spikescan.compiler.cli_compile", "compile a .snn file to a build folder (MLIR, Triton, CPU JIT)"),
     "train": ("spikescan.runtime.cli_train", "train a compiled network on a dataset"),
     "eval": ("spikescan.runtime.cli_eval", "evaluate a checkpoint on a dataset split"),
+    "plot": ("spikescan.runtime.cli_plot", "draw spike rasters of a trained network or a neuron's exact state trace"),
 }
 
 

@@ -1,11 +1,12 @@
 """randman (Zenke and Vogels 2021): random smooth manifolds as a spike-timing task.
 
-As in /work/shared/DATASETS.md: per class, per unit e and manifold coordinate d, a random
-function f_{e,d}(x) = sum_{i<F} a_i (i+1)^-alpha sin(2 pi (i x b_i + c_i)) with a, b, c uniform in
-[0, 1), F = min(ceil(prec^(-1/alpha)), 1000) (= 32 for prec 1e-3, alpha 2). Unit e of a sample
-x ~ U[0, 1]^dim takes y_e = prod_d f_{e,d}(x_d); y is min-max normalised per class and unit over
-all of that class's samples (as the reference code's ``standardize``), and unit e fires one spike
-at y_e * window (``t_max`` is accepted as another name for ``window``; default 50 ms).
+Following the reference code of Zenke and Vogels (github.com/fzenke/randman): per class, per
+unit e and manifold coordinate d, a random function f_{e,d}(x) = sum_{i<F} a_i (i+1)^-alpha
+sin(2 pi (i x b_i + c_i)) with a, b, c uniform in [0, 1), F = min(ceil(prec^(-1/alpha)), 1000)
+(= 32 for prec 1e-3, alpha 2). Unit e of a sample x ~ U[0, 1]^dim takes y_e = prod_d
+f_{e,d}(x_d); y is min-max normalised per class and unit over all of that class's samples (as
+the reference code's ``standardize``), and unit e fires one spike at y_e * window (``t_max`` is
+accepted as another name for ``window``; default 50 ms).
 
 Determinism and splits: one numpy Generator seeded with ``seed`` draws, class by class, the
 manifold coefficients and then the class's samples; the pool of ``samples_per_class`` per class

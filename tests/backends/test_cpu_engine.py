@@ -13,13 +13,14 @@ from mpref import HAND_MODELS, mp_simulate, peak_cuba, simulate_model
 from spikescan.compiler.driver import load_model
 from spikescan.runtime.engines.result import SpikeCapExceeded
 from spikescan.runtime.engines.sequential_cpu import run_layer
+from repo_paths import repo
 
 MODELS = {"LIF": "lif", "CubaLIF": "cuba_lif", "AlphaLIF": "alpha_lif", "AdaptiveLIF": "adaptive_lif"}
 TOL64 = 1e-12  # ms
 
 
 def neuron(name):
-    return load_model(f"models/{MODELS[name]}.snn").neurons[name]
+    return load_model(repo(f"models/{MODELS[name]}.snn")).neurons[name]
 
 
 def random_input(seed, n, C, N, span, scale, dtype=torch.float64):
@@ -180,7 +181,7 @@ def test_event_outer_path_equals_per_neuron_path(name, monkeypatch):
 def test_readout_layers_agree_with_torch_sequential():
     """Readouts (no threshold) run on the compiled replay (runtime/engines/observe_replay.py),
     not on the Python loop; the value agrees with the reference engine to rounding."""
-    li = load_model("models/li_readout.snn").neurons["LI"]
+    li = load_model(repo("models/li_readout.snn")).neurons["LI"]
     times, ch, W = random_input(9, 30, 3, 2, 40.0, 1.0)
     res = run_layer(li, {}, times, ch, W, observe="li_integral", t_end=60.0)
     from spikescan.runtime.engines.torch_sequential import run_layer as ref_layer

@@ -12,13 +12,14 @@ import torch
 from spikescan.compiler.driver import load_model
 from spikescan.runtime.engines import torch_sequential
 from spikescan.runtime.engines.sequential_cpu import run_layer
+from repo_paths import repo
 
 MODELS = {"LIF": "lif", "CubaLIF": "cuba_lif", "AlphaLIF": "alpha_lif", "AdaptiveLIF": "adaptive_lif"}
 F64 = torch.float64
 
 
 def neuron(name):
-    return load_model(f"models/{MODELS[name]}.snn").neurons[name]
+    return load_model(repo(f"models/{MODELS[name]}.snn")).neurons[name]
 
 
 def problem(seed, B, n, C, N, span, scale, delays=False):

@@ -15,13 +15,14 @@ from mpref import simulate_model
 from spikescan.compiler.backends import cpu_jit
 from spikescan.compiler.driver import load_model
 from spikescan.runtime.engines import sequential_cpu, torch_sequential
+from repo_paths import repo
 
 MODELS = {"LIF": "lif", "CubaLIF": "cuba_lif", "AlphaLIF": "alpha_lif", "AdaptiveLIF": "adaptive_lif"}
 F64 = torch.float64
 
 
 def neuron(name):
-    return load_model(f"models/{MODELS[name]}.snn").neurons[name]
+    return load_model(repo(f"models/{MODELS[name]}.snn")).neurons[name]
 
 
 def inputs(seed, B, n, C, N, span, mean, std, per_sample=False):

@@ -13,6 +13,7 @@ from spikescan.compiler import special
 from spikescan.compiler.backends.cpu_jit import LOWER
 from spikescan.compiler.backends.mlir_emit import build_module, emit_module
 from spikescan.compiler.driver import load_model
+from repo_paths import repo
 
 FILES = ["lif", "cuba_lif", "alpha_lif", "adaptive_lif", "li_readout"]
 
@@ -20,7 +21,7 @@ FILES = ["lif", "cuba_lif", "alpha_lif", "adaptive_lif", "li_readout"]
 def all_neurons():
     out = []
     for f in FILES:
-        for name, nir in load_model(f"models/{f}.snn").neurons.items():
+        for name, nir in load_model(repo(f"models/{f}.snn")).neurons.items():
             out.append((name, nir))
     return out
 
@@ -43,7 +44,7 @@ def test_roundtrip_parse_and_verify(dtype):
 
 
 def test_combine_skips_structural_zeros():
-    nir = load_model("models/alpha_lif.snn").neurons["AlphaLIF"]
+    nir = load_model(repo("models/alpha_lif.snn")).neurons["AlphaLIF"]
     text = emit_module(nir, "f64")
     # lower-triangular 3x3 Phi: 6 nonzeros + 3 offsets per affine map
     sig = [ln for ln in text.splitlines() if "func.func @combine" in ln][0]
@@ -90,7 +91,7 @@ def _jit_scalar(nir, fname, nin, nout):
 
 
 def test_propagate_matches_mpmath_expm_including_equal_taus():
-    nir = load_model("models/alpha_lif.snn").neurons["AlphaLIF"]
+    nir = load_model(repo("models/alpha_lif.snn")).neurons["AlphaLIF"]
     keep = _jit_scalar(nir, "propagate", 1 + 3 + 4, 3)
     call = keep[2]
     for tm, ts in [(20.0, 5.0), (10.0, 10.0), (10.0, 10.0 * (1 + 1e-9)), (5.0, 40.0)]:
@@ -106,7 +107,7 @@ def test_propagate_matches_mpmath_expm_including_equal_taus():
 
 
 def test_ift_partials_match_finite_differences():
-    nir = load_model("models/cuba_lif.snn").neurons["CubaLIF"]
+    nir = load_model(repo("models/cuba_lif.snn")).neurons["CubaLIF"]
     keep_c = _jit_scalar(nir, "crossing", 3 + 2 + 4, 1)
     keep_dx = _jit_scalar(nir, "dtstar_dx", 1 + 2 + 4, 2)
     keep_dp = _jit_scalar(nir, "dtstar_dparams", 1 + 2 + 4, 4)
@@ -138,7 +139,7 @@ def test_ift_partials_match_finite_differences():
 
 
 def test_special_functions_against_numeric_reference():
-    nir = load_model("models/alpha_lif.snn").neurons["AlphaLIF"]
+    nir = load_model(repo("models/alpha_lif.snn")).neurons["AlphaLIF"]
     # the (2,0) entry of Phi carries dexp2, the (1,0) of CubaLIF exprel: through propagate
     call = _jit_scalar(nir, "propagate", 8, 3)[2]
     for tm, ts in [(20.0, 5.0), (5.0, 20.0), (10.0, 10.0 + 1e-6)]:

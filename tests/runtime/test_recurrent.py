@@ -14,6 +14,7 @@ from spikescan.compiler.driver import load_model
 from spikescan.runtime.engines import torch_sequential
 from spikescan.runtime.engines.recurrent import run_recurrent_layer
 from spikescan.runtime.network import SpikingNetwork
+from repo_paths import repo
 
 F64 = torch.float64
 INF = math.inf
@@ -22,7 +23,7 @@ PARAMS = {"tau_m": 10.0, "tau_s": 5.0}
 
 @pytest.fixture(scope="module")
 def lif():
-    return load_model("models/cuba_lif.snn").neurons["CubaLIF"]
+    return load_model(repo("models/cuba_lif.snn")).neurons["CubaLIF"]
 
 
 def _events(seed, B, C, n, span=50.0):
@@ -39,11 +40,11 @@ def _finite(t):
 
 def _neuron(model, name, tmp_path):
     if model == "refractory":  # CubaLIF with a 2 ms refractory period
-        src = open("models/cuba_lif.snn").read().replace("refractory 0 ms", "refractory 2 ms")
+        src = open(repo("models/cuba_lif.snn")).read().replace("refractory 0 ms", "refractory 2 ms")
         path = tmp_path / "ref_lif.snn"
         path.write_text(src)
         model = str(path)
-    return load_model(model).neurons[name]
+    return load_model(repo(model)).neurons[name]
 
 
 @pytest.mark.parametrize("model,name,with_delays,observe,max_spikes", [

@@ -15,6 +15,7 @@ from spikescan.runtime.engines.recurrent import run_recurrent_layer as run_ref
 from spikescan.runtime.engines.recurrent_cpu import run_recurrent_layer as run_cpu
 from spikescan.runtime.engines.result import SpikeCapExceeded
 from spikescan.runtime.network import SpikingNetwork
+from repo_paths import repo
 
 F64 = torch.float64
 INF = math.inf
@@ -23,11 +24,11 @@ LIF = {"tau_m": 10.0, "tau_s": 5.0}
 
 def _neuron(model, name, tmp_path=None):
     if model == "refractory":  # CubaLIF with a 2 ms refractory period
-        src = open("models/cuba_lif.snn").read().replace("refractory 0 ms", "refractory 2 ms")
+        src = open(repo("models/cuba_lif.snn")).read().replace("refractory 0 ms", "refractory 2 ms")
         path = tmp_path / "ref_lif.snn"
         path.write_text(src)
         model = str(path)
-    return load_model(model).neurons[name]
+    return load_model(repo(model)).neurons[name]
 
 
 def _finite(t):
