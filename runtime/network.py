@@ -21,12 +21,15 @@ import torch
 from torch import Tensor, nn
 
 from spikescan.compiler.ir import ConnectionIR, InitSpec, LayerIR, NetworkIR, NeuronIR
+from spikescan.runtime.network_doc import NETWORK_DOC, OUTPUT_DOC
 
 DTYPE = torch.float64
 
 
 @dataclass
 class NetworkOutput:
+    __doc__ = OUTPUT_DOC
+
     readout: Tensor  # [B, n_out]: first spike times (+inf silent), counts, max potential or li integral
     readout_kind: str
     first_spike: Optional[Tensor]  # [B, n_out] first spike of the readout layer (None if non-spiking)
@@ -182,12 +185,10 @@ def _recurrent_runner(engine):
 
 
 class SpikingNetwork(nn.Module):
-    """A trainable network from a compiled model.
-
-    model: a CompiledModel (from spikescan.compiler.driver.load_model / compile_model), or a
-    pair (NetworkIR, {name: NeuronIR}). engine: an engine name for runtime/engines.get_engine
-    (or an object with the engines' `run_layer`).
-    """
+    # model: a CompiledModel (from spikescan.compiler.driver.load_model / compile_model), or a
+    # pair (NetworkIR, {name: NeuronIR}). engine: an engine name for runtime/engines.get_engine
+    # (or an object with the engines' `run_layer`).
+    __doc__ = NETWORK_DOC
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "train": ("spikescan.runtime.cli_train", "train a compiled network on a dataset"),
     "eval": ("spikescan.runtime.cli_eval", "evaluate a checkpoint on a dataset split"),
     "plot": ("spikescan.runtime.cli_plot", "draw spike rasters of a trained network or a neuron's exact state trace"),
+    "report": ("spikescan.runtime.cli_report", "write a one-page summary of a training run (curves, confusion, rates)"),
 }
 
 
