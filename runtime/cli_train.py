@@ -101,9 +101,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="no progress bars (the start-up summary and one line per epoch are still printed)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print only warnings, errors and the final test-accuracy line")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default 1: the engines run many small ops, "
-                        "where more threads are slower; 0 keeps torch's default)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="cores for the compiled CPU engines, which run the samples of a batch in parallel "
+                        "(default: every core; results are the same for any N); torch ops keep one "
+                        "intra-op thread (they are many and small); 0 keeps torch's default for both")
 
 
 def run(args: argparse.Namespace) -> int:

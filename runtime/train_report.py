@@ -48,7 +48,10 @@ def summary_lines(net, engine: str, threads: Optional[int], splits: dict, notes:
     layers = " -> ".join([f"{n} {s}" for n, s in net.ir.inputs.items()] +
                          [f"{name} {lay.size}" for name, lay in net.layers.items()])
     src = f" ({_short(model_path)})" if model_path else ""
-    thr = f", {threads} thread{'s' if threads != 1 else ''}" if threads else f", {torch.get_num_threads()} threads"
+    from spikescan.runtime.engines import parallel
+
+    n = parallel.threads()  # what train() set up: samples in parallel on the compiled engines
+    thr = f", {n} thread{'s' if n != 1 else ''}"
     data = "; ".join(f"{split} {_size(x)}" + (f" [{notes[split]}]" if notes.get(split) and not
                                                notes[split].endswith(split) else "")
                      for split, x in splits.items())

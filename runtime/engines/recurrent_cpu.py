@@ -21,13 +21,23 @@ from typing import Optional
 import torch
 
 from spikescan.compiler.ir import NeuronIR
-from spikescan.runtime.engines import recurrent
+from spikescan.runtime.engines import parallel, recurrent
 from spikescan.runtime.engines.common import setup
 from spikescan.runtime.engines.result import LayerResult, SpikeCapExceeded
-from spikescan.runtime.engines.sequential_cpu import _DTYPES, _param_vectors
+from spikescan.runtime.engines.sequential_cpu import _DTYPES, _ordered_sum, _param_vectors
 
 Tensor = torch.Tensor
 MAX_TAPE_BYTES = 8 << 30  # refuse (clearly) a backward tape beyond this
+PARALLEL_TAPE_BYTES = 1 << 30  # above this per slice, slices run one at a time (one tape alive)
+
+
+def _vec_slice(vec_args: Optional[list], b0: int, b1: int) -> Optional[list]:
+    """The vectorised loop's arguments (key[B,L], order[B,L], weight[Bw,C,N], nvalid[B], wrec) for
+    samples [b0, b1); a shared weight (Bw = 1) is passed whole."""
+    if vec_args is None:
+        return None
+    key, order, w, nvalid, wrec = vec_args
+    return [key[b0:b1], order[b0:b1], w if w.shape[0] == 1 else w[b0:b1], nvalid[b0:b1], wrec]
 
 
 class _Saved:
@@ -69,17 +79,32 @@ class _RecGrad(torch.autograd.Function):
         gtimes = torch.zeros((B, n1), dtype=dt)
         shared_w = len(ctx.shapes[1][0]) == 2
         gw = torch.zeros((C, N) if shared_w else (B, C, N), dtype=dt)
-        gweight = gw.unsqueeze(0).expand(B, C, N) if shared_w else gw
-        gdelays = torch.zeros((C, N), dtype=dt)
-        gwrec = torch.zeros((N, N), dtype=dt)
-        gparams = torch.zeros((N, max(npar, 1)), dtype=dt)
-        tape_i = torch.empty((M, 3), dtype=torch.int64)
-        tape_f = torch.empty((M, d + 2), dtype=dt)
-        snap_f = torch.empty((Ms, N, d + 1), dtype=dt)
-        snap_m = torch.empty((Ms, N), dtype=torch.int8)
-        sv.eng.backward(sv.key, sv.order, sv.chan, sv.W, sv.nvalid, sv.wrec, sv.pvec, g, counts, gtimes, gweight,
-                        gdelays, gwrec, gparams, tape_i, tape_f, snap_f, snap_m,
-                        with_params=any(ctx.needs_input_grad[6:]), vec_args=sv.vec_args)
+        with_params = any(ctx.needs_input_grad[6:])
+
+        def slice_backward(part):
+            # samples [b0, b1) with their own tape and gradient buffers (engines/parallel.py)
+            b0, b1 = part
+            gw_p = torch.zeros((C, N), dtype=dt) if shared_w else None
+            gweight = gw_p.unsqueeze(0).expand(b1 - b0, C, N) if shared_w else gw[b0:b1]
+            gdelays = torch.zeros((C, N), dtype=dt)
+            gwrec = torch.zeros((N, N), dtype=dt)
+            gparams = torch.zeros((N, max(npar, 1)), dtype=dt)
+            tape_i = torch.empty((M, 3), dtype=torch.int64)
+            tape_f = torch.empty((M, d + 2), dtype=dt)
+            snap_f = torch.empty((Ms, N, d + 1), dtype=dt)
+            snap_m = torch.empty((Ms, N), dtype=torch.int8)
+            sv.eng.backward(sv.key[b0:b1], sv.order[b0:b1], sv.chan[b0:b1], sv.W[b0:b1], sv.nvalid[b0:b1], sv.wrec,
+                            sv.pvec, g[b0:b1], counts[b0:b1], gtimes[b0:b1], gweight, gdelays, gwrec, gparams,
+                            tape_i, tape_f, snap_f, snap_m, with_params=with_params,
+                            vec_args=_vec_slice(sv.vec_args, b0, b1))
+            return gw_p, gdelays, gwrec, gparams
+
+        # one slice at a time when the tapes are large: the threads would each hold one
+        parts = parallel.run(slice_backward, parallel.slices(B)) if nbytes <= PARALLEL_TAPE_BYTES \
+            else [slice_backward(p) for p in parallel.slices(B)]
+        if shared_w:
+            gw = _ordered_sum([p[0] for p in parts])
+        gdelays, gwrec, gparams = (_ordered_sum([p[k] for p in parts]) for k in (1, 2, 3))
         if not torch.equal(counts, sv.counts):
             raise RuntimeError("recurrent-cpu backward: the replayed forward disagrees with the forward pass "
                                "(spike counts differ); this is a bug, please report it")
@@ -146,9 +171,17 @@ def run_recurrent_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, w
     if impl != "scalar" and shared:
         Wd = W[:1] if weight.dim() == 2 else W  # dense [Bw, C, N]
         vec_args = [ev.key[:, 0], ev.perm[:, 0], Wd, nvalid[:, 0].contiguous(), wrec]
-        eng.forward_vec(vec_args[0], vec_args[1], chan, Wd, vec_args[3], wrec, pvec, out, counts, over, stats)
-    else:
-        eng.forward(key, order, chan, W, nvalid, wrec, pvec, out, counts, over, stats)
+
+    def slice_forward(part):  # samples [b0, b1): independent, so any split gives the same bits
+        b0, b1 = part
+        if vec_args is not None:
+            k, p, w, nv, wr = _vec_slice(vec_args, b0, b1)
+            eng.forward_vec(k, p, chan[b0:b1], w, nv, wr, pvec, out[b0:b1], counts[b0:b1], over[b0:b1], stats[b0:b1])
+        else:
+            eng.forward(key[b0:b1], order[b0:b1], chan[b0:b1], W[b0:b1], nvalid[b0:b1], wrec, pvec, out[b0:b1],
+                        counts[b0:b1], over[b0:b1], stats[b0:b1])
+
+    parallel.run(slice_forward, parallel.slices(B))
     over_b = over.bool().any(1)
     if on_overflow == "raise" and bool(over_b.any()):
         b, j = [int(v) for v in over.nonzero()[0]]

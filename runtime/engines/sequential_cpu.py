@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 
 from spikescan.compiler.ir import NeuronIR
+from spikescan.runtime.engines import parallel
 from spikescan.runtime.engines.validate import validate_layer
 from spikescan.runtime.engines.result import LayerResult, SpikeCapExceeded
 
@@ -62,6 +63,14 @@ def _slowest_tau(ir: NeuronIR, pvec: list[Tensor]) -> float:
     return best if best > 0 else 1.0
 
 
+def _ordered_sum(parts: list[Tensor]) -> Tensor:
+    """parts[0] + parts[1] + ... in this order (the slices' gradients: one order, any thread count)."""
+    tot = parts[0]
+    for p in parts[1:]:
+        tot = tot + p
+    return tot
+
+
 class _Saved:
     """What the adjoint loop needs: the forward's prepared (CPU, dense or stride-0) inputs."""
 
@@ -94,19 +103,33 @@ class _LayerGrad(torch.autograd.Function):
         counts = torch.zeros((B, N), dtype=torch.int64)
         gtimes = torch.zeros((B, n), dtype=dt)
         shared_w = len(ctx.shapes[1][0]) == 2
-        # a shared [C, N] weight: accumulate over the batch through a stride-0 view (the adjoint
-        # loop is sequential, so every sample adds into the same [C, N] gradient)
         gw = torch.zeros((C, N) if shared_w else (B, C, N), dtype=dt)
-        gweight = gw.unsqueeze(0).expand(B, C, N) if shared_w else gw
-        gdelays = torch.zeros((C, N), dtype=dt)
-        gparams = torch.zeros((N, max(npar, 1)), dtype=dt)
         M = n + sv.max_spikes + 2
-        tape_f = torch.empty((M, sv.eng.ir.d + 2), dtype=dt)
-        tape_i = torch.empty((M, 2), dtype=torch.int64)
-        tpos = torch.zeros((1,), dtype=torch.int64)
-        sv.eng.layer_backward(sv.t, sv.ch, sv.order, sv.W, sv.dl, sv.nvalid, sv.horizon, sv.pvec, g,
-                              counts, gtimes, gweight, gdelays, gparams, tape_f, tape_i, tpos,
-                              with_params=any(ctx.needs_input_grad[5:]))
+        with_params = any(ctx.needs_input_grad[5:])
+
+        def slice_backward(part):
+            # one slice of samples; its shared-weight, delay and parameter gradients go to
+            # buffers of its own (added below in slice order: the same sums for any thread count)
+            b0, b1 = part
+            gw_p = torch.zeros((C, N), dtype=dt) if shared_w else None
+            # a shared [C, N] weight: every sample of the slice adds into gw_p through a
+            # stride-0 view (the adjoint loop is sequential within a slice)
+            gweight = gw_p.unsqueeze(0).expand(b1 - b0, C, N) if shared_w else gw[b0:b1]
+            gdelays = torch.zeros((C, N), dtype=dt)
+            gparams = torch.zeros((N, max(npar, 1)), dtype=dt)
+            tape_f = torch.empty((M, sv.eng.ir.d + 2), dtype=dt)
+            tape_i = torch.empty((M, 2), dtype=torch.int64)
+            tpos = torch.zeros((1,), dtype=torch.int64)
+            sv.eng.layer_backward(sv.t[b0:b1], sv.ch[b0:b1], sv.order[b0:b1], sv.W[b0:b1], sv.dl, sv.nvalid[b0:b1],
+                                  sv.horizon[b0:b1], sv.pvec, g[b0:b1], counts[b0:b1], gtimes[b0:b1], gweight,
+                                  gdelays, gparams, tape_f, tape_i, tpos, with_params=with_params)
+            return gw_p, gdelays, gparams
+
+        parts = parallel.run(slice_backward, parallel.slices(B))
+        if shared_w:
+            gw = _ordered_sum([p[0] for p in parts])
+        gdelays = _ordered_sum([p[1] for p in parts])
+        gparams = _ordered_sum([p[2] for p in parts])
         if not torch.equal(counts, sv.counts):
             raise RuntimeError("sequential-cpu backward: the replayed forward disagrees with the "
                                "forward pass (spike counts differ); this is a bug, please report it")
@@ -197,12 +220,20 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
     out = torch.full((B, N, max_spikes), math.inf, dtype=dtype)
     counts = torch.zeros((B, N), dtype=torch.int64)
     over = torch.zeros((B, N), dtype=torch.int64)
-    if delays is None and USE_SHARED_PATH and all(v.stride(0) == 0 for v in pvec):
-        # shared time constants, one event order per sample: the event-outer loop
-        Wd = weight.detach().cpu().to(dtype)  # [C, N] stays unexpanded (dense) here
-        eng.layer_shared(t, ch, order[:, 0, :], Wd, nvalid, horizon[:, 0], pvec, out, counts, over)
-    else:
-        eng.layer(t, ch, order, W, dl, nvalid, horizon, pvec, out, counts, over)
+    shared = delays is None and USE_SHARED_PATH and all(v.stride(0) == 0 for v in pvec)
+    Wd = weight.detach().cpu().to(dtype).contiguous() if shared else None  # [C, N] stays unexpanded (dense)
+
+    def slice_forward(part):  # samples [b0, b1): independent, so any split gives the same bits
+        b0, b1 = part
+        if shared:  # shared time constants, one event order per sample: the event-outer loop
+            w = Wd if Wd.dim() == 2 else Wd[b0:b1]
+            eng.layer_shared(t[b0:b1], ch[b0:b1], order[b0:b1, 0, :], w, nvalid[b0:b1], horizon[b0:b1, 0], pvec,
+                             out[b0:b1], counts[b0:b1], over[b0:b1])
+        else:
+            eng.layer(t[b0:b1], ch[b0:b1], order[b0:b1], W[b0:b1], dl, nvalid[b0:b1], horizon[b0:b1], pvec,
+                      out[b0:b1], counts[b0:b1], over[b0:b1])
+
+    parallel.run(slice_forward, parallel.slices(B))
 
     out_full = out
     over_b = over.bool().any(1)

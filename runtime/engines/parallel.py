@@ -1,0 +1,80 @@
+"""Samples in parallel for the JIT-compiled CPU engines (sequential-cpu, recurrent-cpu).
+
+The generated loops treat one sample at a time and are called through ctypes, which releases the
+GIL, so Python threads run them on several cores at once. A batch is cut into slices that depend
+only on the batch size (never on the thread count); every slice accumulates its gradients into
+its own buffers, and the buffers are added in slice order. So the results are the same, bit for
+bit, whatever the number of threads.
+
+    set_threads(n)           # n threads for the compiled engines (None: torch.get_num_threads())
+    threads() -> int
+    slices(B) -> [(b0, b1)]  # the fixed cut of a batch of B samples
+    run(fn, parts)           # fn(part) for every part, on the pool; results in order
+
+The torch engines are not affected: their many small ops run fastest on one intra-op thread
+(runtime/train.py sets that), while these loops want one core each.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Optional, Sequence, TypeVar
+
+import torch
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+SLICES = 8  # the most slices a batch is cut into: enough for 8 cores, few gradient buffers to add
+_THREADS: Optional[int] = None
+_POOL: Optional[ThreadPoolExecutor] = None
+_POOL_SIZE = 0
+_LOCK = threading.Lock()
+
+
+def cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def set_threads(n: Optional[int]) -> None:
+    """Threads for the compiled CPU engines: a positive number, or None to follow
+    torch.get_num_threads()."""
+    global _THREADS
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"engine threads must be a positive integer or None, got {n!r}")
+    _THREADS = n
+
+
+def threads() -> int:
+    return _THREADS if _THREADS is not None else max(1, torch.get_num_threads())
+
+
+def slices(B: int) -> list[tuple[int, int]]:
+    """[b0, b1) slices of a batch: min(B, SLICES) parts of near-equal size, a function of B only."""
+    k = max(1, min(B, SLICES))
+    bounds = [B * i // k for i in range(k + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(k)]
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    global _POOL, _POOL_SIZE
+    with _LOCK:
+        if _POOL is None or _POOL_SIZE != n:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL, _POOL_SIZE = ThreadPoolExecutor(max_workers=n, thread_name_prefix="spikescan-cpu"), n
+        return _POOL
+
+
+def run(fn: Callable[[T], R], parts: Sequence[T]) -> list[R]:
+    """[fn(p) for p in parts], on min(threads(), len(parts)) threads; exceptions propagate."""
+    n = min(threads(), len(parts))
+    if n <= 1:
+        return [fn(p) for p in parts]
+    return list(_pool(n).map(fn, parts))
