@@ -258,7 +258,18 @@ class SpikingNetwork(nn.Module):
             return self.engine_name
         from spikescan.runtime.engines import get_engine
 
-        return get_engine(self.engine_name)
+        return get_engine(self.engine_name, device=str(self.float_like().device))
+
+    def float_like(self) -> Tensor:
+        """A floating tensor of the network: its dtype and device are the network's (both follow
+        `.to(device)`, `.to(torch.float32)`, `.double()`); inputs are moved to them."""
+        for t in self.parameters():
+            if t.is_floating_point():
+                return t
+        for t in self.buffers():
+            if t.is_floating_point():
+                return t
+        return torch.zeros((), dtype=DTYPE)
 
     def readout_theta(self) -> float:
         """Numeric threshold of the readout layer (for the silent-neuron loss extension)."""
@@ -294,8 +305,9 @@ class SpikingNetwork(nn.Module):
     ) -> NetworkOutput:
         """times [B, n] (ms, +inf padding), channels [B, n] int64 in [0, n_inputs). Under
         torch.compile this method runs uncompiled (torch.compiler.disable)."""
-        times = times.to(DTYPE)
-        channels = channels.long()
+        like = self.float_like()
+        times = times.to(device=like.device, dtype=like.dtype)
+        channels = channels.to(like.device).long()
         engine = self._engine()
         outputs: dict[str, tuple[Tensor, Tensor]] = {}
         counts, spikes, names = [], [], []
@@ -315,7 +327,6 @@ class SpikingNetwork(nn.Module):
                 off += size
             t_in = ev_t[0] if len(ev_t) == 1 else torch.cat(ev_t, 1)
             c_in = ev_c[0] if len(ev_c) == 1 else torch.cat(ev_c, 1)
-            events += int(torch.isfinite(t_in).sum().item())
             observe = None
             if name == self.readout_layer:
                 if self.readout_kind in ("max_potential", "li_integral"):
@@ -336,6 +347,7 @@ class SpikingNetwork(nn.Module):
                     port=lay.port, chunk=self.chunk, max_spikes=self.max_spikes, on_overflow=self.on_overflow,
                     observe=observe, t_end=t_end,
                 )
+            events += int(torch.isfinite(t_in).sum().item())  # after the engine: it validates t_in
             overflow = overflow | res.overflow.to(overflow.device)
             counts.append(res.counts)
             spikes.append(res.times)
@@ -354,7 +366,7 @@ class SpikingNetwork(nn.Module):
         if self.readout_kind == "first_spike":
             readout = first
         elif self.readout_kind == "spike_count":
-            readout = counts[ro].to(DTYPE)
+            readout = counts[ro].to(like.dtype)
         else:
             readout = observed
         return NetworkOutput(

@@ -128,10 +128,11 @@ class CompiledNeuron:
             return self._bwd["scalar_shared"][1]
 
     def layer_shared(self, times, chan, order, weight, nvalid, horizon, params: list, out, counts, over,
-                     impl: str = "vector"):
+                     impl: str = "vector", xrec=None):
         """The event-outer loop for shared parameters and no delays (mlir_shared.py; impl="scalar":
         the earlier scalar loop mlir_emit.build_layer_shared_scalar, same results bit for bit);
-        weight is [C, N] or [B, C, N] and made dense here."""
+        weight is [C, N] or [B, C, N] and made dense here. xrec [B, N, S, d] (vector loop only):
+        receives the state at each recorded spike before its reset (default: not kept)."""
         if impl not in ("vector", "scalar"):
             raise ValueError(f"impl must be 'vector' or 'scalar', got {impl!r}")
         N = out.shape[1]
@@ -143,8 +144,13 @@ class CompiledNeuron:
         # scratch: flags[N] i8 for the scalar loop, the flagged neurons' indices for the vector one
         flags = torch.empty((N,), dtype=torch.int8 if impl == "scalar" else torch.int64)
         tensors = [times, chan, order, w, nvalid, horizon, *params, out, counts, over, xs, refs, ints, flags]
-        if impl == "vector":  # the flagged neurons' interval-start states
+        if impl == "vector":  # the flagged neurons' interval-start states; the states at the spikes
             tensors.append(torch.empty((self.ir.d, N), dtype=out.dtype))
+            if xrec is None:
+                xrec = torch.empty((1, 1, 1, 1), dtype=out.dtype).expand(*out.shape, self.ir.d)  # not kept
+            elif tuple(xrec.shape) != (*out.shape, self.ir.d):
+                raise ValueError(f"xrec must be [B, N, S, d] = {(*out.shape, self.ir.d)}, got {tuple(xrec.shape)}")
+            tensors.append(xrec)
         descs = [memref_of(t) for t in tensors]
         eng, fname = ((self.engine, "layer_shared") if impl == "vector"
                       else (self._scalar_shared_engine(), "layer_shared_scalar"))

@@ -465,7 +465,7 @@ def lane_forward(em: NeuronEmitter, b, j, nv, times, chan, order, weight, delays
     return list(lk.results)
 
 
-def _advance(em: NeuronEmitter, st, T, b, j, out, S64, tape=None, at_hz=None):
+def _advance(em: NeuronEmitter, st, T, b, j, out, S64, tape=None, at_hz=None, xrec=None):
     """Simulate (x..., t, ref_end, count, over) to time T, spiking on the way (scf.while: one
     iteration per spike in the interval, plus one). at_hz (i1): T is the virtual horizon event,
     where a refractory period ending exactly at T is still tested (the run covers [0, t_end];
@@ -501,7 +501,11 @@ def _advance(em: NeuronEmitter, st, T, b, j, out, S64, tape=None, at_hz=None):
         rec = o.and_(found, room)
 
         def store():
-            memref.store(ts, out, [b, j, arith.index_cast(ir.IndexType.get(), cnt)])
+            ci = arith.index_cast(ir.IndexType.get(), cnt)
+            memref.store(ts, out, [b, j, ci])
+            if xrec is not None:  # the state at the crossing, before the reset (the event-outer adjoint)
+                for q in range(d):
+                    memref.store(xn[q], xrec, [b, j, ci, o.ci(q)])
 
         if out is not None:  # None: a replay that only needs the decisions (mlir_adjoint)
             o.if_void(rec, store)

@@ -82,7 +82,8 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
     """func @<name>(times[B,n], chan[B,n], order[B,n], weight[Bw,C,N] (dense; Bw = 1 or B),
     nvalid[B], horizon[B], p_1..p_P (element 0 used), out[B,N,S], counts[B,N], over[B,N],
     xs[d,N] (dense scratch state), refs[N], ints[2,N] (scratch count/over), idxs[N] i64 and
-    xsave[d,N] (scratch: the flagged neurons of the current event and their states))."""
+    xsave[d,N] (scratch: the flagged neurons of the current event and their states), xrec[B,N,S,d]
+    (out: the state at each recorded spike before its reset, for the event-outer adjoint))."""
     from spikescan.compiler.backends.mlir_emit import _advance, _dense, _memref, init_shared_lanes, shared_arrival
 
     lanes = lanes or LANES[em.dtype]
@@ -99,7 +100,7 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
     types = ([_memref(2, ft), _memref(2, i64), _memref(2, i64), _dense(3, ft), _memref(1, i64),
               _memref(1, ft)] + [_memref(1, ft)] * npar
              + [_memref(3, ft), _memref(2, i64), _memref(2, i64), _dense(2, ft), _dense(1, ft),
-                _dense(2, i64), _dense(1, i64), _dense(2, ft)])
+                _dense(2, i64), _dense(1, i64), _dense(2, ft), _memref(4, ft)])
     fn = func.FuncOp(name, ir.FunctionType.get(types, []))
     fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
     blk = fn.add_entry_block()
@@ -107,7 +108,7 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
         a = list(blk.arguments)
         times, chan, order, weight, nvalid, horizon = a[:6]
         pmem = a[6:6 + npar]
-        out, counts, over, xs, refs, ints, idxs, xsave = a[6 + npar:]
+        out, counts, over, xs, refs, ints, idxs, xsave, xrec = a[6 + npar:]
         c0, c1 = o.ci(0), o.ci(1)
         cL = o.ci(lanes)
         nB = memref.dim(out, c0)
@@ -222,7 +223,7 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
                     cnt = memref.load(ints, [c0, j])
                     ov = memref.load(ints, [c1, j])
                     st = _advance(em, x + [t_prev, ref, cnt, ov], T, b, j, out, S64,
-                             at_hz=arith.cmpi(arith.CmpIPredicate.uge, k, nv))
+                                  at_hz=arith.cmpi(arith.CmpIPredicate.uge, k, nv), xrec=xrec)
                     memref.store(st[d + 1], refs, [j])
                     memref.store(st[d + 2], ints, [c0, j])
                     memref.store(st[d + 3], ints, [c1, j])

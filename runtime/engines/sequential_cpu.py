@@ -21,13 +21,15 @@ from typing import Optional
 import torch
 
 from spikescan.compiler.ir import NeuronIR
-from spikescan.runtime.engines import parallel
+from spikescan.runtime.engines import adjoint_events, parallel
+from spikescan.runtime.kernels import NeuronKernels
 from spikescan.runtime.engines.validate import validate_layer
 from spikescan.runtime.engines.result import LayerResult, SpikeCapExceeded
 
 Tensor = torch.Tensor
 TAIL_TAUS = 60.0
 USE_SHARED_PATH = True  # tests switch it off to compare the two generated loops
+USE_EVENT_ADJOINT = True  # tests switch it off to compare the event-outer and per-neuron adjoints
 _DTYPES = {torch.float64: "f64", torch.float32: "f32"}
 
 
@@ -107,6 +109,17 @@ class _LayerGrad(torch.autograd.Function):
         M = n + sv.max_spikes + 2
         with_params = any(ctx.needs_input_grad[5:])
 
+        events = USE_EVENT_ADJOINT and sv.xrec is not None and adjoint_events.applicable(sv.kern, sv.port, sv.P, None, with_params)
+
+        def slice_events(part):  # the event-outer adjoint (engines/adjoint_events.py)
+            b0, b1 = part
+            gw_p = torch.zeros((C, N), dtype=dt) if shared_w else None
+            adjoint_events.backward(sv.kern, sv.port, sv.P, sv.t[b0:b1], sv.ch[b0:b1], sv.order[b0:b1, 0, :],
+                                    sv.nvalid[b0:b1], sv.horizon[b0:b1, 0], sv.Wd if shared_w else sv.W[b0:b1],
+                                    sv.out_full[b0:b1], sv.counts[b0:b1], sv.xrec[b0:b1], g[b0:b1],
+                                    ctx.needs_input_grad[2], gw_p if shared_w else gw[b0:b1], gtimes[b0:b1])
+            return gw_p, torch.zeros((C, N), dtype=dt), torch.zeros((N, max(npar, 1)), dtype=dt)
+
         def slice_backward(part):
             # one slice of samples; its shared-weight, delay and parameter gradients go to
             # buffers of its own (added below in slice order: the same sums for any thread count)
@@ -125,7 +138,9 @@ class _LayerGrad(torch.autograd.Function):
                                   gdelays, gparams, tape_f, tape_i, tpos, with_params=with_params)
             return gw_p, gdelays, gparams
 
-        parts = parallel.run(slice_backward, parallel.slices(B))
+        parts = parallel.run(slice_events if events else slice_backward, parallel.slices(B))
+        if events:
+            counts = sv.counts  # the event-outer adjoint replays nothing
         if shared_w:
             gw = _ordered_sum([p[0] for p in parts])
         gdelays = _ordered_sum([p[1] for p in parts])
@@ -222,13 +237,18 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
     over = torch.zeros((B, N), dtype=torch.int64)
     shared = delays is None and USE_SHARED_PATH and all(v.stride(0) == 0 for v in pvec)
     Wd = weight.detach().cpu().to(dtype).contiguous() if shared else None  # [C, N] stays unexpanded (dense)
+    grad_wanted = torch.is_grad_enabled() and any(
+        v is not None and v.requires_grad for v in (times, weight, delays, *(params or {}).values())
+        if torch.is_tensor(v) or v is None)
+    # the state at every spike, for the event-outer adjoint (shared path only)
+    xrec = torch.empty((B, N, max_spikes, ir.d), dtype=dtype) if shared and grad_wanted else None
 
     def slice_forward(part):  # samples [b0, b1): independent, so any split gives the same bits
         b0, b1 = part
         if shared:  # shared time constants, one event order per sample: the event-outer loop
             w = Wd if Wd.dim() == 2 else Wd[b0:b1]
             eng.layer_shared(t[b0:b1], ch[b0:b1], order[b0:b1, 0, :], w, nvalid[b0:b1], horizon[b0:b1, 0], pvec,
-                             out[b0:b1], counts[b0:b1], over[b0:b1])
+                             out[b0:b1], counts[b0:b1], over[b0:b1], xrec=None if xrec is None else xrec[b0:b1])
         else:
             eng.layer(t[b0:b1], ch[b0:b1], order[b0:b1], W[b0:b1], dl, nvalid[b0:b1], horizon[b0:b1], pvec,
                       out[b0:b1], counts[b0:b1], over[b0:b1])
@@ -248,7 +268,9 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
     if (need or ptens) and torch.is_grad_enabled():
         sv = _Saved(eng=eng, t=t, ch=ch, order=order, W=W, dl=dl, nvalid=nvalid, horizon=horizon,
                     pvec=pvec, counts=counts, out_full=out_full, out_shape=tuple(out.shape),
-                    max_spikes=max_spikes, dtype=dtype, pindex=[pnames.index(k) for k, _ in ptens])
+                    max_spikes=max_spikes, dtype=dtype, pindex=[pnames.index(k) for k, _ in ptens],
+                    xrec=xrec, Wd=Wd, port=port, kern=NeuronKernels.from_ir(ir),
+                    P=tuple(float(v[0]) for v in pvec))
         out = _LayerGrad.apply(out, sv, times, weight, delays, *[v for _, v in ptens])
     return LayerResult(times=out, counts=counts.to(dev), overflow=over_b.to(dev), observed=None)
 

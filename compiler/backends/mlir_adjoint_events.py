@@ -1,0 +1,210 @@
+"""The event-outer adjoint (DESIGN.md section 6b) as a JIT-compiled MLIR kernel: the backward
+counterpart of the vectorised event-outer forward (mlir_shared.py), for layers whose time
+constants are shared and that have no delays.
+
+Each sample's events are walked backwards once. Per event, one shared Phi(D)^T updates the
+adjoints of all N neurons in one loop over the neuron dimension (contiguous: LLVM vectorises it),
+and the event's jump accumulates dL/dW into the row of its source channel and dL/dt_k from the
+same adjoints. The (rare) neurons that spiked in an interval take their own path, with per-spike
+matrices prepared by the caller from the IR (runtime/engines/adjoint_events.py). The kernel
+itself is neuron-agnostic but for the state size d (unrolled):
+
+    lam_j(t_e+)  is given                      (jump: lam passes through x += B w)
+    dL/dW[c_e, j] += lam_j . B,   dL/dt_e = -sum_j (lam_j . A B) W[c_e, j]
+    lam_j <- Phi(T_e - T_{e-1})^T lam_j        (no spike of j in (T_{e-1}, T_e])
+    lam_j <- After_m lam_j; per spike m (last first): lam_j <- M_m lam_j + q_m; lam_j <- Before_m lam_j
+
+Arguments of @events_backward (all dense, row-major):
+    ch[B,n] i64 (channels in arrival order), nv[B] i64 (valid events), want_t[1] i64,
+    phit[B,n+1,d*d] (Phi^T of each interval; interval e ends at event e, interval nv at the horizon),
+    gptr[B,n+2] i64 (spike groups of interval e: gptr[b,e] <= g < gptr[b,e+1]),
+    grp[G,3] i64 (neuron, last spike, first spike: flat spike indices), aft, mm, bef [S,d*d], q[S,d],
+    w[Bw,C,N], bab[2d] (B then A B), gw[Bg,C,N] (accumulated into), gt[B,n] (out),
+    lam[d,N], tmp[G,d] (scratch).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import torch
+
+_LOCK = threading.Lock()
+_ENGINES: dict = {}
+_TYPES = {torch.float64: "f64", torch.float32: "f32"}
+FAST = "fastmath<reassoc,contract>"  # only on the sum over neurons of dL/dt: lets LLVM vectorise it
+
+
+def _mv(d: int, et: str, mat: str, row: str, vin: list[str], pre: str, off: str = "") -> tuple[list[str], list[str]]:
+    """Lines computing out_q = sum_r mat[row, q*d + r] * vin[r] (+ off[row, q] when given)."""
+    lines, out = [], []
+    for q in range(d):
+        acc = None
+        for r in range(d):
+            lines.append(f"      %{pre}k{q}_{r} = arith.constant {q * d + r} : index")
+            lines.append(f"      %{pre}m{q}_{r} = memref.load %{mat}[%{row}, %{pre}k{q}_{r}] : memref<?x?x{et}>")
+            lines.append(f"      %{pre}p{q}_{r} = arith.mulf %{pre}m{q}_{r}, {vin[r]} : {et}")
+            if acc is None:
+                acc = f"%{pre}p{q}_{r}"
+            else:
+                lines.append(f"      %{pre}s{q}_{r} = arith.addf {acc}, %{pre}p{q}_{r} : {et}")
+                acc = f"%{pre}s{q}_{r}"
+        if off:
+            lines.append(f"      %{pre}oq{q} = memref.load %{off}[%{row}, %c{q}] : memref<?x?x{et}>")
+            lines.append(f"      %{pre}o{q} = arith.addf {acc}, %{pre}oq{q} : {et}")
+            acc = f"%{pre}o{q}"
+        out.append(acc)
+    return lines, out
+
+
+def source(d: int, et: str = "f64") -> str:
+    """The kernel's MLIR text for state size d."""
+    m1, m2, m3 = f"memref<?x{et}>", f"memref<?x?x{et}>", f"memref<?x?x?x{et}>"
+    i1d, i2d = "memref<?xi64>", "memref<?x?xi64>"
+    consts = "\n".join(f"  %c{q} = arith.constant {q} : index" for q in range(max(d, 3) + 1))
+    L = [f"func.func @events_backward(%ch: {i2d}, %nv: {i1d}, %want: {i1d}, %phit: {m3}, %gptr: {i2d}, "
+         f"%grp: {i2d}, %aft: {m2}, %mm: {m2}, %bef: {m2}, %q: {m2}, %w: {m3}, %bab: {m1}, %gw: {m3}, "
+         f"%gt: {m2}, %lam: {m2}, %tmp: {m2}) attributes {{llvm.emit_c_interface}} {{",
+         consts,
+         f"  %zero = arith.constant 0.0 : {et}",
+         "  %i0 = arith.constant 0 : i64",
+         f"  %nB = memref.dim %ch, %c0 : {i2d}",
+         f"  %nN = memref.dim %lam, %c1 : {m2}",
+         f"  %Bw = memref.dim %w, %c0 : {m3}",
+         f"  %Bg = memref.dim %gw, %c0 : {m3}",
+         "  %wb = arith.cmpi ugt, %Bw, %c1 : index",
+         "  %gb = arith.cmpi ugt, %Bg, %c1 : index",
+         f"  %wantv = memref.load %want[%c0] : {i1d}",
+         "  %want_t = arith.cmpi ne, %wantv, %i0 : i64"]
+    for q in range(d):
+        L.append(f"  %B{q} = memref.load %bab[%c{q}] : {m1}")
+        L.append(f"  %qi{q} = arith.constant {d + q} : index")
+        L.append(f"  %AB{q} = memref.load %bab[%qi{q}] : {m1}")
+    L += ["  scf.for %b = %c0 to %nB step %c1 {",
+          "    %bw = arith.select %wb, %b, %c0 : index",
+          "    %bg = arith.select %gb, %b, %c0 : index",
+          "    scf.for %j = %c0 to %nN step %c1 {"]
+    L += [f"      memref.store %zero, %lam[%c{q}, %j] : {m2}" for q in range(d)]
+    L += ["    }",
+          f"    %nv64 = memref.load %nv[%b] : {i1d}",
+          "    %nvb = arith.index_cast %nv64 : i64 to index",
+          "    %nr = arith.addi %nvb, %c1 : index",
+          "    scf.for %r = %c0 to %nr step %c1 {",
+          "      %e = arith.subi %nvb, %r : index",
+          "      %isev = arith.cmpi ugt, %r, %c0 : index",
+          # the event's jump: lam passes through; dL/dW row, dL/dt
+          "      scf.if %isev {",
+          f"        %c64 = memref.load %ch[%b, %e] : {i2d}",
+          "        %cc = arith.index_cast %c64 : i64 to index",
+          "        %acc = scf.for %j = %c0 to %nN step %c1 iter_args(%a = %zero) -> (" + et + ") {"]
+    lb, lab = None, None
+    for q in range(d):
+        L.append(f"          %l{q} = memref.load %lam[%c{q}, %j] : {m2}")
+        L.append(f"          %lb{q} = arith.mulf %l{q}, %B{q} : {et}")
+        L.append(f"          %la{q} = arith.mulf %l{q}, %AB{q} : {et}")
+        if lb is None:
+            lb, lab = f"%lb{q}", f"%la{q}"
+        else:
+            L.append(f"          %lbs{q} = arith.addf {lb}, %lb{q} : {et}")
+            L.append(f"          %las{q} = arith.addf {lab}, %la{q} : {et}")
+            lb, lab = f"%lbs{q}", f"%las{q}"
+    L += [f"          %g0 = memref.load %gw[%bg, %cc, %j] : {m3}",
+          f"          %g1 = arith.addf %g0, {lb} : {et}",
+          f"          memref.store %g1, %gw[%bg, %cc, %j] : {m3}",
+          f"          %wv = memref.load %w[%bw, %cc, %j] : {m3}",
+          f"          %tv = arith.mulf {lab}, %wv : {et}",
+          f"          %a2 = arith.addf %a, %tv {FAST} : {et}",
+          f"          %a3 = arith.select %want_t, %a2, %a : {et}",
+          f"          scf.yield %a3 : {et}",
+          "        }",
+          f"        %nacc = arith.negf %acc : {et}",
+          f"        memref.store %nacc, %gt[%b, %e] : {m2}",
+          "      }",
+          # the neurons that spiked in (T_{e-1}, T_e]: their own path, into tmp
+          f"      %g0i = memref.load %gptr[%b, %e] : {i2d}",
+          "      %e1 = arith.addi %e, %c1 : index",
+          f"      %g1i = memref.load %gptr[%b, %e1] : {i2d}",
+          "      %ga = arith.index_cast %g0i : i64 to index",
+          "      %gz = arith.index_cast %g1i : i64 to index",
+          "      scf.for %g = %ga to %gz step %c1 {",
+          f"        %j64 = memref.load %grp[%g, %c0] : {i2d}",
+          f"        %hi64 = memref.load %grp[%g, %c1] : {i2d}",
+          f"        %lo64 = memref.load %grp[%g, %c2] : {i2d}",
+          "        %jj = arith.index_cast %j64 : i64 to index",
+          "        %hi = arith.index_cast %hi64 : i64 to index",
+          "        %lo = arith.index_cast %lo64 : i64 to index"]
+    L += [f"        %x{q} = memref.load %lam[%c{q}, %jj] : {m2}" for q in range(d)]
+    ln, after = _mv(d, et, "aft", "hi", [f"%x{q}" for q in range(d)], "A")
+    L += ["  " + s for s in ln]
+    L += ["        %nsp = arith.subi %hi, %lo : index",
+          "        %nsp1 = arith.addi %nsp, %c1 : index",
+          "        %fin:" + str(d) + " = scf.for %k = %c0 to %nsp1 step %c1 iter_args(" +
+          ", ".join(f"%y{q} = {after[q]}" for q in range(d)) + ") -> (" + ", ".join([et] * d) + ") {",
+          "          %m = arith.subi %hi, %k : index"]
+    ln, ys = _mv(d, et, "mm", "m", [f"%y{q}" for q in range(d)], "M", off="q")
+    L += ["    " + s for s in ln]
+    ln, zs = _mv(d, et, "bef", "m", ys, "P")
+    L += ["    " + s for s in ln]
+    L += ["          scf.yield " + ", ".join(zs) + " : " + ", ".join([et] * d),
+          "        }"]
+    L += [f"        memref.store %fin#{q}, %tmp[%g, %c{q}] : {m2}" for q in range(d)]
+    L += ["      }"]
+    # every neuron: lam <- Phi(D)^T lam (contiguous in j: vectorised; Phi^T loaded once, outside)
+    for q in range(d):
+        for r in range(d):
+            L.append(f"      %pk{q}_{r} = arith.constant {q * d + r} : index")
+            L.append(f"      %pt{q}_{r} = memref.load %phit[%b, %e, %pk{q}_{r}] : {m3}")
+    L += ["      scf.for %j = %c0 to %nN step %c1 {"]
+    L += [f"        %v{q} = memref.load %lam[%c{q}, %j] : {m2}" for q in range(d)]
+    for q in range(d):
+        acc = None
+        for r in range(d):
+            L.append(f"        %pp{q}_{r} = arith.mulf %pt{q}_{r}, %v{r} : {et}")
+            if acc is None:
+                acc = f"%pp{q}_{r}"
+            else:
+                L.append(f"        %ps{q}_{r} = arith.addf {acc}, %pp{q}_{r} : {et}")
+                acc = f"%ps{q}_{r}"
+        L.append(f"        %nv{q}_ = arith.addf {acc}, %zero : {et}")
+    L += [f"        memref.store %nv{q}_, %lam[%c{q}, %j] : {m2}" for q in range(d)]
+    L += ["      }",
+          "      scf.for %g = %ga to %gz step %c1 {",
+          f"        %j64b = memref.load %grp[%g, %c0] : {i2d}",
+          "        %jb = arith.index_cast %j64b : i64 to index"]
+    for q in range(d):
+        L.append(f"        %t{q} = memref.load %tmp[%g, %c{q}] : {m2}")
+        L.append(f"        memref.store %t{q}, %lam[%c{q}, %jb] : {m2}")
+    L += ["      }", "    }", "  }", "  return", "}"]
+    return "\n".join(L) + "\n"
+
+
+def _engine(d: int, et: str):
+    key = (d, et)
+    with _LOCK:
+        if key not in _ENGINES:
+            from torch_mlir import execution_engine, ir, passmanager
+
+            from spikescan.compiler.backends.cpu_jit import LOWER
+
+            ctx = ir.Context()
+            with ctx, ir.Location.unknown():
+                mod = ir.Module.parse(source(d, et))
+                passmanager.PassManager.parse(LOWER).run(mod.operation)
+                eng = execution_engine.ExecutionEngine(mod, opt_level=3)
+            _ENGINES[key] = (ctx, mod, eng)  # the context lives as long as the engine
+        return _ENGINES[key][2]
+
+
+def events_backward(d: int, tensors: list) -> None:
+    """Run @events_backward on the tensors in the order of the module docstring (contiguous)."""
+    from spikescan.compiler.backends.cpu_jit import memref_of
+
+    dt = tensors[3].dtype
+    if dt not in _TYPES:
+        raise TypeError(f"events_backward: float32 or float64 expected, got {dt}")
+    for t in tensors:
+        if not t.is_contiguous():
+            raise ValueError("events_backward: every tensor must be contiguous (dense memrefs)")
+    descs = [memref_of(t) for t in tensors]
+    _engine(d, _TYPES[dt]).invoke("events_backward", *[ctypes.pointer(ctypes.pointer(x)) for x in descs])
