@@ -110,8 +110,14 @@ def analyze_module(module: ast.Module, sources: Optional[dict[str, str]] = None
         except Exception as e:  # noqa: BLE001 - a compiler bug still reaches the user as a diagnostic
             diags.append(_internal(f"neuron '{name}'", e, n.name_span))
     if not diags:
+        from . import psn
+
+        discrete = {d.name: d for d in module.discrete_neurons}
         for net in module.networks:
             try:
+                if psn.is_discrete(net, discrete):
+                    networks[net.name] = psn.analyze_network(net, discrete)
+                    continue
                 networks[net.name] = analyze_network(net, neurons)
             except CompileError as e:
                 diags.append(e.diagnostic)

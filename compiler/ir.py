@@ -147,3 +147,7 @@ class NetworkIR:
     inputs: dict[str, int]  # population -> size (ordered)
     layers: list[LayerIR]  # in topological order
     readout: ReadoutIR
+    # Discrete-time networks (compiler/psn.py): neuron name -> DiscreteNeuronIR, and the time grid.
+    # Empty / None for exact event networks, whose neurons are NeuronIRs.
+    discrete: dict = field(default_factory=dict)
+    time_grid: Optional[object] = None

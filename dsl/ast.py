@@ -144,6 +144,19 @@ class Neuron:
     name_span: Span
 
 
+@dataclass(frozen=True)
+class DiscreteNeuron:
+    """`neuron P = masked_psn(T = 32, k = 4, surrogate = atan(alpha = 2))`: a discrete-time neuron
+    of a built-in kind (dsl/discrete.py checks it; runtime/psn.py runs it)."""
+
+    name: str
+    kind: str  # "psn" | "masked_psn" | "sliding_psn"
+    args: tuple[tuple[str, Expr], ...]
+    span: Span
+    name_span: Span
+    kind_span: Span
+
+
 # ----------------------------------------------------------------------------- networks
 
 
@@ -202,12 +215,22 @@ class Readout:
 
 
 @dataclass(frozen=True)
+class Setting:
+    """`time_bins = 1 ms`: a network-wide setting."""
+
+    name: str
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True)
 class Network:
     name: str
     inputs: tuple[InputPop, ...]
     layers: tuple[Layer, ...]
     readouts: tuple[Readout, ...]
     span: Span
+    settings: tuple[Setting, ...] = ()
 
 
 # ----------------------------------------------------------------------------- files
@@ -231,3 +254,5 @@ class Module:
     # Filled by the loader after resolving imports: every neuron visible in this file by name,
     # including imported ones (which keep the spans of their own files).
     visible_neurons: dict[str, Neuron] = field(default_factory=dict)
+    # Discrete-time neurons defined in this file (`neuron P = psn(...)`); local to the file.
+    discrete_neurons: tuple[DiscreteNeuron, ...] = ()

@@ -16,7 +16,7 @@ from typing import Iterable, Optional
 
 import sympy
 
-from . import ast, effective
+from . import ast, discrete as discrete_checks, effective
 from .diagnostics import Diagnostic
 from .sym import NumberRange, UnknownFunction, UnknownName, calls, evaluate, free_names, to_sympy
 from .units import DIMENSIONLESS, FUNCTIONS, RATE, TIME, UnitError, dim_of, format_dim, is_zero_literal
@@ -467,10 +467,12 @@ def neuron_param_info(n: ast.Neuron) -> tuple[dict[str, Fraction], dict[str, flo
 
 class NetworkChecks(_Checks):
     def __init__(self, net: ast.Network, neurons: dict[str, ast.Neuron],
-                 unresolved: frozenset[str] = frozenset()):
+                 unresolved: frozenset[str] = frozenset(),
+                 discrete: Optional[dict[str, ast.DiscreteNeuron]] = None):
         super().__init__()
         self.net = net
         self.neurons = neurons
+        self.discrete = discrete or {}  # `neuron P = psn(...)` declarations (dsl/discrete.py)
         self.unresolved = unresolved  # names of failed imports ("*": a whole file)
         self.pops: dict[str, object] = {}  # name -> InputPop | Layer
 
@@ -488,6 +490,7 @@ class NetworkChecks(_Checks):
         order = {l.name: k for k, l in enumerate(self.net.layers)}
         for k, layer in enumerate(self.net.layers):
             self.layer(layer, k, order)
+        discrete_checks.check_network(self, self.net, self.discrete)
         for r in self.net.readouts:
             self.readout(r)
         self.sizes()
@@ -530,6 +533,8 @@ class NetworkChecks(_Checks):
         neuron = self.neurons.get(layer.neuron)
         if neuron is not None:
             self.overrides(layer, neuron)
+        elif layer.neuron in self.discrete:
+            pass  # dsl/discrete.py checks discrete layers
         elif not {layer.neuron, "*"} & self.unresolved:  # else reported at the import (E007-E009)
             self.err("E041", f"unknown neuron type `{layer.neuron}`", layer.neuron_span,
                      _suggest(layer.neuron, self.neurons) +
@@ -687,6 +692,8 @@ class NetworkChecks(_Checks):
             else:
                 self.err("E048", f"unexpected argument `{k}` to readout {r.kind}", v.span,
                          "readouts take no arguments, e.g. `readout out: li_integral`")
+        if isinstance(target, ast.Layer) and discrete_checks.check_readout(self, r, target, self.discrete):
+            return
         if isinstance(target, ast.Layer) and r.kind in ("first_spike", "spike_count"):
             neuron = self.neurons.get(target.neuron)
             if neuron is not None and neuron.threshold is None:
@@ -730,8 +737,9 @@ def _divides(neuron: ast.Neuron, param: str) -> bool:
 
 
 def check_network(net: ast.Network, neurons: dict[str, ast.Neuron],
-                  unresolved: frozenset[str] = frozenset()) -> list[Diagnostic]:
-    return NetworkChecks(net, neurons, unresolved).run()
+                  unresolved: frozenset[str] = frozenset(),
+                  discrete: Optional[dict[str, ast.DiscreteNeuron]] = None) -> list[Diagnostic]:
+    return NetworkChecks(net, neurons, unresolved, discrete).run()
 
 
 # ============================================================================ modules
@@ -753,8 +761,16 @@ def check_module(module: ast.Module, imported: dict[str, ast.Neuron],
     visible = dict(imported)
     visible.update(local)
     module.visible_neurons = visible
+    discrete: dict[str, ast.DiscreteNeuron] = {}
+    for d in _unique(module.discrete_neurons, "neuron", lambda n: n.name_span, diags):
+        if d.name in visible:
+            diags.append(Diagnostic("E011", f"duplicate neuron `{d.name}`", d.name_span,
+                                    f"`{d.name}` is also a neuron with dynamics; rename one"))
+            continue
+        discrete[d.name] = d
+        diags += discrete_checks.check_declaration(d)
     for net in _unique(module.networks, "network", lambda n: n.span, diags):
-        diags += check_network(net, visible, unresolved)
+        diags += check_network(net, visible, unresolved, discrete)
     return diags
 
 

@@ -47,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
             status = 1
             print(f"failed: {path} ({plural(n, 'error')})", file=sys.stderr)
         else:
-            print(f"ok: {path} ({plural(len(module.neurons), 'neuron')}, "
+            print(f"ok: {path} ({plural(len(module.neurons) + len(module.discrete_neurons), 'neuron')}, "
                   f"{plural(len(module.networks), 'network')})")
     return status

@@ -78,6 +78,11 @@ CODES: dict[str, str] = {
     "E051": "positional argument not allowed",
     "E052": "dense connection from a later layer",
     "E053": "network too large",
+    "E054": "invalid discrete-time neuron declaration",
+    "E055": "invalid or missing network time grid",
+    "E056": "discrete-time and exact event layers connected",
+    "E057": "number of bins of a psn neuron differs from the network's time grid",
+    "E058": "unsupported connection or override on a discrete-time layer",
     # imports (continued)
     "E070": "import outside the search path",
     "E071": "import of a file that is not a .snn",

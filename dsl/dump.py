@@ -38,7 +38,7 @@ def dump(node, indent: int = 0) -> str:
         return f"{pad}{expr_str(node)} {_pos(node.span)}"
     if isinstance(node, ast.Module):
         lines = [f"{pad}Module"]
-        for part in (node.imports, node.neurons, node.networks):
+        for part in (node.imports, node.neurons, node.discrete_neurons, node.networks):
             lines += [dump(x, indent + 1) for x in part]
         return "\n".join(lines)
     head, children = [], []

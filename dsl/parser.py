@@ -219,8 +219,16 @@ class _Builder:
         tok = t.children[0]
         return int(str(tok)), _tok_span(self.file, tok)
 
+    def discrete_neuron(self, t: Tree) -> ast.DiscreteNeuron:
+        name, kind, args = t.children
+        pos, kw = self.arglist(args)
+        for _, psp in pos:
+            self.error("E051", f"arguments of {kind}() must be named", psp, f"write e.g. `{kind}(k = 4)`")
+        return ast.DiscreteNeuron(str(name), str(kind), tuple((k, v) for k, v, _ in kw),
+                                  _tree_span(self.file, t), _tok_span(self.file, name), _tok_span(self.file, kind))
+
     def network(self, t: Tree) -> ast.Network:
-        inputs, layers, readouts = [], [], []
+        inputs, layers, readouts, settings = [], [], [], []
         for item in t.children[1:]:
             if not isinstance(item, Tree):
                 continue
@@ -230,6 +238,8 @@ class _Builder:
                 inputs.append(ast.InputPop(str(item.children[1]), size, sp))
             elif item.data == "layer":
                 layers.append(self.layer(item, sp))
+            elif item.data == "setting":
+                settings.append(ast.Setting(str(item.children[0]), self.expr(item.children[1]), sp))
             elif item.data == "readout":
                 lt, kt, args = item.children
                 pos, kw = self.arglist(args)
@@ -239,7 +249,7 @@ class _Builder:
                 readouts.append(ast.Readout(str(lt), str(kt), tuple((k, v) for k, v, _ in kw), sp,
                                             _tok_span(self.file, lt)))
         return ast.Network(str(t.children[0]), tuple(inputs), tuple(layers), tuple(readouts),
-                           _tree_span(self.file, t))
+                           _tree_span(self.file, t), tuple(settings))
 
     def layer(self, t: Tree, sp: ast.Span) -> ast.Layer:
         name, size_t, neuron, args = t.children[:4]
@@ -280,7 +290,7 @@ class _Builder:
 
     # ---------------------------------------------------------------- files
     def module(self, t: Tree) -> ast.Module:
-        imports, neurons, networks = [], [], []
+        imports, neurons, networks, discrete = [], [], [], []
         for item in t.children:
             if not isinstance(item, Tree):
                 continue
@@ -294,7 +304,10 @@ class _Builder:
                 neurons.append(self.neuron(item))
             elif item.data == "network":
                 networks.append(self.network(item))
-        return ast.Module(self.file, tuple(imports), tuple(neurons), tuple(networks))
+            elif item.data == "discrete_neuron":
+                discrete.append(self.discrete_neuron(item))
+        return ast.Module(self.file, tuple(imports), tuple(neurons), tuple(networks),
+                          discrete_neurons=tuple(discrete))
 
 
 _SECTION_NAMES = {"params": "params", "state": "state", "dynamics": "dynamics",

@@ -174,6 +174,8 @@ class LossConfig:
 def readout_loss(out, labels: Tensor, cfg: LossConfig, t_end: float, theta: float | Tensor = 1.0) -> Tensor:
     """Loss for a NetworkOutput (runtime/network.py) by its readout kind, plus the hidden
     regulariser."""
+    if getattr(out, "bin_counts", None):
+        return _discrete_loss(out, labels, cfg)
     kind = out.readout_kind
     if kind == "first_spike":
         loss = first_spike_ce(
@@ -191,4 +193,17 @@ def readout_loss(out, labels: Tensor, cfg: LossConfig, t_end: float, theta: floa
             loss = loss + cfg.hidden_reg * count_regulariser(
                 s, t_end=t_end, target=cfg.hidden_target, width=cfg.count_width, mode=cfg.hidden_mode
             )
+    return loss
+
+
+def _discrete_loss(out, labels: Tensor, cfg: LossConfig) -> Tensor:
+    """Discrete-time (psn) networks: cross-entropy on the readout (spike counts over bins, or the
+    max potential), and the hidden regulariser on their spike counts. Both are differentiable
+    through the surrogate derivative of the step, not exact (runtime/psn.py)."""
+    loss = value_ce(out.readout, labels, scale=cfg.value_scale)
+    if cfg.hidden_reg:
+        for n in out.bin_counts[:-1]:
+            d = {"upper": F.relu(n - cfg.hidden_target), "lower": F.relu(cfg.hidden_target - n),
+                 "both": n - cfg.hidden_target}[cfg.hidden_mode]
+            loss = loss + cfg.hidden_reg * (d * d).mean()
     return loss

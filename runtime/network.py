@@ -190,6 +190,16 @@ class SpikingNetwork(nn.Module):
     # (or an object with the engines' `run_layer`).
     __doc__ = NETWORK_DOC
 
+    def __new__(cls, model=None, network: Optional[str] = None, **kw):
+        # A discrete-time network (psn kinds, compiler/psn.py) is a PSNNetwork, a subclass with
+        # the same interface, so training, evaluation and checkpoints need no second entry point.
+        if cls is SpikingNetwork and model is not None:
+            from spikescan.runtime.psn_network import PSNNetwork, is_discrete_model
+
+            if is_discrete_model(model, network):
+                cls = PSNNetwork
+        return super().__new__(cls)
+
     def __init__(
         self,
         model,
