@@ -317,10 +317,11 @@ def readout_weights(n_in: int, n_out: int, seed: int = 2, dtype=torch.float64, d
 
 
 def spikes_to_events(times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """LayerResult.times [B, N, S] (+inf padded) -> input events (times [B, N*S], channels)."""
-    B, N, S = times.shape
-    ch = torch.arange(N, device=times.device).repeat_interleave(S).expand(B, N * S)
-    return times.reshape(B, N * S), ch.contiguous()
+    """LayerResult.times [B, N, S] (+inf padded) -> input events of the next layer, as the network
+    passes them (runtime/network.py flatten_spikes: time-sorted, cut at the busiest sample)."""
+    from spikescan.runtime.network import flatten_spikes
+
+    return flatten_spikes(times, torch.isfinite(times).sum(2))
 
 
 def bin_events(times: torch.Tensor, channels: torch.Tensor, n_channels: int, dt: float,

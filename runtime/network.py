@@ -57,19 +57,19 @@ def init_weight(spec: InitSpec, fan_in: int, fan_out: int, gen: Optional[torch.G
 
 
 def flatten_spikes(times: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
-    """[B, N, S] spike trains -> (times [B, M], channels [B, M]) events, channel = neuron index.
-    Columns that are padding in every sample are dropped (the engines sort anyway)."""
+    """[B, N, S] spike trains -> (times [B, M], channels [B, M]) events, channel = neuron index,
+    each sample's events in time order (a stable sort: equal times keep the neuron order, as the
+    engines' own stable argsort would) and M = the largest number of spikes of one sample, so the
+    next layer never walks columns that are padding (+inf) in its sample."""
     B, N, S = times.shape
     smax = int(counts.max().item()) if counts.numel() else 0
     times = times[:, :, : max(smax, 1)]
     S = times.shape[2]
     t = times.reshape(B, N * S)
     ch = torch.arange(N, device=times.device).repeat_interleave(S).expand(B, N * S)
-    keep = torch.isfinite(t).any(0)
-    if not bool(keep.any()):
-        keep = torch.zeros_like(keep)
-        keep[0] = True  # one all-padding column: engines accept +inf padding
-    return t[:, keep], ch[:, keep].contiguous()
+    M = max(1, int(counts.sum(1).max().item())) if counts.numel() else 1  # one padding column at least
+    t, perm = torch.sort(t, dim=1, stable=True)  # differentiable in the values
+    return t[:, :M], torch.gather(ch, 1, perm[:, :M]).contiguous()
 
 
 class _Layer(nn.Module):

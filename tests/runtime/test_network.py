@@ -86,10 +86,19 @@ def test_flatten_spikes_channels_and_padding():
     t = torch.tensor([[[1.0, 4.0, INF], [INF, INF, INF]], [[2.0, INF, INF], [0.5, INF, INF]]], dtype=torch.float64)
     counts = torch.tensor([[2, 0], [1, 1]])
     ft, fc = flatten_spikes(t, counts)
-    # S trimmed to 2; the all-padding columns (neuron 0 slot 1 in sample 1 is inf but sample 0 has 4.0) kept
-    # only where some sample has a spike: slots (n0,s0), (n0,s1), (n1,s0)
-    assert ft.tolist() == [[1.0, 4.0, INF], [2.0, INF, 0.5]]
-    assert fc.tolist() == [[0, 0, 1], [0, 0, 1]]
+    # each sample's spikes in time order with their neuron as channel, cut at the busiest
+    # sample (2 spikes): no column is padding in its own sample but for the quieter ones
+    assert ft.tolist() == [[1.0, 4.0], [0.5, 2.0]]
+    assert fc.tolist() == [[0, 0], [1, 0]]
+    # equal times keep the neuron order (as a stable argsort of the unflattened layout would)
+    tie = torch.tensor([[[3.0, INF], [1.0, 3.0], [3.0, INF]]], dtype=torch.float64)
+    ft, fc = flatten_spikes(tie, torch.tensor([[1, 2, 1]]))
+    assert ft.tolist() == [[1.0, 3.0, 3.0, 3.0]] and fc.tolist() == [[1, 0, 1, 2]]
+    # gradients flow back to the spike times they came from
+    src = t.clone().requires_grad_(True)
+    ft, _ = flatten_spikes(src, counts)
+    (ft[torch.isfinite(ft)] * torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)).sum().backward()
+    assert src.grad.tolist() == [[[1.0, 2.0, 0.0], [0.0, 0.0, 0.0]], [[4.0, 0.0, 0.0], [3.0, 0.0, 0.0]]]
     # silent layer: one padding column
     ft, fc = flatten_spikes(torch.full((2, 3, 4), INF, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.long))
     assert ft.shape == (2, 1) and not torch.isfinite(ft).any()
