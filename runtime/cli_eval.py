@@ -22,7 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="which split to evaluate (default test)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="samples per engine call (default: the training batch size); does not change the result")
-    p.add_argument("--engine", default=None, help="engine (default: the training engine)")
+    p.add_argument("--engine", default=None,
+                   help="engine (default: the training engine where it runs on --device, else auto)")
+    p.add_argument("--device", default=None, metavar="DEV",
+                   help="where to evaluate: cpu (default), cuda, cuda:N or auto (cuda when a GPU is visible)")
+    p.add_argument("--dtype", default=None, choices=("f64", "f32"),
+                   help="floating-point type (default: the checkpoint's)")
     p.add_argument("--limit", type=int, default=None,
                    help="evaluate a seeded, class-stratified subset of N samples (seeded with the training "
                         "--seed, so it is the subset that training's --limit-eval N used)")
@@ -52,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
                   t_end=cfg.get("t_end"))
     same = data == cfg.get("data")
     root = args.data_root if args.data_root is not None else (cfg.get("data_root") if same else None)
-    net = network_from_checkpoint(ck, engine=args.engine, path=args.checkpoint)
+    net = network_from_checkpoint(ck, engine=args.engine, path=args.checkpoint, device=args.device,
+                                  dtype=args.dtype)
     ds = open_dataset(data, args.split, root, cfg.get("data_opts", {}) if same else {})
     check_channels(ds, net)
     ds = subset(ds, args.limit, int(cfg.get("seed", 0)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import textwrap
 
 DATASETS = ("yinyang", "randman", "digits", "shd", "ssc", "nmnist", "dvsgesture")
@@ -78,9 +79,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: per dataset)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: per dataset, 32)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: per dataset)")
-    p.add_argument("--engine", default="auto", help="engine: auto (default: the compiled sequential-cpu; torch when torch-mlir is "
-                        "missing), sequential-cpu, torch, torch-sequential (docs/engines.md); "
-                        "training runs on the CPU")
+    p.add_argument("--engine", default="auto", help="engine: auto (default: the fastest differentiable engine for the device: "
+                        "the compiled sequential-cpu on a CPU, torch when torch-mlir is missing; on CUDA the "
+                        "engine measured fastest on this GPU by bench/gpu_check.sh, else torch), sequential-cpu, "
+                        "torch, torch-sequential, triton-scan, triton-sequential (docs/engines.md)")
+    p.add_argument("--device", default=None, metavar="DEV",
+                   help="where to train: auto (default: cuda when a GPU is visible, else cpu), cpu, cuda or cuda:N; "
+                        "the dataset stays on the CPU and each batch is moved")
+    p.add_argument("--dtype", default="f64", choices=("f64", "f32"),
+                   help="floating-point type of the simulation and the parameters (default f64; f32 moves spike "
+                        "times by about 1e-4 ms on Yin-Yang, docs/training.md)")
+    p.add_argument("--ddp", action="store_true",
+                   help="data-parallel training under torchrun (gloo on CPU, nccl on CUDA): each process simulates "
+                        "its part of every batch, gradients are summed; rank 0 writes the outputs "
+                        "(docs/training.md, Several processes and machines)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the weight init, the shuffling and the --limit-* subsets (default 0); a run is "
                         "deterministic for a given seed")
@@ -121,8 +133,11 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr, engine=args.engine, seed=args.seed, out=args.out, resume=args.resume,
         progress=not args.no_progress, quiet=args.quiet, network=args.network, loss=loss, clip_grad=args.clip_grad,
         limit_train=args.limit_train, limit_eval=args.limit_eval, threads=args.threads,
-        data_opts=parse_data_opts(args.data_opt), max_spikes=args.max_spikes,
+        data_opts=parse_data_opts(args.data_opt), max_spikes=args.max_spikes, device=args.device, dtype=args.dtype,
+        ddp=args.ddp,
     )
+    if args.ddp and int(os.environ.get("RANK", "0")) != 0:
+        return 0  # rank 0 reports
     print(f"test accuracy: {res.test_accuracy:.4f} (best val {res.best_val_accuracy:.4f} at epoch {res.best_epoch}; "
           f"{res.wall_s:.1f} s; outputs in {res.out})")
     return 0

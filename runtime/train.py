@@ -16,11 +16,9 @@ the learning rate is a closed form of (epoch, epochs), so a resumed run (even wi
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,15 +26,18 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from spikescan.runtime import losses, spike_cap
-from spikescan.runtime.checkpoint import (CheckpointError, check_state, load_checkpoint, load_embedded_model, load_optimizer,
-                                          load_state, model_reference, save_checkpoint)
+from spikescan.runtime import spike_cap
+from spikescan.runtime.engines import parallel
+from spikescan.runtime import devices, distributed
+from spikescan.runtime.checkpoint import CheckpointError, load_embedded_model, load_state, model_reference, save_checkpoint
 from spikescan.runtime.losses import LossConfig
 from spikescan.runtime.network import SpikingNetwork
 from spikescan.runtime.progress import Progress
 from spikescan.runtime.train_data import DataLike, batches, guess_t_end, is_named, open_splits
 from spikescan.runtime.train_guard import (GRAD_BOUND, PARAM_BOUND, STALL_PATIENCE, StallWatch,  # noqa: F401
-                                           TrainingDiverged, TrainingStalled, step as _step)
+                                           TrainingDiverged, TrainingStalled)
+from spikescan.runtime.train_run import Run, plot, prepare_out, resume as resume_run, write_metrics
+from spikescan.runtime.train_step import train_batch
 from spikescan.runtime.train_report import layer_rates, mean_rates, summary_lines
 from spikescan.runtime.train_setup import (check_options, evaluate, loader as _loader, loss_config,
                                            resolve_engine, subset as _subset)
@@ -92,70 +93,6 @@ def _build_network(model, network, engine, seed, net_opts) -> tuple[SpikingNetwo
     return SpikingNetwork(model, network, engine=engine, seed=seed, **net_opts), ref
 
 
-def _prepare_out(out_dir: Path) -> Path:
-    """Create the output folder and prove it is writable now, not after the first epoch."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise OSError(e.errno, f"cannot write to the output folder {out_dir}: {e.strerror or e}") from None
-    return out_dir
-
-
-class _Run:
-    """The mutable state of one training run: history, best weights, what is on disk."""
-
-    def __init__(self, out_dir: Path):
-        self.out_dir = out_dir
-        self.history: list[dict] = []
-        self.start_epoch, self.best_acc, self.best_epoch = 0, -1.0, -1
-        self.best_state: Optional[dict] = None
-        self.saved: Optional[int] = None  # epoch of the last.pt written or resumed from
-
-    def intact(self) -> str:
-        if self.saved is None:
-            return "No checkpoint was written yet (it diverged in the first epoch of this run)"
-        best = f" and {self.out_dir / 'best.pt'} (epoch {self.best_epoch})" if self.best_state is not None else ""
-        return f"The last good checkpoint is {self.out_dir / 'last.pt'} (epoch {self.saved}){best}, unchanged"
-
-
-def _resume(run: _Run, net, opt, ref, epochs: int, schedule: str, log) -> None:
-    """Load last.pt (and validate best.pt now, not at the end); re-plan the schedule."""
-    last = run.out_dir / "last.pt"
-    ck = load_checkpoint(last)
-    if ref and ck.get("model_sha256") not in (None, ref["model_sha256"]):
-        log(f"warning: the model sources changed since {last} was written; resuming anyway")
-    load_state(net, ck["state_dict"], last)
-    load_optimizer(opt, ck["optimizer"], last)
-    run.start_epoch, run.saved = ck["epoch"], ck["epoch"]
-    if run.start_epoch > epochs:
-        raise ValueError(f"{last} is at epoch {run.start_epoch}, beyond --epochs {epochs}: pass --epochs "
-                         f"{run.start_epoch} or more to continue it")
-    run.history = list(ck["history"])
-    best = run.out_dir / "best.pt"
-    if best.exists():
-        bk = load_checkpoint(best)
-        check_state(net, bk["state_dict"], best)
-        run.best_state, run.best_acc, run.best_epoch = bk["state_dict"], ck["best_val_accuracy"], ck["best_epoch"]
-    elif ck["best_epoch"] > 0:
-        log(f"warning: {best} is missing; the best weights will be chosen again from the next epochs")
-    old = ck["config"].get("epochs")
-    if schedule == "cosine" and old not in (None, epochs):
-        log(f"re-planning the cosine learning-rate schedule for {epochs} epochs (it was planned for {old})")
-    log(f"resuming from {last} at epoch {run.start_epoch}")
-
-
-def _write_metrics(path: Path, records: list[dict], mode: str = "w") -> None:
-    try:
-        with open(path, mode) as f:
-            for r in records:
-                f.write(json.dumps(r) + "\n")
-    except OSError as e:
-        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
-
-
 def train(
     model,
     data: DataLike = "yinyang",
@@ -182,8 +119,11 @@ def train(
     limit_eval: Optional[int] = None,
     net_opts: Optional[dict] = None,
     log: Optional[Callable[[str], None]] = None,
-    threads: Optional[int] = 1,
+    threads: Optional[int] = None,
     max_spikes: Optional[int] = None,
+    device: Optional[str] = None,
+    dtype: Optional[str] = None,
+    ddp: bool = False,
 ) -> TrainResult:
     """Train `model` with Adam on exact event-based gradients; returns a TrainResult.
 
@@ -202,9 +142,14 @@ def train(
     progress: progress bars (train, val, test) on stderr; quiet: no output at all but warnings
     and errors (`progress=False` alone keeps the start-up summary and the per-epoch lines). `log`
     replaces printing to stderr.
+    threads: cores for the compiled CPU engines (samples of a batch in parallel, the same results for
+    any number; default every core; torch ops keep one intra-op thread; 0: torch's default for both).
     `max_spikes` bounds the per-neuron spike cap that runtime/spike_cap.py grows to (default
     DEFAULT_MAX_SPIKES); `limit_train`/`limit_eval` take seeded, class-stratified subsets.
-    The returned test_accuracy is measured with the best-validation weights (out/best.pt)."""
+    The returned test_accuracy is measured with the best-validation weights (out/best.pt).
+    device: "auto" (CUDA when available; the default, or the network's own device for a given
+    spikescan.Network), "cpu", "cuda", "cuda:N"; the data stay on the CPU and each batch moves.
+    dtype: "f64" (default) or "f32". ddp: data-parallel under torchrun (runtime/distributed.py)."""
     t_start = time.perf_counter()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     info = (lambda msg: None) if quiet else log  # warnings and errors always go to `log`
@@ -224,19 +169,31 @@ def train(
     net_opts, data_opts = dict(net_opts or {}), dict(data_opts or {})
     if isinstance(model, SpikingNetwork) and engine == "auto":
         engine = model.engine_name  # keep the engine the caller built the network with
-    engine = resolve_engine(engine)
-    if threads:
-        # The event engines issue many small tensor ops; intra-op threads only add
+    dist, device = distributed.init(ddp, device)
+    if not dist.main:  # rank 0 alone prints, writes checkpoints, metrics and plots
+        log = info = (lambda msg: None)
+        progress = False
+    dev, dt = _device_dtype(model, device, dtype)
+    engine = resolve_engine(engine, dev, dt)
+    if threads != 0:
+        # The torch engines issue many small tensor ops; intra-op threads only add
         # synchronisation (measured: Yin-Yang batches ~10x slower with 2 threads on 2 cores).
-        torch.set_num_threads(int(threads))
+        # The compiled CPU engines run samples on `threads` cores instead (engines/parallel.py).
+        torch.set_num_threads(1)
+        parallel.set_threads(int(threads) if threads else parallel.cores())
+    else:  # 0: torch's own default, which the compiled engines follow
+        parallel.set_threads(None)
 
     torch.manual_seed(seed)
     net, ref = _build_network(model, network, engine, seed, net_opts)
     net.engine_name = engine
+    net.to(device=dev, dtype=dt)
+    dist.broadcast_state(net)
     engine_label = engine if isinstance(engine, str) else "auto"  # engine objects (tests) are not saved
-    run = _Run(_prepare_out(Path(out or os.path.join("runs", net.ir.name))))
+    run = Run(dist.from_main(lambda: prepare_out(Path(out or os.path.join("runs", net.ir.name)))))
     splits, notes = open_splits(data, val_data=val_data, test_data=test_data, data_root=data_root,
                                 data_opts=data_opts, limit_train=limit_train, limit_eval=limit_eval, seed=seed, net=net)
+    distributed.check_splits(splits, dist)
     t_end = guess_t_end(splits, t_end)
     theta = net.readout_theta()
     need_vmax = net.readout_kind == "first_spike" and loss_cfg.silent_slope > 0
@@ -246,11 +203,12 @@ def train(
         lr=lr, engine=engine_label, seed=seed,
         network=net.ir.name, loss=asdict(loss_cfg), t_end=t_end, schedule=schedule, clip_grad=clip_grad,
         data_opts=data_opts, limit_train=limit_train, limit_eval=limit_eval, net_opts=net_opts, max_spikes=max_spikes,
+        device=str(dev), dtype=devices.dtype_name(dt), processes=dist.world,
     )
     metrics_path = run.out_dir / "metrics.jsonl"
     said: list[str] = []  # what resuming says, printed after the summary (errors come before both)
     if resume:
-        _resume(run, net, opt, ref, epochs, schedule, said.append)
+        resume_run(run, net, opt, ref, epochs, schedule, said.append, dist)
     for line in summary_lines(net, engine_label if isinstance(engine, str) else "custom", threads, splits, notes,
                               ref.get("model_path") or getattr(model, "path", None), epochs=epochs,
                               batch_size=batch_size, lr=lr, schedule=schedule, seed=seed, t_end=t_end,
@@ -258,26 +216,26 @@ def train(
         info(line)
     for msg in said:
         (log if msg.startswith("warning") else info)(msg)
-    # keep metrics.jsonl consistent with the checkpoint (drop lines of epochs after it)
-    _write_metrics(metrics_path, run.history)
+    if dist.main:  # keep metrics.jsonl consistent with the checkpoint (drop lines of epochs after it)
+        write_metrics(metrics_path, run.history)
 
     def payload(epoch: int) -> dict:
         return dict(
             {"model_path": "", "model_sources": {}, "model_roots": [], **ref}, network=net.ir.name,
-            state_dict=net.state_dict(),
-            optimizer=opt.state_dict(), epoch=epoch, metrics=run.history[-1] if run.history else {},
+            state_dict=devices.cpu_tree(net.state_dict()),
+            optimizer=devices.cpu_tree(opt.state_dict()), epoch=epoch, metrics=run.history[-1] if run.history else {},
             history=run.history, seed=seed, config=config, best_val_accuracy=run.best_acc, best_epoch=run.best_epoch,
             net_kwargs=dict(engine=engine_label, chunk=net.chunk, max_spikes=net.max_spikes, on_overflow=net.on_overflow,
                             learn_time_constants=any(l.learned for l in net.layers.values())),
         )
 
     eval_batch = max(batch_size, 250)  # big batches: fewer engine calls
-    val_loader = batches(splits["val"], eval_batch, False, seed)
+    val_loader = distributed.for_eval(batches(splits["val"], eval_batch, False, seed), dist)
     for epoch in range(run.start_epoch, epochs):
         net.train()
         for g in opt.param_groups:
             g["lr"] = lr_at(epoch, epochs, lr, schedule)
-        train_batches = batches(splits["train"], batch_size, True, seed * 1_000_003 + epoch)
+        train_batches = distributed.sharded(batches(splits["train"], batch_size, True, seed * 1_000_003 + epoch), dist)
         n_batches = len(train_batches)
         watch = StallWatch(min(STALL_PATIENCE, n_batches), loss_cfg.silent_slope, net.readout_layer)
         bar = Progress(n_batches, f"epoch {epoch + 1}/{epochs}", enabled=progress)
@@ -285,22 +243,23 @@ def train(
         cap = spike_cap.CapStats(cap=max_spikes)
         tot_loss, correct, n, events, rates = 0.0, 0, 0, 0, None
         try:
-            for step, (times, channels, labels) in enumerate(train_batches):
+            for step, batch in enumerate(train_batches):
                 tb = time.perf_counter()
-                outp = spike_cap.forward(net, times, channels, t_end=t_end, observe_vmax=need_vmax,
-                                         max_spikes=max_spikes, stats=cap)
-                loss_v = losses.readout_loss(outp, labels, loss_cfg, t_end, theta)
-                _step(net, opt, outp, loss_v, clip_grad, run, f"epoch {epoch + 1}, step {step + 1}", watch)
-                tot_loss += float(loss_v.detach()) * len(labels)
-                correct += int((losses.predict(outp.readout_kind, outp.readout.detach()) == labels).sum())
-                n += len(labels)
-                events += outp.events
-                rates = layer_rates(rates, outp)
-                bar.update(tot_loss / n, correct / n, outp.events / max(time.perf_counter() - tb, 1e-9))
+                ls, c, k, outp = train_batch(net, opt, batch, dist, t_end=t_end, need_vmax=need_vmax,
+                                             max_spikes=max_spikes, cap=cap, loss_cfg=loss_cfg, theta=theta,
+                                             clip_grad=clip_grad, run=run, where=f"epoch {epoch + 1}, step {step + 1}",
+                                             watch=watch)
+                tot_loss, correct, n = tot_loss + ls, correct + c, n + k
+                if outp is not None:
+                    events += outp.events
+                    rates = layer_rates(rates, outp)
+                    bar.update(tot_loss / n, correct / n, outp.events / max(time.perf_counter() - tb, 1e-9))
         finally:
             bar.close()
         train_s = time.perf_counter() - t0
-        val = evaluate(net, val_loader, loss_cfg, t_end, max_spikes, progress=progress, desc="val")
+        tot_loss, correct, n, events = dist.sum([tot_loss, correct, n, events])
+        rates, cap = dist.reduce_rates(rates, list(net.layers)), dist.reduce_cap(cap)
+        val = dist.reduce_eval(evaluate(net, val_loader, loss_cfg, t_end, max_spikes, progress=progress, desc="val"))
         both = cap.merge(val["cap"])
         rec = dict(
             epoch=epoch + 1, train_loss=tot_loss / max(n, 1), train_accuracy=correct / max(n, 1),
@@ -311,12 +270,14 @@ def train(
         run.history.append(rec)
         if val["accuracy"] > run.best_acc:
             run.best_acc, run.best_epoch = val["accuracy"], epoch + 1
-            save_checkpoint(run.out_dir / "best.pt", payload(epoch + 1))
+            if dist.main:
+                save_checkpoint(run.out_dir / "best.pt", payload(epoch + 1))
             run.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        save_checkpoint(run.out_dir / "last.pt", payload(epoch + 1))
+        if dist.main:
+            save_checkpoint(run.out_dir / "last.pt", payload(epoch + 1))
+            write_metrics(metrics_path, [rec], "a")
+            plot(run, log)
         run.saved = epoch + 1
-        _write_metrics(metrics_path, [rec], "a")
-        _plot(run, log)
         if both.warning(f"epoch {epoch + 1} (train + val)"):
             log(both.warning(f"epoch {epoch + 1} (train + val)"))
         if watch.skipped:
@@ -331,15 +292,17 @@ def train(
     # test with the best-validation weights (kept in memory: best.pt was validated up front)
     if run.best_state is not None:
         net.load_state_dict(run.best_state)
-    test = evaluate(net, batches(splits["test"], eval_batch, False, seed), loss_cfg, t_end, max_spikes,
-                    progress=progress, desc="test")
+    test = dist.reduce_eval(evaluate(net, distributed.for_eval(batches(splits["test"], eval_batch, False, seed), dist),
+                                     loss_cfg, t_end, max_spikes, progress=progress, desc="test"))
     if test["cap"].warning("test"):
         log(test["cap"].warning("test"))
     wall = time.perf_counter() - t_start
     final = dict(final=True, test_accuracy=test["accuracy"], test_loss=test["loss"], best_val_accuracy=run.best_acc,
                  best_epoch=run.best_epoch, epochs=epochs, wall_s=wall, **test["cap"].record())
-    _write_metrics(metrics_path, [final], "a")
-    _plot(run, log, final)
+    if dist.main:
+        write_metrics(metrics_path, [final], "a")
+        plot(run, log, final)
+    dist.close()
     return TrainResult(
         test_accuracy=test["accuracy"], test_loss=test["loss"], best_val_accuracy=run.best_acc,
         best_epoch=run.best_epoch, epochs_run=epochs - run.start_epoch, wall_s=wall, out=str(run.out_dir),
@@ -347,26 +310,35 @@ def train(
     )
 
 
-def _plot(run: _Run, log, final: Optional[dict] = None) -> None:
-    try:
-        from spikescan.runtime.plots import plot_curves
+def _device_dtype(model, device, dtype) -> tuple[torch.device, torch.dtype]:
+    """--device / --dtype; unset, a given spikescan.Network keeps its own, anything else gets
+    "auto" (CUDA when available) and f64."""
+    own = model.float_like() if isinstance(model, SpikingNetwork) else None
+    dev = own.device if (device is None and own is not None) else devices.resolve_device(device or "auto")
+    dt = own.dtype if (dtype is None and own is not None) else devices.resolve_dtype(dtype or "f64")
+    return dev, dt
 
-        plot_curves(run.history, run.out_dir / "curves.png", final=final)
-    except Exception as e:  # noqa: BLE001 - plotting must never stop training
-        log(f"warning: could not write curves.png: {e}")
 
-
-def network_from_checkpoint(ck: dict, engine: Optional[str] = None, path="checkpoint") -> SpikingNetwork:
+def network_from_checkpoint(ck: dict, engine: Optional[str] = None, path="checkpoint", *, device=None,
+                            dtype=None) -> SpikingNetwork:
     """Rebuild the trained network from a checkpoint dict (see runtime/checkpoint.py), compiling
-    the sources embedded in it (no file outside the checkpoint is read)."""
+    the sources embedded in it (no file outside the checkpoint is read). On the CPU unless
+    `device` says otherwise; in the checkpoint's dtype unless `dtype` ("f32"/"f64") says
+    otherwise. The training engine is kept where it runs on `device`, else "auto" picks."""
+    dev = devices.resolve_device(device or "cpu")
     kw = dict(ck.get("net_kwargs", {}))
     if engine:
         kw["engine"] = engine
-    kw["engine"] = resolve_engine(kw.get("engine", "auto"))
+    elif not devices.runs_on(kw.get("engine", "auto"), dev):
+        kw["engine"] = "auto"
+    kw["engine"] = resolve_engine(kw.get("engine", "auto"), dev, devices.resolve_dtype(dtype) if dtype else None)
     kw = _net_kwargs(kw, path)
     net = SpikingNetwork(load_embedded_model(ck, path), ck.get("network"), seed=ck.get("seed", 0), **kw)
+    floats = [v.dtype for v in ck["state_dict"].values() if v.is_floating_point()]
+    if floats and floats[0] in devices.DTYPES.values():
+        net.to(floats[0])  # a --dtype f32 run's checkpoint builds an f32 network
     load_state(net, ck["state_dict"], path)
-    return net
+    return net.to(device=dev, dtype=devices.resolve_dtype(dtype) if dtype else None)
 
 
 def _net_kwargs(kw: dict, path) -> dict:

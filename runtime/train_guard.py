@@ -99,16 +99,24 @@ def _overflow(net, grads: bool) -> Optional[str]:
     return None
 
 
-def step(net, opt, outp, loss_v, clip_grad, run, where: str, watch: Optional[StallWatch] = None) -> bool:
+def step(net, opt, outp, loss_v, clip_grad, run, where: str, watch: Optional[StallWatch] = None, dist=None,
+         n_local: int = 0) -> bool:
     """One optimiser step, refused (TrainingDiverged, TrainingStalled) before it can spoil the
     weights that the next checkpoint would save. A batch without gradient is skipped (returns
-    False) while `watch` allows it; without a watch it raises TrainingStalled at once."""
-    if not bool(torch.isfinite(loss_v)):
+    False) while `watch` allows it; without a watch it raises TrainingStalled at once. `dist`
+    (runtime/distributed.py, --ddp): every process agrees on the loss check and the gradients are
+    those of the global batch (n_local samples here), so all processes decide alike."""
+    finite = bool(torch.isfinite(loss_v))
+    if dist is not None and dist.active:
+        finite = dist.all_true(finite)
+    if not finite:
         raise TrainingDiverged(f"loss is {float(loss_v.detach())} at {where}; training stopped. {run.intact()}. "
                                "Try a smaller --lr or check the input data.")
     opt.zero_grad(set_to_none=True)
     if loss_v.requires_grad:
         loss_v.backward()
+    if dist is not None:
+        dist.reduce_grads(net, n_local)
     if not _any_gradient(net):
         if watch is None:
             raise _stalled(outp, where, readout=getattr(net, "readout_layer", None))

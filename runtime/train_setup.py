@@ -5,7 +5,6 @@ dataset split, seeded stratified subsets, loaders, and the evaluation pass."""
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import fields
 from typing import Any, Optional
@@ -15,9 +14,9 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from spikescan.runtime import losses, spike_cap
+from spikescan.runtime.devices import module_device, to_device
 from spikescan.runtime.losses import LossConfig
 
-TRITON_ENGINES = ("triton-scan", "triton-sequential")
 
 
 def _positive(name: str, v, integer: bool, allow_none: bool = True, zero: bool = False) -> None:
@@ -64,33 +63,13 @@ def loss_config(base: dict, extra) -> LossConfig:
     return LossConfig(**merged)
 
 
-def resolve_engine(name) -> str:
-    """"auto" for training on the CPU: the MLIR-compiled "sequential-cpu" engine (compiled
-    forward and adjoint event loops), "torch" when the MLIR JIT (torch-mlir) is missing. Other
-    names are checked: unknown ones, and the Triton engines (CUDA tensors; `spikescan` trains and
-    evaluates on the CPU) unless TRITON_INTERPRET=1, are a ValueError saying what to use."""
-    if not isinstance(name, str):
-        if hasattr(name, "run_layer"):
-            return name  # an engine object (tests)
-        raise ValueError(f"engine must be a name, got {type(name).__name__}")
-    from spikescan.runtime.engines import ENGINES
+def resolve_engine(name, device=None, dtype=torch.float64) -> str:
+    """The engine for `device` (default CPU) and `dtype`: see runtime/devices.py resolve_engine.
+    "auto" on the CPU is the MLIR-compiled "sequential-cpu" ("torch" without torch-mlir); the
+    Triton engines need CUDA (or TRITON_INTERPRET=1); unknown names are a ValueError."""
+    from spikescan.runtime.devices import resolve_engine as _resolve
 
-    if name == "auto":
-        try:
-            from spikescan.runtime.engines import get_engine
-
-            get_engine("sequential-cpu")
-            import spikescan.compiler.backends.cpu_jit  # noqa: F401  (needs torch_mlir)
-
-            return "sequential-cpu"
-        except Exception:  # noqa: BLE001 - no MLIR JIT here: the PyTorch scan engine
-            return "torch"
-    if name not in ENGINES:
-        raise ValueError(f"unknown engine {name!r}; choose auto, {', '.join(sorted(ENGINES))}")
-    if name in TRITON_ENGINES and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(f"engine {name!r} runs on CUDA tensors, and spikescan train/eval run on the CPU: use "
-                         "--engine auto (sequential-cpu), torch or torch-sequential")
-    return name
+    return _resolve(name, device, dtype)
 
 
 # ----------------------------------------------------------------------------- data
@@ -198,7 +177,8 @@ def _evaluate(net, data_loader, loss_cfg, t_end, max_spikes, bar) -> dict[str, A
     stats = spike_cap.CapStats(cap=int(max_spikes or net.max_spikes))
     tot_loss, correct, n, events = 0.0, 0, 0, 0
     with torch.no_grad():
-        for times, channels, labels in data_loader:
+        for batch in data_loader:
+            times, channels, labels = to_device(batch, module_device(net))
             tb = time.perf_counter()
             out = spike_cap.forward(net, times, channels, t_end=t_end, observe_vmax=need_vmax,
                                     max_spikes=max_spikes, stats=stats)

@@ -21,10 +21,22 @@ ENGINES = {
 
 # Engines that propagate gradients through run_layer (usable for training).
 DIFFERENTIABLE = {"torch", "torch-sequential", "sequential-cpu", "triton-scan", "triton-sequential"}
-# Engines whose backward has been timed on a GPU; "auto" prefers them for training on CUDA.
-# The Triton backward is verified under TRITON_INTERPRET=1 only (tests/backends/
-# test_triton_backward.py); add it here once tests/backends/test_triton_gpu.py has run on a GPU.
+# The safe default for training on a GPU without a measurement. Which engines train on a given
+# GPU, and which is fastest, is read from the file bench/gpu_check.sh writes (cached by GPU name,
+# runtime/engines/gpu_measured.py), never set here by hand: see gpu_training_measured().
 GPU_TRAINING_MEASURED = {"torch"}
+
+
+def gpu_training_measured(device="cuda") -> list:
+    """Differentiable engines measured correct on this GPU, fastest first; GPU_TRAINING_MEASURED
+    when none was measured."""
+    from spikescan.runtime.engines.gpu_measured import gpu_name, training_ranking
+
+    try:
+        ranked = [e for e in training_ranking(gpu_name(device)) if e in DIFFERENTIABLE and e != "sequential-cpu"]
+    except Exception:  # noqa: BLE001 - no GPU name (driver trouble): the safe default
+        ranked = []
+    return ranked or sorted(GPU_TRAINING_MEASURED)
 
 
 class EngineUnavailable(RuntimeError):
@@ -55,16 +67,17 @@ def _usable(needs_grad: bool) -> set:
 
 def choose_auto(device: str = "cpu", needs_grad: bool = True) -> str:
     """The fastest exact engine for the device that can deliver what is needed: on CUDA,
-    triton-scan for forward-only runs (and for training once its backward is measured on a GPU,
-    see GPU_TRAINING_MEASURED), else the PyTorch scan "torch"; on CPU the MLIR sequential-cpu
-    engine (compiled forward and adjoint), else "torch" when torch-mlir is missing."""
+    triton-scan for forward-only runs, and for training the fastest engine that bench/gpu_check.sh
+    measured correct on this GPU (gpu_training_measured; "torch" without a measurement); on CPU
+    the MLIR sequential-cpu engine (compiled forward and adjoint), else "torch" when torch-mlir
+    is missing."""
     import torch
 
     if str(device).startswith("cuda") and torch.cuda.is_available():
-        if not needs_grad or "triton-scan" in GPU_TRAINING_MEASURED:
+        for name in (["triton-scan"] if not needs_grad else gpu_training_measured(device)) + ["torch"]:
             try:
-                _load("triton-scan")
-                return "triton-scan"
+                _load(name)
+                return name
             except EngineUnavailable:
                 pass
         return "torch"
@@ -87,4 +100,4 @@ def get_engine(name: str, device: Optional[str] = None, needs_grad: bool = True)
 
 
 __all__ = ["get_engine", "choose_auto", "available", "LayerResult", "SpikeCapExceeded", "ENGINES",
-           "DIFFERENTIABLE", "EngineUnavailable"]
+           "DIFFERENTIABLE", "EngineUnavailable", "GPU_TRAINING_MEASURED", "gpu_training_measured"]

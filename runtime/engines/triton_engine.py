@@ -148,8 +148,10 @@ def _forward(ir, params, times, channels, weight, delays, port, chunk, max_spike
     CNT = torch.zeros(B, N, dtype=torch.int32, device=dev)
     OVF = torch.zeros(B, N, dtype=torch.int32, device=dev)
     mod = _module(ir, _TORCH_DTYPES[dtype])
-    if block_n is None:
-        block_n = min(_pow2(N), 32 if dev.type == "cuda" else 64)
+    if block_n is None:  # tuned for this module and GPU (runtime/engines/triton_tune.py), else the default
+        from spikescan.runtime.engines.triton_tune import lookup
+
+        block_n = min(_pow2(N), lookup(mod.__name__, mode, dev) or (32 if dev.type == "cuda" else 64))
     grid = (B, (N + block_n - 1) // block_n)
     args = (T, CH, PERM, NEV, TEND, W, DL, PRM, OUT, CNT, OVF, N, S, max(n, 1), max(n, 1),
             s_pb, s_pj, s_nb, s_nj, s_wb)
@@ -248,9 +250,13 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
               t_end: float | None = None, mode: str = "scan", block_n: int | None = None) -> LayerResult:
     """The interface-list `run_layer` (see runtime/engines/__init__.py); `mode` picks the
     chunk-scan kernel ("scan") or the sequential event-loop kernel ("sequential")."""
-    if observe is not None:
-        raise NotImplementedError(
-            f"observe={observe!r} is not implemented by the Triton engines; use engine='torch'")
+    if observe is not None or ir.c is None or ir.theta is None:
+        # readouts (observe=..., neurons without threshold) are not generated for Triton: the
+        # PyTorch scan engine runs them on the same device, with the same exact semantics
+        from .torch_scan import run_layer as torch_run_layer
+
+        return torch_run_layer(ir, params, times, channels, weight, delays, port=port, chunk=chunk,
+                               max_spikes=max_spikes, on_overflow=on_overflow, observe=observe, t_end=t_end)
     res, sv = _forward(ir, params, times, channels, weight, delays, port, chunk, max_spikes,
                        on_overflow, t_end, mode, block_n)
     ptens = [(k, v) for k, v in (params or {}).items() if torch.is_tensor(v) and v.requires_grad]
