@@ -310,17 +310,8 @@ def _run_observed(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, w
         raise ValueError("the sequential-cpu engine needs CPU tensors")
     P = kern.param_tensors(params, N, dtype, dev)
     w = weight.to(dtype)
-    dl = None if delays is None else delays.to(dtype)
-    tau = kern.slowest_tau(P)
-
-    def slice_obs(part):  # samples [b0, b1): the replay is per lane, so slices are independent
-        b0, b1 = part
-        ev = build_events(times[b0:b1], channels[b0:b1], w if w.dim() == 2 else w[b0:b1], dl, t_end, tau)
-        return observe_known_spikes(kern, P, port, ev, None if spikes is None else spikes[b0:b1], observe,
-                                    b1 - b0, N)
-
-    parts = parallel.run(slice_obs, parallel.slices(B))  # torch ops release the GIL: one core per slice
-    obs = None if any(p is None for p in parts) else torch.cat(parts, 0)
+    ev = build_events(times, channels, w, None if delays is None else delays.to(dtype), t_end, kern.slowest_tau(P))
+    obs = observe_known_spikes(kern, P, port, ev, spikes, observe, B, N)
     if obs is None:  # the replay disagreed with the recorded spikes: the exact Python reference
         from spikescan.runtime.engines import torch_sequential
 

@@ -98,21 +98,3 @@ def test_slices_depend_on_the_batch_only():
     with pytest.raises(ValueError):
         parallel.set_threads(0)
 
-
-@pytest.mark.parametrize("observe", ["max_potential", "li_integral"])
-def test_readout_replay_same_bits_for_any_thread_count(observe):
-    ir = load_model(repo("models/li_readout.snn")).neurons["LI"]
-    times, ch, W = _problem(5, B=9)
-
-    def go():
-        t = times.clone().requires_grad_(True)
-        w = W.clone().requires_grad_(True)
-        r = sequential_cpu.run_layer(ir, {}, t, ch, w, observe=observe, t_end=80.0)
-        (r.observed * torch.linspace(-1.0, 1.0, r.observed.numel(), dtype=F64).reshape(r.observed.shape)).sum().backward()
-        return r.observed.detach(), [t.grad, w.grad]
-
-    ref = _run(1, go)
-    got = _run(2, go)
-    assert torch.equal(got[0], ref[0])
-    for a, b in zip(got[1], ref[1]):
-        assert torch.equal(a, b) and bool(b.ne(0).any())
