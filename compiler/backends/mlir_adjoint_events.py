@@ -15,12 +15,12 @@ itself is neuron-agnostic but for the state size d (unrolled):
     lam_j <- After_m lam_j; per spike m (last first): lam_j <- M_m lam_j + q_m; lam_j <- Before_m lam_j
 
 Arguments of @events_backward (all dense, row-major):
-    ch[B,n] i64 (channels in arrival order), nv[B] i64 (valid events), want_t[1] i64,
+    ch[B,n] i64 (channels in arrival order), nv[B] i64 (valid events), want[1] i64 (unused),
     phit[B,n+1,d*d] (Phi^T of each interval; interval e ends at event e, interval nv at the horizon),
     gptr[B,n+2] i64 (spike groups of interval e: gptr[b,e] <= g < gptr[b,e+1]),
     grp[G,3] i64 (neuron, last spike, first spike: flat spike indices), aft, mm, bef [S,d*d], q[S,d],
     w[Bw,C,N], bab[2d] (B then A B), gw[Bg,C,N] (accumulated into), gt[B,n] (out),
-    lam[d,N], tmp[G,d] (scratch).
+    lam[d,N], tmp[G,d] (scratch); N a whole number of vectors (LANES).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import torch
 _LOCK = threading.Lock()
 _ENGINES: dict = {}
 _TYPES = {torch.float64: "f64", torch.float32: "f32"}
-FAST = "fastmath<reassoc,contract>"  # only on the sum over neurons of dL/dt: lets LLVM vectorise it
 
 
 def _mv(d: int, et: str, mat: str, row: str, vin: list[str], pre: str, off: str = "") -> tuple[list[str], list[str]]:
@@ -58,8 +57,14 @@ def _mv(d: int, et: str, mat: str, row: str, vin: list[str], pre: str, off: str 
     return lines, out
 
 
+LANES = {"f64": 4, "f32": 8}  # one 256-bit register per vector op (as mlir_shared.LANES)
+
+
 def source(d: int, et: str = "f64") -> str:
-    """The kernel's MLIR text for state size d."""
+    """The kernel's MLIR text for state size d. The neuron dimension N of lam, w and gw must be a
+    whole number of vectors (LANES[et]; the caller pads with zero weights)."""
+    lanes = LANES[et]
+    vt = f"vector<{lanes}x{et}>"
     m1, m2, m3 = f"memref<?x{et}>", f"memref<?x?x{et}>", f"memref<?x?x?x{et}>"
     i1d, i2d = "memref<?xi64>", "memref<?x?xi64>"
     consts = "\n".join(f"  %c{q} = arith.constant {q} : index" for q in range(max(d, 3) + 1))
@@ -75,12 +80,15 @@ def source(d: int, et: str = "f64") -> str:
          f"  %Bg = memref.dim %gw, %c0 : {m3}",
          "  %wb = arith.cmpi ugt, %Bw, %c1 : index",
          "  %gb = arith.cmpi ugt, %Bg, %c1 : index",
-         f"  %wantv = memref.load %want[%c0] : {i1d}",
-         "  %want_t = arith.cmpi ne, %wantv, %i0 : i64"]
+         ]
+    L += [f"  %cV = arith.constant {lanes} : index",
+          f"  %zv = arith.constant dense<0.0> : {vt}"]
     for q in range(d):
         L.append(f"  %B{q} = memref.load %bab[%c{q}] : {m1}")
         L.append(f"  %qi{q} = arith.constant {d + q} : index")
         L.append(f"  %AB{q} = memref.load %bab[%qi{q}] : {m1}")
+        L.append(f"  %Bv{q} = vector.broadcast %B{q} : {et} to {vt}")
+        L.append(f"  %ABv{q} = vector.broadcast %AB{q} : {et} to {vt}")
     L += ["  scf.for %b = %c0 to %nB step %c1 {",
           "    %bw = arith.select %wb, %b, %c0 : index",
           "    %bg = arith.select %gb, %b, %c0 : index",
@@ -97,28 +105,28 @@ def source(d: int, et: str = "f64") -> str:
           "      scf.if %isev {",
           f"        %c64 = memref.load %ch[%b, %e] : {i2d}",
           "        %cc = arith.index_cast %c64 : i64 to index",
-          "        %acc = scf.for %j = %c0 to %nN step %c1 iter_args(%a = %zero) -> (" + et + ") {"]
+          "        %acc = scf.for %j = %c0 to %nN step %cV iter_args(%a = %zv) -> (" + vt + ") {"]
     lb, lab = None, None
     for q in range(d):
-        L.append(f"          %l{q} = memref.load %lam[%c{q}, %j] : {m2}")
-        L.append(f"          %lb{q} = arith.mulf %l{q}, %B{q} : {et}")
-        L.append(f"          %la{q} = arith.mulf %l{q}, %AB{q} : {et}")
+        L.append(f"          %l{q} = vector.load %lam[%c{q}, %j] : {m2}, {vt}")
+        L.append(f"          %lb{q} = arith.mulf %l{q}, %Bv{q} : {vt}")
+        L.append(f"          %la{q} = arith.mulf %l{q}, %ABv{q} : {vt}")
         if lb is None:
             lb, lab = f"%lb{q}", f"%la{q}"
         else:
-            L.append(f"          %lbs{q} = arith.addf {lb}, %lb{q} : {et}")
-            L.append(f"          %las{q} = arith.addf {lab}, %la{q} : {et}")
+            L.append(f"          %lbs{q} = arith.addf {lb}, %lb{q} : {vt}")
+            L.append(f"          %las{q} = arith.addf {lab}, %la{q} : {vt}")
             lb, lab = f"%lbs{q}", f"%las{q}"
-    L += [f"          %g0 = memref.load %gw[%bg, %cc, %j] : {m3}",
-          f"          %g1 = arith.addf %g0, {lb} : {et}",
-          f"          memref.store %g1, %gw[%bg, %cc, %j] : {m3}",
-          f"          %wv = memref.load %w[%bw, %cc, %j] : {m3}",
-          f"          %tv = arith.mulf {lab}, %wv : {et}",
-          f"          %a2 = arith.addf %a, %tv {FAST} : {et}",
-          f"          %a3 = arith.select %want_t, %a2, %a : {et}",
-          f"          scf.yield %a3 : {et}",
+    L += [f"          %g0 = vector.load %gw[%bg, %cc, %j] : {m3}, {vt}",
+          f"          %g1 = arith.addf %g0, {lb} : {vt}",
+          f"          vector.store %g1, %gw[%bg, %cc, %j] : {m3}, {vt}",
+          f"          %wv = vector.load %w[%bw, %cc, %j] : {m3}, {vt}",
+          f"          %tv = arith.mulf {lab}, %wv : {vt}",
+          f"          %a2 = arith.addf %a, %tv : {vt}",
+          f"          scf.yield %a2 : {vt}",
           "        }",
-          f"        %nacc = arith.negf %acc : {et}",
+          f"        %accs = vector.reduction <add>, %acc : {vt} into {et}",
+          f"        %nacc = arith.negf %accs : {et}",
           f"        memref.store %nacc, %gt[%b, %e] : {m2}",
           "      }",
           # the neurons that spiked in (T_{e-1}, T_e]: their own path, into tmp
@@ -155,19 +163,22 @@ def source(d: int, et: str = "f64") -> str:
         for r in range(d):
             L.append(f"      %pk{q}_{r} = arith.constant {q * d + r} : index")
             L.append(f"      %pt{q}_{r} = memref.load %phit[%b, %e, %pk{q}_{r}] : {m3}")
-    L += ["      scf.for %j = %c0 to %nN step %c1 {"]
-    L += [f"        %v{q} = memref.load %lam[%c{q}, %j] : {m2}" for q in range(d)]
+    for q in range(d):
+        for r in range(d):
+            L.append(f"      %ptv{q}_{r} = vector.broadcast %pt{q}_{r} : {et} to {vt}")
+    L += ["      scf.for %j = %c0 to %nN step %cV {"]
+    L += [f"        %v{q} = vector.load %lam[%c{q}, %j] : {m2}, {vt}" for q in range(d)]
     for q in range(d):
         acc = None
         for r in range(d):
-            L.append(f"        %pp{q}_{r} = arith.mulf %pt{q}_{r}, %v{r} : {et}")
+            L.append(f"        %pp{q}_{r} = arith.mulf %ptv{q}_{r}, %v{r} : {vt}")
             if acc is None:
                 acc = f"%pp{q}_{r}"
             else:
-                L.append(f"        %ps{q}_{r} = arith.addf {acc}, %pp{q}_{r} : {et}")
+                L.append(f"        %ps{q}_{r} = arith.addf {acc}, %pp{q}_{r} : {vt}")
                 acc = f"%ps{q}_{r}"
-        L.append(f"        %nv{q}_ = arith.addf {acc}, %zero : {et}")
-    L += [f"        memref.store %nv{q}_, %lam[%c{q}, %j] : {m2}" for q in range(d)]
+        L.append(f"        %nw{q} = arith.addf {acc}, %zv : {vt}")
+    L += [f"        vector.store %nw{q}, %lam[%c{q}, %j] : {m2}, {vt}" for q in range(d)]
     L += ["      }",
           "      scf.for %g = %ga to %gz step %c1 {",
           f"        %j64b = memref.load %grp[%g, %c0] : {i2d}",

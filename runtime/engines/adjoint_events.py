@@ -65,7 +65,7 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
     t [B, n] times, ch [B, n], order [B, n] (the forward's arrival order), nvalid [B], horizon [B],
     W [C, N] or [B, C, N], spikes/g [B, N, S] (spike times, dL/d spike time), counts [B, N],
     xrec [B, N, S, d] (the state at each spike, before its reset)."""
-    from spikescan.compiler.backends.mlir_adjoint_events import events_backward
+    from spikescan.compiler.backends.mlir_adjoint_events import LANES, events_backward
 
     dt = t.dtype
     d = kern.d
@@ -129,11 +129,20 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
         gptr[:, 1:] = cnt.cumsum(1)
         gptr += torch.cat([torch.zeros(1, dtype=torch.int64), cnt.sum(1).cumsum(0)[:-1]])[:, None]
 
-        Wd = (W if W.dim() == 3 else W.unsqueeze(0)).to(dt).contiguous()
+        # the neuron dimension padded to whole vectors (zero weights: padded lanes stay 0)
+        V = LANES["f64" if dt == torch.float64 else "f32"]
+        Np = -(-N // V) * V
+        Wd = (W if W.dim() == 3 else W.unsqueeze(0)).to(dt)
         gw3 = gw if gw.dim() == 3 else gw.unsqueeze(0)
+        if Np != N:
+            Wd = torch.nn.functional.pad(Wd, (0, Np - N))
+            gw_pad = torch.zeros((*gw3.shape[:2], Np), dtype=dt)
+        else:
+            gw_pad = gw3
+        Wd = Wd.contiguous()
         bab = torch.cat([Bv, A @ Bv]).to(dt).contiguous()
         gt_sorted = torch.zeros((Bn, n), dtype=dt)
-        lam = torch.empty((d, N), dtype=dt)
+        lam = torch.empty((d, Np), dtype=dt)
         tmp = torch.empty((max(int(grp.shape[0]), 1), d), dtype=dt)
         empty = torch.zeros((1, d * d), dtype=dt)
 
@@ -143,6 +152,8 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
         events_backward(d, [chs, nvalid.to(torch.int64).contiguous(), torch.tensor([int(bool(want_t))]),
                             phit, gptr.contiguous(), grp if grp.numel() else torch.zeros((1, 3), dtype=torch.int64),
                             dense(aft), dense(M.reshape(-1, d * d)), dense(bef), dense(q, torch.zeros((1, d), dtype=dt)),
-                            Wd, bab, gw3, gt_sorted, lam, tmp])
+                            Wd, bab, gw_pad, gt_sorted, lam, tmp])
+        if gw_pad is not gw3:
+            gw3 += gw_pad[:, :, :N]
         if want_t:
             gtimes.scatter_(1, order, gt_sorted)
