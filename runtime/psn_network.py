@@ -100,7 +100,7 @@ class PSNLayer(nn.Module):
         if self.T is not None and x.shape[0] != self.T:
             raise ValueError(f"layer {self.name!r}: {self.kind} has T = {self.T} bins, the input was binned into "
                              f"{x.shape[0]}; make the trial length / bin width give T bins (t_end, time_bins)")
-        z = x @ self.merged_weight()
+        z = _matmul(x, self.merged_weight())
         if self.kind == "psn":
             return psn.psn_potential(z, self.psn_weight, self.psn_bias)
         return psn.banded_potential(z, self.psn_weight, self.psn_bias)
@@ -111,11 +111,16 @@ class PSNLayer(nn.Module):
 
             if self.T is not None and x.shape[0] != self.T:
                 self.potential(x)  # raises the bins error
-            z = x @ self.merged_weight()
+            z = _matmul(x, self.merged_weight())
             s = self.surrogate
             if self.kind == "psn":
                 return triton_psn.dense_spikes(z, self.psn_weight, self.psn_bias, s.kind, s.alpha), None
             return triton_psn.banded_spikes(z, self.psn_weight, self.psn_bias, s.kind, s.alpha), None
+        if self.kind != "psn" and not need_h:  # fused in-place CPU form (runtime/psn.py)
+            if self.T is not None and x.shape[0] != self.T:
+                self.potential(x)  # raises the bins error
+            return psn.banded_spikes(_matmul(x, self.merged_weight()), self.psn_weight, self.psn_bias,
+                                     self.surrogate), None
         h = self.potential(x)
         return psn.spike(h, self.surrogate), h
 
@@ -158,6 +163,12 @@ class PSNNetwork(SpikingNetwork):
     def readout_theta(self) -> float:
         return 0.0  # a PSN spikes where H >= 0 (the bias holds the threshold)
 
+    def _dense_inputs(self, like: Tensor) -> bool:
+        """Dense binned inputs unless every layer that reads the (single) input population reads
+        it alone on the CPU (CSR products on CUDA are left to a measurement that has not been made)."""
+        readers = [l for l in self.layers.values() if any(s in self.ir.inputs for s in l.sources)]
+        return like.device.type != "cpu" or len(self.ir.inputs) != 1 or any(len(l.sources) != 1 for l in readers)
+
     def _inputs(self, x: Tensor, src: str) -> Tensor:
         lo = self.input_offsets[src]
         return x[..., lo: lo + self.ir.inputs[src]]
@@ -171,11 +182,16 @@ class PSNNetwork(SpikingNetwork):
         like = next(self.parameters())
         dtype = like.dtype
         times, channels = times.to(device=like.device, dtype=dtype), channels.to(like.device)
-        x = psn.bin_events(times, channels, self.n_inputs, T, width, dtype)
+        x = psn.bin_events(times, channels, self.n_inputs, T, width, dtype) if self._dense_inputs(like) else None
+        # one input population read by a layer alone: sparse counts, O(events x N) products
+        xs = psn.sparse_counts(times, channels, self.n_inputs, T, width, dtype) if x is None else None
         outs: dict[str, Tensor] = {}
         spikes, counts, soft, names, h_ro = [], [], [], [], None
         for name, lay in self.layers.items():
-            parts = [self._inputs(x, s) if s in self.ir.inputs else outs[s] for s in lay.sources]
+            if xs is not None and lay.sources[0] in self.ir.inputs:
+                parts = [xs]
+            else:
+                parts = [self._inputs(x, s) if s in self.ir.inputs else outs[s] for s in lay.sources]
             inp = parts[0] if len(parts) == 1 else torch.cat(parts, -1)
             need_h = name == self.readout_layer and self.readout_kind == "max_potential"
             s, h = lay(inp, backend, need_h)
@@ -194,6 +210,10 @@ class PSNNetwork(SpikingNetwork):
             readout=readout, readout_kind=self.readout_kind, first_spike=None, counts=counts, spikes=spikes,
             events=int(torch.isfinite(times).sum()), overflow=torch.zeros(B, dtype=torch.bool, device=times.device),
             vmax=None, layer_names=names, bin_counts=soft)
+
+
+def _matmul(x, w: Tensor) -> Tensor:
+    return psn.counts_matmul(x, w) if isinstance(x, psn.SparseCounts) else x @ w
 
 
 def _bin_end_times(s: Tensor, width: float) -> Tensor:

@@ -16,6 +16,7 @@ def _sj():
         from spikingjelly.activation_based import neuron, surrogate
     except Exception as e:  # noqa: BLE001 - any import failure means "not usable here"
         pytest.skip(f"spikingjelly is not installed ({type(e).__name__}); pip install spikingjelly")
+    torch.manual_seed(1234)  # SpikingJelly initialises its weights from the global generator
     return neuron, surrogate
 
 
@@ -80,6 +81,7 @@ def test_sliding_psn_equals_spikingjelly(T, k):
     ref = neuron.SlidingPSN(k=k, exp_init=False, surrogate_function=surrogate.Sigmoid(), step_mode="m").to(F64)
     with torch.no_grad():
         ref.bias.fill_(-0.4)
+        ref.weight.copy_(torch.linspace(0.6, 1.1, k, dtype=F64) * torch.tensor([1.0, -1.0]).repeat(k)[:k])
     w = ref.weight.detach().clone().requires_grad_(True)
     b = ref.bias.detach().clone().requires_grad_(True)
     x = _input(T, seed=2)
@@ -118,3 +120,39 @@ def test_bin_events_counts_exactly():
 def test_unknown_surrogate_is_refused():
     with pytest.raises(ValueError, match="unknown surrogate"):
         psn.surrogate_grad(torch.zeros(2), psn.Surrogate("relu", 1.0))
+
+
+def test_sparse_counts_equal_dense_binning_and_gradients():
+    g = torch.Generator().manual_seed(3)
+    t = torch.rand(3, 50, generator=g, dtype=F64) * 8
+    t[0, -3:] = math.inf
+    t[1, :2] = torch.tensor([8.0, 9.0])  # the end of the run (last bin) and after it (dropped)
+    t[2, 0] = 2.0  # a bin edge
+    c = torch.randint(0, 6, (3, 50), generator=g)
+    dense = psn.bin_events(t, c, 6, 4, 2.0)
+    sparse = psn.sparse_counts(t, c, 6, 4, 2.0)
+    assert torch.equal(sparse.rows.to_dense().view(4, 3, 6), dense)
+    assert torch.equal(sparse.cols.to_dense().t().reshape(4, 3, 6), dense)
+    w = torch.randn(6, 5, generator=g, dtype=F64, requires_grad=True)
+    gy = torch.randn(4, 3, 5, generator=g, dtype=F64)
+    a, b = psn.counts_matmul(sparse, w), dense @ w
+    torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(torch.autograd.grad((a * gy).sum(), w)[0], torch.autograd.grad((b * gy).sum(), w)[0],
+                               rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("sliding,kind,T,k", [(False, "atan", 7, 3), (True, "sigmoid", 6, 4), (False, "atan", 3, 5),
+                                              (True, "atan", 2, 4)])
+def test_fused_banded_spikes_equal_the_reference(sliding, kind, T, k):
+    """The in-place CPU Function (banded_spikes) against banded_potential + spike (autograd)."""
+    g = torch.Generator().manual_seed(5)
+    x = (torch.randn(T, 2, 9, generator=g, dtype=F64) + 0.3).requires_grad_(True)
+    w = torch.randn((k,) if sliding else (T, k), generator=g, dtype=F64).requires_grad_(True)
+    b = (torch.tensor(-0.2, dtype=F64) if sliding else torch.linspace(-0.5, 0.1, T, dtype=F64)).requires_grad_(True)
+    s = psn.Surrogate(kind, psn.SURROGATES[kind])
+    ref = psn.spike(psn.banded_potential(x, w, b), s)
+    out = psn.banded_spikes(x, w, b, s)
+    assert torch.equal(out, ref) and 0 < ref.sum() < ref.numel()
+    gy = torch.randn(ref.shape, generator=g, dtype=F64)
+    for a, r in zip(torch.autograd.grad((out * gy).sum(), [x, w, b]), torch.autograd.grad((ref * gy).sum(), [x, w, b])):
+        torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)

@@ -151,3 +151,22 @@ def test_tiny_training_run_learns_and_reloads(tmp_path):
     assert a.shape == (4, 10) and torch.isfinite(a).all()
     for k, v in net.state_dict().items():  # the checkpoint's weights, not a fresh init
         assert torch.equal(v, last["state_dict"][k])
+
+
+def test_sparse_input_path_equals_dense(monkeypatch):
+    from pathlib import Path
+
+    net = SpikingNetwork(load_model(Path(__file__).resolve().parents[2] / "models" / "psn_digits.snn"))
+    assert not net._dense_inputs(next(net.parameters()))  # one input population, read alone
+    t, c = _events(B=4, n=40, t_end=30.0)
+    c = c * 12
+    a = net(t, c, t_end=30.0)
+    a.readout.sum().backward()
+    ga = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    monkeypatch.setattr(PSNNetwork, "_dense_inputs", lambda self, like: True)
+    b = net(t, c, t_end=30.0)
+    b.readout.sum().backward()
+    torch.testing.assert_close(a.readout, b.readout, rtol=1e-12, atol=1e-12)
+    for x, p in zip(ga, net.parameters()):
+        torch.testing.assert_close(x, p.grad, rtol=1e-12, atol=1e-12)
