@@ -320,3 +320,20 @@ def test_scripts_run_quick_on_tiny_sizes(tmp_path):
                        timeout=300)
     assert r.returncode == 0, r.stderr
     assert "## Engines" in (tmp_path / "bench.md").read_text()
+
+
+def test_cpu_step_quick_smoke(tmp_path):
+    """bench/cpu_step.py runs at --quick sizes: both adjoints, 1 and 2 engine threads, the C floor
+    (or a skip record naming why), ratio records; the two adjoints' gradients agree."""
+    from spikescan.runtime.engines import available
+
+    if not available("sequential-cpu"):
+        pytest.skip("sequential-cpu (torch-mlir) is not available")
+    recs = _run(["--batch", "2", "--hidden", "16", "--repeats", "1"], tmp_path, "cpu_step")
+    timing = [r for r in recs if r.get("kind") == "timing" and r["engine"] == "sequential-cpu"]
+    assert {(r["adjoint"], r["engine_threads"]) for r in timing} == {("event-outer", 1), ("event-outer", 2),
+                                                                       ("per-neuron", 1), ("per-neuron", 2)}
+    assert all(r["ms_wall"] > 0 and r["batch"] == 2 and r["hidden"] == 16 for r in timing)
+    ratio = next(r for r in recs if r.get("kind") == "ratio" and r["what"].startswith("per-neuron"))
+    assert ratio["max_rel_grad_difference"] < 1e-12
+    assert any(r.get("engine", "").startswith("C loop") or r.get("skipped") for r in recs)
