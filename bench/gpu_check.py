@@ -139,7 +139,8 @@ def main(argv=None):
                 em.emit(step="check", gpu=gpu, **checks[-1])
             except Exception as e:  # noqa: BLE001 - one failing engine must not hide the others
                 checks.append(dict(ok=False))
-                em.emit(step="check", gpu=gpu, engine=engine, dtype=str(dtype), ok=False, error=repr(e)[:500])
+                em.emit(step="check", gpu=gpu, engine=engine, dtype=str(dtype).replace("torch.", ""), ok=False,
+                        error=repr(e)[:500])
         timing = None
         if not over():
             try:
