@@ -16,6 +16,8 @@ SUBCOMMANDS = {
     "eval": ("spikescan.runtime.cli_eval", "evaluate a checkpoint on a dataset split"),
     "plot": ("spikescan.runtime.cli_plot", "draw spike rasters of a trained network or a neuron's exact state trace"),
     "report": ("spikescan.runtime.cli_report", "write a one-page summary of a training run (curves, confusion, rates)"),
+    "export": ("spikescan.runtime.nir_io.cli_export", "export a .snn network or a trained checkpoint to NIR (--nir out.nir)"),
+    "import": ("spikescan.runtime.nir_io.cli_import", "import a NIR graph as a .snn model plus a checkpoint of its weights"),
 }
 
 
