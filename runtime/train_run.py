@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -83,7 +85,17 @@ def write_metrics(path: Path, records: list[dict], mode: str = "w") -> None:
 
 
 
+PLOT_EVERY_S = 30.0  # redraw curves.png during training at most this often (a draw takes ~0.5-1 s)
+_last_plot: dict = {}
+
+
 def plot(run: Run, log, final: Optional[dict] = None) -> None:
+    """curves.png: always at the end (`final`), during training when PLOT_EVERY_S have passed."""
+    now = time.monotonic()
+    key = str(run.out_dir)
+    if final is None and now - _last_plot.get(key, -math.inf) < PLOT_EVERY_S:
+        return
+    _last_plot[key] = now
     try:
         from spikescan.runtime.plots import plot_curves
 
