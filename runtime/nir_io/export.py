@@ -112,6 +112,9 @@ def network_graph(net, area_s: float = 1.0):
     if not (np.isfinite(area_s) and area_s > 0):
         raise NirError(f"the spike area (--dt) must be a positive number of seconds, got {area_s!r}")
     ir = net.ir
+    if getattr(ir, "discrete", None):
+        raise NirError(f"network '{ir.name}' is a discrete-time (PSN) network; NIR's neurons are continuous-time ODEs, "
+                       "so it has no exact NIR form (docs/nir.md)")
     names = _Names(list(ir.inputs) + [l.name for l in ir.layers])
     nodes, edges, kinds = {}, [], {}
     for pop, size in ir.inputs.items():
