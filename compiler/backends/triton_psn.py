@@ -61,7 +61,7 @@ if triton is not None:
                 w = tl.load(w_ptr + m + cols * 0, mask=ok, other=0.0)
             else:
                 w = tl.load(w_ptr + t * K + m + cols * 0, mask=ok, other=0.0)
-            xv = tl.load(x_ptr + src * M + cols, mask=ok & (src >= 0), other=0.0)
+            xv = tl.load(x_ptr + src * M + cols, mask=ok & (cols * 0 + src >= 0), other=0.0)
             h += w * xv
         tl.store(h_ptr + t * M + cols, h, mask=ok)
         tl.store(s_ptr + t * M + cols, tl.where(h >= 0, 1.0, 0.0).to(h.dtype), mask=ok)
@@ -83,7 +83,7 @@ if triton is not None:
         tl.store(pb_ptr + blk * T + t, tl.sum(dh, axis=0))
         for m in tl.static_range(K):
             src = t - (K - 1 - m)
-            xv = tl.load(x_ptr + src * M + cols, mask=ok & (src >= 0), other=0.0)
+            xv = tl.load(x_ptr + src * M + cols, mask=ok & (cols * 0 + src >= 0), other=0.0)
             tl.store(pw_ptr + (blk * T + t) * K + m, tl.sum(dh * xv, axis=0))
 
     @triton.jit
@@ -99,8 +99,8 @@ if triton is not None:
             if SLIDING:
                 w = tl.load(w_ptr + m + cols * 0, mask=ok, other=0.0)
             else:
-                w = tl.load(w_ptr + t * K + m + cols * 0, mask=ok & (t < T), other=0.0)
-            acc += w * tl.load(dh_ptr + t * M + cols, mask=ok & (t < T), other=0.0)
+                w = tl.load(w_ptr + t * K + m + cols * 0, mask=ok & (cols * 0 + t < T), other=0.0)
+            acc += w * tl.load(dh_ptr + t * M + cols, mask=ok & (cols * 0 + t < T), other=0.0)
         tl.store(dx_ptr + s * M + cols, acc, mask=ok)
 
     @triton.jit
@@ -117,6 +117,10 @@ if triton is not None:
         h = tl.load(h_ptr + i, mask=ok, other=0.0)
         g = tl.load(g_ptr + i, mask=ok, other=0.0)
         tl.store(out_ptr + i, g * _sg(h, alpha, SURR), mask=ok)
+
+
+# Masks combine a column block with a per-bin condition; the bin condition is broadcast to the
+# block (cols * 0 + ...) because some Triton interpreters refuse a block & scalar mask.
 
 
 def _grid2(T: int, M: int):
