@@ -110,8 +110,10 @@ def main(argv=None):
                 rec["speedup_vs_scalar"] = old_s / min(walls)
                 rec["bit_identical_to_scalar"] = bool(torch.equal(old.counts, out.counts)
                                                       and torch.equal(old.times, out.times))
-                if bw:
+                if bw:  # the vector loop's backward is the event-outer adjoint (adjoint_events_rec.py)
                     rec["grads_identical_to_scalar"] = all(torch.equal(a, b) for a, b in zip(ograds, grads))
+                    rec["grads_max_rel_diff_vs_scalar"] = max(
+                        ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item() for a, b in zip(ograds, grads))
             if mode == "forward" and impl == "scalar":
                 rec["compile_s"] = compile_s
                 rec["compile_forward_s"] = eng.t_compile

@@ -55,15 +55,21 @@ class CompiledRecurrent:
         _invoke(self._fwd[1], "rec_forward",
                 [key, order, chan, weight, nvalid, wrec, *params, out, counts, over, stats, *scratch])
 
-    def forward_vec(self, key, order, chan, weight, nvalid, wrec, params: list, out, counts, over, stats):
+    def forward_vec(self, key, order, chan, weight, nvalid, wrec, params: list, out, counts, over, stats,
+                    xrec=None):
         """@rec_forward_vec (mlir_recurrent_vec.py: shared parameters, no delays): key[B,L],
-        order[B,L], weight[Bw,C,N] and wrec[N,N] dense, nvalid[B]; same results bit for bit."""
+        order[B,L], weight[Bw,C,N] and wrec[N,N] dense, nvalid[B]; same results bit for bit.
+        xrec [B, N, S, d] (optional, out): the state at each recorded spike before its reset."""
         N = out.shape[1]
         ft = out.dtype
         scratch = [torch.empty((self.ir.d, N), dtype=ft), torch.empty((5, N), dtype=ft),
                    torch.empty((4, N), dtype=torch.int64), torch.empty((N,), dtype=torch.int64)]
+        if xrec is None:
+            xrec = torch.empty((1, 1, 1, 1), dtype=ft).expand(*out.shape, self.ir.d)  # not kept
+        elif tuple(xrec.shape) != (*out.shape, self.ir.d):
+            raise ValueError(f"xrec must be [B, N, S, d] = {(*out.shape, self.ir.d)}, got {tuple(xrec.shape)}")
         _invoke(self._fwd[1], "rec_forward_vec",
-                [key, order, chan, weight, nvalid, wrec, *params, out, counts, over, stats, *scratch])
+                [key, order, chan, weight, nvalid, wrec, *params, out, counts, over, stats, *scratch, xrec])
 
     def backward(self, key, order, chan, weight, nvalid, wrec, params: list, gout, counts, gtimes, gweight,
                  gdelays, gwrec, gparams, tape_i, tape_f, snap_f, snap_m, with_params: bool = True,

@@ -60,6 +60,85 @@ def _mv(d: int, et: str, mat: str, row: str, vin: list[str], pre: str, off: str 
 LANES = {"f64": 4, "f32": 8}  # one 256-bit register per vector op (as mlir_shared.LANES)
 
 
+def _types(et: str) -> tuple:
+    """(vector type, memref<?xet>, memref<?x?xet>, memref<?x?x?xet>)."""
+    return f"vector<{LANES[et]}x{et}>", f"memref<?x{et}>", f"memref<?x?x{et}>", f"memref<?x?x?x{et}>"
+
+
+def jump_lines(d: int, et: str, gw_ref: str, w_ref: str, ind: str = "        ") -> list[str]:
+    """The jump of one event over all neurons (lam passes through): gw_ref += lam . B and
+    %nacc = -sum_j (lam_j . A B) w_ref (gw_ref / w_ref: "%name[indices..., %j] : type", the last
+    index the neuron %j). Needs %lam, %nN, %cV, %zv, %Bv<q>, %ABv<q> in scope."""
+    vt, _, m2, _ = _types(et)
+    L = [ind + "%acc = scf.for %j = %c0 to %nN step %cV iter_args(%a = %zv) -> (" + vt + ") {"]
+    lb, lab = None, None
+    for q in range(d):
+        L.append(f"{ind}  %l{q} = vector.load %lam[%c{q}, %j] : {m2}, {vt}")
+        L.append(f"{ind}  %lb{q} = arith.mulf %l{q}, %Bv{q} : {vt}")
+        L.append(f"{ind}  %la{q} = arith.mulf %l{q}, %ABv{q} : {vt}")
+        if lb is None:
+            lb, lab = f"%lb{q}", f"%la{q}"
+        else:
+            L.append(f"{ind}  %lbs{q} = arith.addf {lb}, %lb{q} : {vt}")
+            L.append(f"{ind}  %las{q} = arith.addf {lab}, %la{q} : {vt}")
+            lb, lab = f"%lbs{q}", f"%las{q}"
+    gw_at, gw_t = gw_ref.split(" : ")
+    w_at, w_t = w_ref.split(" : ")
+    L += [f"{ind}  %g0 = vector.load {gw_at} : {gw_t}, {vt}",
+          f"{ind}  %g1 = arith.addf %g0, {lb} : {vt}",
+          f"{ind}  vector.store %g1, {gw_at} : {gw_t}, {vt}",
+          f"{ind}  %wv = vector.load {w_at} : {w_t}, {vt}",
+          f"{ind}  %tv = arith.mulf {lab}, %wv : {vt}",
+          f"{ind}  %a2 = arith.addf %a, %tv : {vt}",
+          f"{ind}  scf.yield %a2 : {vt}",
+          ind + "}",
+          f"{ind}%accs = vector.reduction <add>, %acc : {vt} into {et}",
+          f"{ind}%nacc = arith.negf %accs : {et}"]
+    return L
+
+
+def flow_lines(d: int, et: str, at: str) -> list[str]:
+    """Every neuron: lam <- Phi(D)^T lam with Phi^T = %phit[at, :] (contiguous in j: vectorised;
+    Phi^T loaded once, outside the loop)."""
+    vt, _, m2, m3 = _types(et)
+    L = []
+    for q in range(d):
+        for r in range(d):
+            L.append(f"      %pk{q}_{r} = arith.constant {q * d + r} : index")
+            L.append(f"      %pt{q}_{r} = memref.load %phit[{at}, %pk{q}_{r}] : {m3}")
+    for q in range(d):
+        for r in range(d):
+            L.append(f"      %ptv{q}_{r} = vector.broadcast %pt{q}_{r} : {et} to {vt}")
+    L += ["      scf.for %j = %c0 to %nN step %cV {"]
+    L += [f"        %v{q} = vector.load %lam[%c{q}, %j] : {m2}, {vt}" for q in range(d)]
+    for q in range(d):
+        acc = None
+        for r in range(d):
+            L.append(f"        %pp{q}_{r} = arith.mulf %ptv{q}_{r}, %v{r} : {vt}")
+            if acc is None:
+                acc = f"%pp{q}_{r}"
+            else:
+                L.append(f"        %ps{q}_{r} = arith.addf {acc}, %pp{q}_{r} : {vt}")
+                acc = f"%ps{q}_{r}"
+        L.append(f"        %nw{q} = arith.addf {acc}, %zv : {vt}")
+    L += [f"        vector.store %nw{q}, %lam[%c{q}, %j] : {m2}, {vt}" for q in range(d)]
+    L += ["      }"]
+    return L
+
+
+def bcast_lines(d: int, et: str) -> list[str]:
+    """%B<q>, %AB<q> from %bab (B then A B) and their vector broadcasts %Bv<q>, %ABv<q>."""
+    vt, m1, _, _ = _types(et)
+    L = []
+    for q in range(d):
+        L.append(f"  %B{q} = memref.load %bab[%c{q}] : {m1}")
+        L.append(f"  %qi{q} = arith.constant {d + q} : index")
+        L.append(f"  %AB{q} = memref.load %bab[%qi{q}] : {m1}")
+        L.append(f"  %Bv{q} = vector.broadcast %B{q} : {et} to {vt}")
+        L.append(f"  %ABv{q} = vector.broadcast %AB{q} : {et} to {vt}")
+    return L
+
+
 def source(d: int, et: str = "f64") -> str:
     """The kernel's MLIR text for state size d. The neuron dimension N of lam, w and gw must be a
     whole number of vectors (LANES[et]; the caller pads with zero weights)."""
@@ -83,12 +162,7 @@ def source(d: int, et: str = "f64") -> str:
          ]
     L += [f"  %cV = arith.constant {lanes} : index",
           f"  %zv = arith.constant dense<0.0> : {vt}"]
-    for q in range(d):
-        L.append(f"  %B{q} = memref.load %bab[%c{q}] : {m1}")
-        L.append(f"  %qi{q} = arith.constant {d + q} : index")
-        L.append(f"  %AB{q} = memref.load %bab[%qi{q}] : {m1}")
-        L.append(f"  %Bv{q} = vector.broadcast %B{q} : {et} to {vt}")
-        L.append(f"  %ABv{q} = vector.broadcast %AB{q} : {et} to {vt}")
+    L += bcast_lines(d, et)
     L += ["  scf.for %b = %c0 to %nB step %c1 {",
           "    %bw = arith.select %wb, %b, %c0 : index",
           "    %bg = arith.select %gb, %b, %c0 : index",
@@ -105,29 +179,9 @@ def source(d: int, et: str = "f64") -> str:
           "      scf.if %isev {",
           f"        %c64 = memref.load %ch[%b, %e] : {i2d}",
           "        %cc = arith.index_cast %c64 : i64 to index",
-          "        %acc = scf.for %j = %c0 to %nN step %cV iter_args(%a = %zv) -> (" + vt + ") {"]
-    lb, lab = None, None
-    for q in range(d):
-        L.append(f"          %l{q} = vector.load %lam[%c{q}, %j] : {m2}, {vt}")
-        L.append(f"          %lb{q} = arith.mulf %l{q}, %Bv{q} : {vt}")
-        L.append(f"          %la{q} = arith.mulf %l{q}, %ABv{q} : {vt}")
-        if lb is None:
-            lb, lab = f"%lb{q}", f"%la{q}"
-        else:
-            L.append(f"          %lbs{q} = arith.addf {lb}, %lb{q} : {vt}")
-            L.append(f"          %las{q} = arith.addf {lab}, %la{q} : {vt}")
-            lb, lab = f"%lbs{q}", f"%las{q}"
-    L += [f"          %g0 = vector.load %gw[%bg, %cc, %j] : {m3}, {vt}",
-          f"          %g1 = arith.addf %g0, {lb} : {vt}",
-          f"          vector.store %g1, %gw[%bg, %cc, %j] : {m3}, {vt}",
-          f"          %wv = vector.load %w[%bw, %cc, %j] : {m3}, {vt}",
-          f"          %tv = arith.mulf {lab}, %wv : {vt}",
-          f"          %a2 = arith.addf %a, %tv : {vt}",
-          f"          scf.yield %a2 : {vt}",
-          "        }",
-          f"        %accs = vector.reduction <add>, %acc : {vt} into {et}",
-          f"        %nacc = arith.negf %accs : {et}",
-          f"        memref.store %nacc, %gt[%b, %e] : {m2}",
+          ]
+    L += jump_lines(d, et, f"%gw[%bg, %cc, %j] : {m3}", f"%w[%bw, %cc, %j] : {m3}")
+    L += [          f"        memref.store %nacc, %gt[%b, %e] : {m2}",
           "      }",
           # the neurons that spiked in (T_{e-1}, T_e]: their own path, into tmp
           f"      %g0i = memref.load %gptr[%b, %e] : {i2d}",
@@ -158,29 +212,8 @@ def source(d: int, et: str = "f64") -> str:
           "        }"]
     L += [f"        memref.store %fin#{q}, %tmp[%g, %c{q}] : {m2}" for q in range(d)]
     L += ["      }"]
-    # every neuron: lam <- Phi(D)^T lam (contiguous in j: vectorised; Phi^T loaded once, outside)
-    for q in range(d):
-        for r in range(d):
-            L.append(f"      %pk{q}_{r} = arith.constant {q * d + r} : index")
-            L.append(f"      %pt{q}_{r} = memref.load %phit[%b, %e, %pk{q}_{r}] : {m3}")
-    for q in range(d):
-        for r in range(d):
-            L.append(f"      %ptv{q}_{r} = vector.broadcast %pt{q}_{r} : {et} to {vt}")
-    L += ["      scf.for %j = %c0 to %nN step %cV {"]
-    L += [f"        %v{q} = vector.load %lam[%c{q}, %j] : {m2}, {vt}" for q in range(d)]
-    for q in range(d):
-        acc = None
-        for r in range(d):
-            L.append(f"        %pp{q}_{r} = arith.mulf %ptv{q}_{r}, %v{r} : {vt}")
-            if acc is None:
-                acc = f"%pp{q}_{r}"
-            else:
-                L.append(f"        %ps{q}_{r} = arith.addf {acc}, %pp{q}_{r} : {vt}")
-                acc = f"%ps{q}_{r}"
-        L.append(f"        %nw{q} = arith.addf {acc}, %zv : {vt}")
-    L += [f"        vector.store %nw{q}, %lam[%c{q}, %j] : {m2}, {vt}" for q in range(d)]
-    L += ["      }",
-          "      scf.for %g = %ga to %gz step %c1 {",
+    L += flow_lines(d, et, "%b, %e")
+    L += [          "      scf.for %g = %ga to %gz step %c1 {",
           f"        %j64b = memref.load %grp[%g, %c0] : {i2d}",
           "        %jb = arith.index_cast %j64b : i64 to index"]
     for q in range(d):
@@ -190,8 +223,8 @@ def source(d: int, et: str = "f64") -> str:
     return "\n".join(L) + "\n"
 
 
-def _engine(d: int, et: str):
-    key = (d, et)
+def compiled(key: tuple, make_source):
+    """The ExecutionEngine of make_source() (MLIR text), lowered and JIT-compiled once per key."""
     with _LOCK:
         if key not in _ENGINES:
             from torch_mlir import execution_engine, ir, passmanager
@@ -200,22 +233,31 @@ def _engine(d: int, et: str):
 
             ctx = ir.Context()
             with ctx, ir.Location.unknown():
-                mod = ir.Module.parse(source(d, et))
+                mod = ir.Module.parse(make_source())
                 passmanager.PassManager.parse(LOWER).run(mod.operation)
                 eng = execution_engine.ExecutionEngine(mod, opt_level=3)
             _ENGINES[key] = (ctx, mod, eng)  # the context lives as long as the engine
         return _ENGINES[key][2]
 
 
-def events_backward(d: int, tensors: list) -> None:
-    """Run @events_backward on the tensors in the order of the module docstring (contiguous)."""
+def _engine(d: int, et: str):
+    return compiled((d, et), lambda: source(d, et))
+
+
+def invoke(eng, name: str, tensors: list) -> None:
+    """Call @name on dense (contiguous) torch tensors, zero-copy."""
     from spikescan.compiler.backends.cpu_jit import memref_of
 
+    for t in tensors:
+        if not t.is_contiguous():
+            raise ValueError(f"{name}: every tensor must be contiguous (dense memrefs)")
+    descs = [memref_of(t) for t in tensors]
+    eng.invoke(name, *[ctypes.pointer(ctypes.pointer(x)) for x in descs])
+
+
+def events_backward(d: int, tensors: list) -> None:
+    """Run @events_backward on the tensors in the order of the module docstring (contiguous)."""
     dt = tensors[3].dtype
     if dt not in _TYPES:
         raise TypeError(f"events_backward: float32 or float64 expected, got {dt}")
-    for t in tensors:
-        if not t.is_contiguous():
-            raise ValueError("events_backward: every tensor must be contiguous (dense memrefs)")
-    descs = [memref_of(t) for t in tensors]
-    _engine(d, _TYPES[dt]).invoke("events_backward", *[ctypes.pointer(ctypes.pointer(x)) for x in descs])
+    invoke(_engine(d, _TYPES[dt]), "events_backward", tensors)

@@ -153,12 +153,17 @@ def lane_fire(em: NeuronEmitter, A: _Args, b, k, best, added, row, tape=None):
         tc, ref, D = L.f(LF_T), L.f(LF_REF), L.f(LF_D)
         lo = o.fmax(arith.subf(ref, tc), o.c(0.0))
         ts = arith.addf(tc, D)
-        xr = em.materialize(em.reset(em.materialize(em.propagate(x, D))))
+        xm = em.materialize(em.propagate(x, D))
+        xr = em.materialize(em.reset(xm))
         cnt = L.i(LI_CNT)
         room = arith.cmpi(arith.CmpIPredicate.slt, cnt, S64)
+        xrec = getattr(A, "xrec", None)
 
         def store():
             memref.store(ts, A.out, [b, k, arith.index_cast(idx, cnt)])
+            if xrec is not None:  # the state at the crossing, before the reset (event-outer adjoint)
+                for q in range(em.d):
+                    memref.store(xm[q], xrec, [b, k, arith.index_cast(idx, cnt), o.ci(q)])
 
         if A.out is not None:  # None: a replay for the backward
             o.if_void(room, store)

@@ -24,7 +24,8 @@ for the adjoint's reverse walk) and, after every delivery, the time t_common.
 Arguments of @rec_forward_vec: key[B,L], order[B,L] i64, chan[B,n+1] i64, weight[Bw,C,N]
 (dense; Bw = 1 or B), nvalid[B] i64, wrec[N,N] (dense), p_1..p_P [N] (all equal), out[B,N,S],
 counts[B,N] i64, over[B,N] i64, stats[B,2] i64, xs[d,N], lf[5,N], li[4,N] i64, idxs[N] i64
-(dense scratch).
+(dense scratch), xrec[B,N,S,d] (out: the state at each recorded spike before its reset, for the
+event-outer adjoint runtime/engines/adjoint_events_rec.py; a stride-0 dummy when not wanted).
 """
 
 from __future__ import annotations
@@ -336,17 +337,17 @@ def build_forward_vec(em: NeuronEmitter, port: Optional[str] = None, name: str =
     vo = VOps(em.dtype, lanes or LANES[em.dtype])
     npar = len(em.pnames)
     types = vec_types(o, npar) + [_memref(3, ft), _memref(2, i64), _memref(2, i64), _memref(2, i64),
-                                  _dense(2, ft), _dense(2, ft), _dense(2, i64), _dense(1, i64)]
+                                  _dense(2, ft), _dense(2, ft), _dense(2, i64), _dense(1, i64), _memref(4, ft)]
     fn = func.FuncOp(name, ir.FunctionType.get(types, []))
     fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
     blk = fn.add_entry_block()
     with ir.InsertionPoint(blk):
         a = list(blk.arguments)
         key, order, chan, weight, nvalid, wrec = a[:6]
-        out, counts, over, stats, xs, lf, li, idxs = a[6 + npar:]
+        out, counts, over, stats, xs, lf, li, idxs, xrec = a[6 + npar:]
         A = _Args(key=key, order=order, chan=chan, weight=weight, nvalid=nvalid, wrec=wrec,
                   pmem=a[6:6 + npar], out=out, counts=counts, over=over, xs=xs, lf=lf, li=li, idxs=idxs,
-                  cap=arith.index_cast(i64, memref.dim(out, o.ci(2))))
+                  xrec=xrec, cap=arith.index_cast(i64, memref.dim(out, o.ci(2))))
 
         def sample(b):
             rows, ndel = sample_forward_vec(em, vo, A, b, port)

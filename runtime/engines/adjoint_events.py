@@ -56,6 +56,25 @@ def _phi_T(kern: NeuronKernels, D: Tensor, P: tuple) -> Tensor:
     return torch.stack([full[r][q] for q in range(d) for r in range(d)], dim=-1)
 
 
+def spike_terms(kern: NeuronKernels, port: Optional[str], P: tuple, xm: Tensor) -> tuple:
+    """Per spike (pre-reset states xm [S, d]): (M [S, d, d], c / u' [S, d], A [d, d], B [d]),
+    float64, as in the module docstring."""
+    A, R = _mat(kern.A(P)), _mat(kern.R(*P))
+    a0 = torch.tensor([_num(v) for v in kern.a0(P)], dtype=torch.float64)
+    r = torch.tensor([_num(row[0]) for row in kern.r(*P)], dtype=torch.float64)
+    c = torch.tensor([_num(v) for v in kern.c(P)], dtype=torch.float64)
+    Bv = torch.tensor([_num(v) for v in kern.B(port, P)], dtype=torch.float64)
+    xm = xm.to(torch.float64)
+    ym = xm @ A.T + a0
+    xp = xm @ R.T + r
+    yp = xp @ A.T + a0
+    v = ym @ R.T - yp
+    up = ym @ c
+    cu = c[None, :] / up[:, None]  # [S, d]
+    M = R.T[None, :, :] - cu[:, :, None] * v[:, None, :]
+    return M, cu, A, Bv
+
+
 def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: Tensor, order: Tensor,
              nvalid: Tensor, horizon: Tensor, W: Tensor, spikes: Tensor, counts: Tensor, xrec: Tensor,
              g: Tensor, want_t: bool, gw: Tensor, gtimes: Tensor) -> None:
@@ -97,19 +116,7 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
         aft = _phi_T(kern, (t_end_iv - s).clamp_min(0.0), P)
         bef = _phi_T(kern, (s - before_from).clamp_min(0.0), P)
 
-        A, R = _mat(kern.A(P)), _mat(kern.R(*P))
-        a0 = torch.tensor([_num(v) for v in kern.a0(P)], dtype=torch.float64)
-        r = torch.tensor([_num(row[0]) for row in kern.r(*P)], dtype=torch.float64)
-        c = torch.tensor([_num(v) for v in kern.c(P)], dtype=torch.float64)
-        Bv = torch.tensor([_num(v) for v in kern.B(port, P)], dtype=torch.float64)
-        xm = xrec[bi, ji, mi].to(torch.float64)  # [S, d]
-        ym = xm @ A.T + a0
-        xp = xm @ R.T + r
-        yp = xp @ A.T + a0
-        v = ym @ R.T - yp
-        up = ym @ c
-        cu = c[None, :] / up[:, None]  # [S, d]
-        M = R.T[None, :, :] - cu[:, :, None] * v[:, None, :]
+        M, cu, A, Bv = spike_terms(kern, port, P, xrec[bi, ji, mi])
         q = -cu * g[bi, ji, mi].to(torch.float64)[:, None]
 
         # groups: the spikes of one neuron in one interval (consecutive in the flat order)

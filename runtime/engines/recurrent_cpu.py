@@ -10,7 +10,9 @@ and non-CPU tensors are delegated to recurrent.py.
 
 Memory of the backward: the tape holds every lane's state before every delivery step of one
 sample (steps x N x (d+1) floats, reused across samples), e.g. about 110 MB for 256 neurons and
-13,000 steps per sample.
+13,000 steps per sample. Where it applies (shared parameters, no delays, refractory 0, c^T B = 0,
+no parameter gradient) the event-outer adjoint (adjoint_events_rec.py) replaces the replay: no
+tape, one backward walk over each sample's merged events (USE_EVENT_ADJOINT: a switch for tests).
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ from typing import Optional
 import torch
 
 from spikescan.compiler.ir import NeuronIR
-from spikescan.runtime.engines import parallel, recurrent
+from spikescan.runtime.engines import adjoint_events_rec, parallel, recurrent
 from spikescan.runtime.engines.common import setup
 from spikescan.runtime.engines.result import LayerResult, SpikeCapExceeded
 from spikescan.runtime.engines.sequential_cpu import _DTYPES, _ordered_sum, _param_vectors
+from spikescan.runtime.kernels import NeuronKernels
 
 Tensor = torch.Tensor
 MAX_TAPE_BYTES = 8 << 30  # refuse (clearly) a backward tape beyond this
 PARALLEL_TAPE_BYTES = 1 << 30  # above this per slice, slices run one at a time (one tape alive)
+USE_EVENT_ADJOINT = True  # tests switch it off to compare the event-outer and replaying adjoints
 
 
 def _vec_slice(vec_args: Optional[list], b0: int, b1: int) -> Optional[list]:
@@ -71,7 +75,11 @@ class _RecGrad(torch.autograd.Function):
         M = max(1, int(sv.stats[:, 0].max()))
         Ms = max(1, int(sv.stats[:, 1].max()))
         nbytes = Ms * N * ((d + 1) * 8 + 1)
-        if nbytes > MAX_TAPE_BYTES:
+        with_params = any(ctx.needs_input_grad[6:])
+        # the event-outer adjoint (engines/adjoint_events_rec.py): no replay, no tape
+        events = (USE_EVENT_ADJOINT and sv.xrec is not None
+                  and adjoint_events_rec.applicable(sv.kern, sv.port, sv.P, with_params))
+        if nbytes > MAX_TAPE_BYTES and not events:
             raise MemoryError(f"recurrent-cpu backward: the tape of one sample needs {nbytes / 2**30:.1f} GiB "
                               f"({Ms} delivery steps x {N} neurons); use a smaller batch of longer-horizon "
                               "samples or the engine 'torch-sequential'")
@@ -79,7 +87,16 @@ class _RecGrad(torch.autograd.Function):
         gtimes = torch.zeros((B, n1), dtype=dt)
         shared_w = len(ctx.shapes[1][0]) == 2
         gw = torch.zeros((C, N) if shared_w else (B, C, N), dtype=dt)
-        with_params = any(ctx.needs_input_grad[6:])
+
+        def slice_events(part):
+            b0, b1 = part
+            gw_p = torch.zeros((C, N), dtype=dt) if shared_w else None
+            gwrec = torch.zeros((N, N), dtype=dt)
+            k, p, w, nv, wr = _vec_slice(sv.vec_args, b0, b1)
+            adjoint_events_rec.backward(sv.kern, sv.port, sv.P, k, p, sv.chan[b0:b1], nv, w, wr, sv.out_full[b0:b1],
+                                        sv.counts[b0:b1], sv.xrec[b0:b1], g[b0:b1], ctx.needs_input_grad[2],
+                                        gw_p if shared_w else gw[b0:b1], gwrec, gtimes[b0:b1])
+            return gw_p, torch.zeros((C, N), dtype=dt), gwrec, torch.zeros((N, max(npar, 1)), dtype=dt)
 
         def slice_backward(part):
             # samples [b0, b1) with their own tape and gradient buffers (engines/parallel.py)
@@ -100,8 +117,12 @@ class _RecGrad(torch.autograd.Function):
             return gw_p, gdelays, gwrec, gparams
 
         # one slice at a time when the tapes are large: the threads would each hold one
-        parts = parallel.run(slice_backward, parallel.slices(B)) if nbytes <= PARALLEL_TAPE_BYTES \
-            else [slice_backward(p) for p in parallel.slices(B)]
+        if events:
+            parts = parallel.run(slice_events, parallel.slices(B))
+            counts = sv.counts  # nothing replayed
+        else:
+            parts = parallel.run(slice_backward, parallel.slices(B)) if nbytes <= PARALLEL_TAPE_BYTES \
+                else [slice_backward(p) for p in parallel.slices(B)]
         if shared_w:
             gw = _ordered_sum([p[0] for p in parts])
         gdelays, gwrec, gparams = (_ordered_sum([p[k] for p in parts]) for k in (1, 2, 3))
@@ -171,12 +192,19 @@ def run_recurrent_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, w
     if impl != "scalar" and shared:
         Wd = W[:1] if weight.dim() == 2 else W  # dense [Bw, C, N]
         vec_args = [ev.key[:, 0], ev.perm[:, 0], Wd, nvalid[:, 0].contiguous(), wrec]
+    grad_wanted = torch.is_grad_enabled() and any(
+        v is not None and v.requires_grad for v in (times, weight, delays, w_rec, *(params or {}).values())
+        if torch.is_tensor(v) or v is None)
+    # the state at every spike before its reset, for the event-outer adjoint (vectorised loop only)
+    xrec = torch.empty((B, N, max_spikes, ir.d), dtype=dtype) if vec_args is not None and grad_wanted else None
 
     def slice_forward(part):  # samples [b0, b1): independent, so any split gives the same bits
         b0, b1 = part
         if vec_args is not None:
             k, p, w, nv, wr = _vec_slice(vec_args, b0, b1)
-            eng.forward_vec(k, p, chan[b0:b1], w, nv, wr, pvec, out[b0:b1], counts[b0:b1], over[b0:b1], stats[b0:b1])
+            kw = {} if xrec is None else {"xrec": xrec[b0:b1]}
+            eng.forward_vec(k, p, chan[b0:b1], w, nv, wr, pvec, out[b0:b1], counts[b0:b1], over[b0:b1], stats[b0:b1],
+                            **kw)
         else:
             eng.forward(key[b0:b1], order[b0:b1], chan[b0:b1], W[b0:b1], nvalid[b0:b1], wrec, pvec, out[b0:b1],
                         counts[b0:b1], over[b0:b1], stats[b0:b1])
@@ -194,6 +222,7 @@ def run_recurrent_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, w
     if (need or ptens) and torch.is_grad_enabled():
         sv = _Saved(eng=eng, key=key, order=order, chan=chan, W=W, nvalid=nvalid, wrec=wrec, pvec=pvec,
                     counts=counts, out_full=out, stats=stats, max_spikes=max_spikes, dtype=dtype, vec_args=vec_args,
-                    pindex=[pnames.index(k) for k, _ in ptens])
+                    pindex=[pnames.index(k) for k, _ in ptens], xrec=xrec,
+                    kern=NeuronKernels.from_ir(ir), port=port, P=tuple(float(v[0]) for v in pvec))
         res = _RecGrad.apply(res, sv, times, weight, delays, w_rec, *[v for _, v in ptens])
     return LayerResult(times=res, counts=counts, overflow=over_b, observed=None)
