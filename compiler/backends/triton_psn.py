@@ -35,15 +35,10 @@ def available() -> bool:
 
 if triton is not None:
 
-    @triton.jit
-    def _sg(h, alpha, SURR: tl.constexpr):
-        """Surrogate derivative of Heaviside (SpikingJelly's ATan / Sigmoid)."""
-        if SURR == 0:
-            z = 1.5707963267948966 * alpha * h
-            return (alpha * 0.5) / (1.0 + z * z)
-        else:
-            s = 1.0 / (1.0 + tl.exp(-alpha * h))
-            return alpha * s * (1.0 - s)
+    # The surrogate derivative (SpikingJelly's ATan for SURR 0, Sigmoid for 1) is written out in
+    # each kernel rather than called as a @triton.jit helper: a helper jitted before
+    # TRITON_INTERPRET was set (another module imported triton first) cannot be called from an
+    # interpreted kernel, and the tests run in the interpreter.
 
     @triton.jit
     def _banded_fwd(x_ptr, w_ptr, b_ptr, h_ptr, s_ptr, T, M,
@@ -77,7 +72,12 @@ if triton is not None:
         ok = cols < M
         h = tl.load(h_ptr + t * M + cols, mask=ok, other=0.0)
         g = tl.load(g_ptr + t * M + cols, mask=ok, other=0.0)
-        dh = g * _sg(h, alpha, SURR)
+        if SURR == 0:
+            z = 1.5707963267948966 * alpha * h
+            dh = g * ((alpha * 0.5) / (1.0 + z * z))
+        else:
+            sg = 1.0 / (1.0 + tl.exp(-alpha * h))
+            dh = g * (alpha * sg * (1.0 - sg))
         dh = tl.where(ok, dh, 0.0)
         tl.store(dh_ptr + t * M + cols, dh, mask=ok)
         tl.store(pb_ptr + blk * T + t, tl.sum(dh, axis=0))
@@ -116,7 +116,13 @@ if triton is not None:
         ok = i < n
         h = tl.load(h_ptr + i, mask=ok, other=0.0)
         g = tl.load(g_ptr + i, mask=ok, other=0.0)
-        tl.store(out_ptr + i, g * _sg(h, alpha, SURR), mask=ok)
+        if SURR == 0:
+            z = 1.5707963267948966 * alpha * h
+            d = (alpha * 0.5) / (1.0 + z * z)
+        else:
+            sg = 1.0 / (1.0 + tl.exp(-alpha * h))
+            d = alpha * sg * (1.0 - sg)
+        tl.store(out_ptr + i, g * d, mask=ok)
 
 
 # Masks combine a column block with a per-bin condition; the bin condition is broadcast to the

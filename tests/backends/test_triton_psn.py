@@ -4,7 +4,14 @@ tests/runtime/test_psn.py): spikes equal, gradients to 1e-12 in f64. Sizes are s
 interpreter runs each tl op through numpy) but cross the column block (BLOCK = 128)."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
+# Triton decides at import whether its own @jit library functions (tl.sum, ...) are interpreted:
+# once another test module imported it (torch._dynamo does, through spikescan.runtime.network),
+# setting TRITON_INTERPRET here is too late, and the kernels run in a fresh process instead.
+_LATE = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere in this process
 
 import pytest
@@ -13,8 +20,19 @@ import torch
 from spikescan.compiler.backends import triton_psn
 from spikescan.runtime import psn
 
-pytestmark = pytest.mark.skipif(not triton_psn.available(), reason="triton is not installed")
+pytestmark = [pytest.mark.skipif(not triton_psn.available(), reason="triton is not installed")]
+in_process = pytest.mark.skipif(_LATE, reason="triton was imported before TRITON_INTERPRET; "
+                                "test_kernels_in_a_fresh_process runs these")
 F64 = torch.float64
+
+
+@pytest.mark.skipif(not _LATE, reason="the kernels run in this process")
+def test_kernels_in_a_fresh_process():
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                       capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[2],
+                       env={k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "5 passed" in r.stdout, r.stdout[-500:]
 
 
 def _data(T, M, seed):
@@ -34,6 +52,7 @@ def _check(out_t, out_r, gy, inputs):
         assert b.abs().max() > 0
 
 
+@in_process
 @pytest.mark.parametrize("kind,alpha", [("atan", 2.0), ("sigmoid", 4.0)])
 def test_masked_kernel_matches_torch(kind, alpha):
     T, k, M = 7, 3, 150
@@ -45,6 +64,7 @@ def test_masked_kernel_matches_torch(kind, alpha):
     _check(out, ref, gy, [x, w, b])
 
 
+@in_process
 def test_sliding_kernel_matches_torch():
     T, k, M = 5, 4, 130
     x, gy, g = _data(T, M, 1)
@@ -55,6 +75,7 @@ def test_sliding_kernel_matches_torch():
     _check(out, ref, gy, [x, w, b])
 
 
+@in_process
 def test_dense_step_kernels_match_torch():
     T, M = 6, 140
     x, gy, g = _data(T, M, 2)
@@ -65,6 +86,7 @@ def test_dense_step_kernels_match_torch():
     _check(out, ref, gy, [x, w, b])
 
 
+@in_process
 def test_kernel_source_never_builds_a_dense_mask():
     """The banded kernels index the band directly: no T x T buffer, no torch mask helpers."""
     import inspect
