@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # astbuild helpers
 
 REPO = HERE.parent.parent
