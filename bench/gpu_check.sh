@@ -25,7 +25,7 @@ stage() {  # stage NAME SECONDS CMD...
 if [ "$TINY" = 1 ]; then
   export TRITON_INTERPRET=1
   export SPIKESCAN_CACHE="${SPIKESCAN_CACHE:-$(mktemp -d)}"  # the tiny measurement never reaches a real cache
-  stage measure 120 "$PY" bench/gpu_check.py --device cpu --tiny --out "$DIR/gpu_check-tiny.jsonl"
+  stage measure 240 "$PY" bench/gpu_check.py --device cpu --tiny --out "$DIR/gpu_check-tiny.jsonl"
   stage p1 60 "$PY" bench/engines.py --quick --device cpu --batch 1 --hidden 4 --duration 5 --chunks 8 \
     --engines triton-scan,triton-sequential --repeats 1 --out "$DIR/gpu_check-p1-tiny.jsonl"
   echo "== peers: skipped in --tiny (the peers run at dt = 1 ms on the real workload only)" >&2
