@@ -129,8 +129,12 @@ def test_train_f32_end_to_end(tmp_path):
     assert any(p.dtype == torch.float32 and p.requires_grad for p in res.model.parameters())
 
 
-def test_cli_device_errors_are_one_line(tmp_path, capsys):
+def test_cli_device_errors_are_one_line(tmp_path, capsys, monkeypatch):
     from spikescan.cli import main
+
+    # Triton test modules set TRITON_INTERPRET=1 for the whole process: without it, triton-scan on
+    # the CPU is refused (with it, this would train a network under the interpreter for minutes)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
 
     fast = ["train", str(YY), "--data", "yinyang", "--epochs", "1", "--limit-train", "8", "--limit-eval", "8",
             "--no-progress", "--out", str(tmp_path / "r")]
