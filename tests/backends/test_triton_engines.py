@@ -200,11 +200,17 @@ def test_float32_matches_mpref_to_1e_4_ms():
     assert_matches(res, ref, tol=1e-4)
 
 
-def test_observe_raises_clearly():
-    """Readout observations are not generated for Triton: a clear error, not a wrong answer."""
+def test_observe_is_handed_to_the_torch_engine():
+    """Readout observations are not generated for Triton: the layer runs on the PyTorch scan engine
+    on the same device (runtime/engines/triton_engine.py), with its exact answer."""
+    from spikescan.runtime.engines.torch_scan import run_layer as torch_run_layer
+
     times, channels, weight = random_input(41, 1, 4, 2, 1, 10.0, 5.0, w_min=5.0)
-    with pytest.raises(NotImplementedError, match="observe"):
-        run(model_ir("CubaLIF"), times, channels, weight, "scan", chunk=4, observe="max_potential", t_end=20.0)
+    ir = model_ir("CubaLIF")
+    res = run(ir, times, channels, weight, "scan", chunk=4, observe="max_potential", t_end=20.0)
+    ref = torch_run_layer(ir, {}, times, channels, weight, chunk=4, observe="max_potential", t_end=20.0)
+    assert res.observed is not None and torch.equal(res.observed, ref.observed)
+    assert torch.equal(res.times, ref.times)
 
 
 def test_agrees_with_torch_engine_when_available():
