@@ -17,8 +17,11 @@ def parameter_count(net) -> tuple[int, int]:
 
 
 def _device(net) -> str:
-    p = next(iter(net.parameters()), None)
-    return str(p.device) if p is not None else "cpu"
+    """"cpu (f64)": where the network runs and in which precision."""
+    p = next((t for t in net.parameters() if t.is_floating_point()), None)
+    if p is None:
+        return "cpu"
+    return f"{p.device} ({'f32' if p.dtype == torch.float32 else 'f64'})"
 
 
 def _size(x) -> str:

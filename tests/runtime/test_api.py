@@ -144,7 +144,7 @@ def test_quiet_and_no_progress_are_different(tmp_path, capsys):
             "--engine", "torch"]
     assert main(base + ["--no-progress", "--out", str(tmp_path / "np")]) == 0
     cap = capsys.readouterr()
-    assert "network yinyang" in cap.err and "epoch 1/1: loss" in cap.err and "engine torch on cpu" in cap.err
+    assert "network yinyang" in cap.err and "epoch 1/1: loss" in cap.err and "engine torch on cpu (f64)" in cap.err
     assert "\r" not in cap.err and "it/s" not in cap.err  # no bars
     assert cap.out.startswith("test accuracy:")
     assert main(base + ["--quiet", "--out", str(tmp_path / "q")]) == 0
