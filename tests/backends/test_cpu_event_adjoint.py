@@ -6,29 +6,18 @@ spikes per interval, spikes at and near input times, inputs after t_end and per-
 and against central finite differences in float64."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from spikescan.compiler.driver import load_model
 from spikescan.runtime.engines import adjoint_events, sequential_cpu
 from spikescan.runtime.kernels import NeuronKernels
-from repo_paths import REPO
+from example_models import spiking_neurons
 
 F64 = torch.float64
 
 
-def _neurons():
-    out = {}
-    for f in sorted((REPO / "models").glob("*.snn")):
-        for name, ir in load_model(str(f)).neurons.items():
-            if ir.c is not None and ir.theta is not None and name not in out:
-                out[name] = ir
-    return out
-
-
-NEURONS = _neurons()
+NEURONS = spiking_neurons()
 
 
 def _applies(ir):
