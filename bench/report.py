@@ -231,6 +231,36 @@ def section_cpu_forward(recs, title) -> str:
     return "\n".join(out) + "\n"
 
 
+def section_cpu_step(recs, title) -> str:
+    """bench/cpu_step.py: the full training step on sequential-cpu, both adjoints, 1 and 2 engine
+    threads, and the C floor, with the same-run ratios."""
+    out = [f"## {title}", "", machine_line(recs), ""]
+    t = [r for r in recs if r.get("kind") == "timing"]
+    if not t:
+        return "\n".join(out + skipped_lines(recs)) + "\n"
+    r0 = t[0]
+    out.append(f"Sizes: batch {r0['batch']}, {r0['events_per_sample']:.0f} events per sample, {r0['inputs']} inputs "
+               f"-> {r0['hidden']} CubaLIF -> {r0.get('readout', 20)} LI readouts (max potential), "
+               f"{r0['dtype']}, {r0.get('hidden_rate_hz', 0):.1f} Hz hidden rate; median wall time. Adjoints: "
+               "event-outer (runtime/engines/adjoint_events.py) and per-neuron (mlir_adjoint.py). The engine "
+               "threads run batch slices of the compiled loops; the readout layer's replay "
+               "(runtime/engines/observe_replay.py, torch ops) stays on one thread, which bounds the whole "
+               "step's 1 -> 2 thread ratio. The C floor does the same exact state updates without root "
+               "solves. Discrete-time peers are in the peers sections, from their own runs.")
+    out.append("")
+    rows = [[r["engine"], r.get("adjoint", "-"), r["engine_threads"], r["stage"], fmt_s(r["ms_wall"] / 1e3)]
+            for r in t]
+    out.append(table(["engine", "adjoint", "engine threads", "pass", "time (median)"], rows))
+    ratios = [r for r in recs if r.get("kind") == "ratio"]
+    if ratios:
+        out += ["", "Same-run ratios:", ""]
+        rows = [[r["what"], f"{r['ratio']:.2f}x",
+                 fmt_g(r["max_rel_grad_difference"]) if "max_rel_grad_difference" in r else "-"] for r in ratios]
+        out.append(table(["ratio", "value", "max rel. gradient difference"], rows))
+    out += skipped_lines(recs)
+    return "\n".join(out) + "\n"
+
+
 def section_torch_memory(recs, title) -> str:
     out = [f"## {title}", "", machine_line(recs), "",
            "The torch engine's backward with per-chunk recompute (`checkpoint=True`) against "
@@ -491,7 +521,7 @@ def render(groups: dict[str, list[dict]], out_md: Path) -> str:
              "shared machine are noisy: compare rows of one table, not across tables.", "",
              "Reproduce: `python bench/engines.py`, `python bench/precision.py`, "
              "`python bench/scaling.py`, `python bench/peers.py`, `python bench/recurrent.py`, "
-             "`python bench/torch_memory.py`, `python bench/cpu_forward.py` (each with `--quick` for small "
+             "`python bench/torch_memory.py`, `python bench/cpu_forward.py`, `python bench/cpu_step.py` (each with `--quick` for small "
              "sizes, `--device cuda` on a GPU), then `python bench/report.py`. The peers are the "
              "optional `bench` extra: `pip install --no-deps snntorch norse spikingjelly` "
              "(plus `nir nirtorch loguru` for Norse and SpikingJelly); `--no-deps` keeps pip from "
@@ -511,8 +541,9 @@ def render(groups: dict[str, list[dict]], out_md: Path) -> str:
               "peers": "spikescan vs discrete-time frameworks", "precision": "Precision",
               "scaling": "Scaling", "recurrent": "Recurrent layers (SHD-like)",
               "torch_memory": "Memory of the torch engine's backward",
-              "cpu_forward": "Compiled CPU forward, vectorised vs scalar"}
-    for bench in ("engines", "peers", "precision", "scaling", "recurrent", "torch_memory",
+              "cpu_forward": "Compiled CPU forward, vectorised vs scalar",
+              "cpu_step": "The exact training step at full size on the CPU (bench/cpu_step.py)"}
+    for bench in ("cpu_step", "engines", "peers", "precision", "scaling", "recurrent", "torch_memory",
                   "cpu_forward"):
         for stem in sections_for(groups, bench):
             recs = groups[stem]
@@ -526,6 +557,8 @@ def render(groups: dict[str, list[dict]], out_md: Path) -> str:
                 text = section_recurrent(recs, title)
             elif bench == "cpu_forward":
                 text = section_cpu_forward(recs, title)
+            elif bench == "cpu_step":
+                text = section_cpu_step(recs, title)
             elif bench == "torch_memory":
                 text = section_torch_memory(recs, title)
             elif bench == "precision":
