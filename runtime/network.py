@@ -56,6 +56,15 @@ def init_weight(spec: InitSpec, fan_in: int, fan_out: int, gen: Optional[torch.G
     raise ValueError(f"unknown weight init kind {spec.kind!r} (normal|uniform|constant|default)")
 
 
+def input_offsets(net_ir: NetworkIR) -> tuple[dict[str, int], int]:
+    """Each input population's first channel in the concatenated input, and the channel count."""
+    offsets, off = {}, 0
+    for name, size in net_ir.inputs.items():
+        offsets[name] = off
+        off += size
+    return offsets, off
+
+
 def flatten_spikes(times: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
     """[B, N, S] spike trains -> (times [B, M], channels [B, M]) events, channel = neuron index,
     each sample's events in time order (a stable sort: equal times keep the neuron order, as the
@@ -230,12 +239,7 @@ class SpikingNetwork(nn.Module):
         self.neurons: dict[str, NeuronIR] = {l.neuron: neurons[l.neuron] for l in net_ir.layers}
         self.engine_name = engine
         self.chunk, self.max_spikes, self.on_overflow = chunk, max_spikes, on_overflow
-        self.input_offsets: dict[str, int] = {}
-        off = 0
-        for name, size in net_ir.inputs.items():
-            self.input_offsets[name] = off
-            off += size
-        self.n_inputs = off
+        self.input_offsets, self.n_inputs = input_offsets(net_ir)
         gen = torch.Generator().manual_seed(seed)
         sizes = dict(net_ir.inputs)
         self.layers = nn.ModuleDict()

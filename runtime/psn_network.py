@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from spikescan.compiler.ir import LayerIR, NetworkIR
 from spikescan.runtime import psn
-from spikescan.runtime.network import DTYPE, NetworkOutput, SpikingNetwork, init_weight
+from spikescan.runtime.network import DTYPE, NetworkOutput, SpikingNetwork, init_weight, input_offsets
 
 TORCH_NAMES = ("auto", "torch", "torch-sequential", "sequential-cpu")
 TRITON_NAMES = ("triton-scan", "triton-sequential")
@@ -143,11 +143,7 @@ class PSNNetwork(SpikingNetwork):
         self.neurons = {}  # no NeuronIRs: the neurons are psn kinds (self.ir.discrete)
         self.engine_name = engine
         self.chunk, self.max_spikes, self.on_overflow = chunk, max_spikes, on_overflow
-        self.input_offsets, off = {}, 0
-        for name, size in net_ir.inputs.items():
-            self.input_offsets[name] = off
-            off += size
-        self.n_inputs = off
+        self.input_offsets, self.n_inputs = input_offsets(net_ir)
         gen = torch.Generator().manual_seed(seed)
         sizes = dict(net_ir.inputs)
         self.layers = nn.ModuleDict()

@@ -139,37 +139,42 @@ def bcast_lines(d: int, et: str) -> list[str]:
     return L
 
 
-def source(d: int, et: str = "f64") -> str:
-    """The kernel's MLIR text for state size d. The neuron dimension N of lam, w and gw must be a
-    whole number of vectors (LANES[et]; the caller pads with zero weights)."""
-    lanes = LANES[et]
-    vt = f"vector<{lanes}x{et}>"
-    m1, m2, m3 = f"memref<?x{et}>", f"memref<?x?x{et}>", f"memref<?x?x?x{et}>"
-    i1d, i2d = "memref<?xi64>", "memref<?x?xi64>"
-    consts = "\n".join(f"  %c{q} = arith.constant {q} : index" for q in range(max(d, 3) + 1))
-    L = [f"func.func @events_backward(%ch: {i2d}, %nv: {i1d}, %want: {i1d}, %phit: {m3}, %gptr: {i2d}, "
-         f"%grp: {i2d}, %aft: {m2}, %mm: {m2}, %bef: {m2}, %q: {m2}, %w: {m3}, %bab: {m1}, %gw: {m3}, "
-         f"%gt: {m2}, %lam: {m2}, %tmp: {m2}) attributes {{llvm.emit_c_interface}} {{",
-         consts,
+def prologue(d: int, et: str, batch_ref: str) -> list[str]:
+    """The shared start of both event-outer kernels: index constants %c0..., %zero, %i0, the
+    batch size %nB (dim 0 of `batch_ref`, "%name : type"), %nN, the per-sample weight/gradient
+    flags, %cV, %zv, the B / A B broadcasts, then the open sample loop over %b (with %bw, %bg)
+    whose first statement zeroes %lam. The caller closes the loop and the function."""
+    vt, _, m2, m3 = _types(et)
+    L = ["\n".join(f"  %c{q} = arith.constant {q} : index" for q in range(max(d, 3) + 1)),
          f"  %zero = arith.constant 0.0 : {et}",
          "  %i0 = arith.constant 0 : i64",
-         f"  %nB = memref.dim %ch, %c0 : {i2d}",
+         f"  %nB = memref.dim {batch_ref.split(' : ')[0]}, %c0 : {batch_ref.split(' : ')[1]}",
          f"  %nN = memref.dim %lam, %c1 : {m2}",
          f"  %Bw = memref.dim %w, %c0 : {m3}",
          f"  %Bg = memref.dim %gw, %c0 : {m3}",
          "  %wb = arith.cmpi ugt, %Bw, %c1 : index",
          "  %gb = arith.cmpi ugt, %Bg, %c1 : index",
-         ]
-    L += [f"  %cV = arith.constant {lanes} : index",
-          f"  %zv = arith.constant dense<0.0> : {vt}"]
+         f"  %cV = arith.constant {LANES[et]} : index",
+         f"  %zv = arith.constant dense<0.0> : {vt}"]
     L += bcast_lines(d, et)
     L += ["  scf.for %b = %c0 to %nB step %c1 {",
           "    %bw = arith.select %wb, %b, %c0 : index",
           "    %bg = arith.select %gb, %b, %c0 : index",
           "    scf.for %j = %c0 to %nN step %c1 {"]
     L += [f"      memref.store %zero, %lam[%c{q}, %j] : {m2}" for q in range(d)]
-    L += ["    }",
-          f"    %nv64 = memref.load %nv[%b] : {i1d}",
+    return L + ["    }"]
+
+
+def source(d: int, et: str = "f64") -> str:
+    """The kernel's MLIR text for state size d. The neuron dimension N of lam, w and gw must be a
+    whole number of vectors (LANES[et]; the caller pads with zero weights)."""
+    vt, m1, m2, m3 = _types(et)
+    i1d, i2d = "memref<?xi64>", "memref<?x?xi64>"
+    L = [f"func.func @events_backward(%ch: {i2d}, %nv: {i1d}, %want: {i1d}, %phit: {m3}, %gptr: {i2d}, "
+         f"%grp: {i2d}, %aft: {m2}, %mm: {m2}, %bef: {m2}, %q: {m2}, %w: {m3}, %bab: {m1}, %gw: {m3}, "
+         f"%gt: {m2}, %lam: {m2}, %tmp: {m2}) attributes {{llvm.emit_c_interface}} {{"]
+    L += prologue(d, et, f"%ch : {i2d}")
+    L += [f"    %nv64 = memref.load %nv[%b] : {i1d}",
           "    %nvb = arith.index_cast %nv64 : i64 to index",
           "    %nr = arith.addi %nvb, %c1 : index",
           "    scf.for %r = %c0 to %nr step %c1 {",

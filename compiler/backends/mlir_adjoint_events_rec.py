@@ -25,7 +25,7 @@ Arguments of @rec_events_backward (all dense, row-major):
 from __future__ import annotations
 
 from spikescan.compiler.backends.mlir_adjoint_events import (  # noqa: F401 (LANES: for callers)
-    LANES, _TYPES, _mv, _types, bcast_lines, compiled, flow_lines, invoke, jump_lines)
+    LANES, _TYPES, _mv, _types, compiled, flow_lines, invoke, jump_lines, prologue)
 
 
 def source(d: int, et: str = "f64") -> str:
@@ -34,27 +34,10 @@ def source(d: int, et: str = "f64") -> str:
     i1d, i2d = "memref<?xi64>", "memref<?x?xi64>"
     L = [f"func.func @rec_events_backward(%ev: {i2d}, %nm: {i1d}, %flush: {i2d}, %spk: {i2d}, %phit: {m3}, "
          f"%mm: {m2}, %cq: {m2}, %gs: {m1}, %w: {m3}, %wrec: {m2}, %bab: {m1}, %gw: {m3}, %gwrec: {m2}, "
-         f"%gt: {m2}, %lam: {m2}) attributes {{llvm.emit_c_interface}} {{",
-         "\n".join(f"  %c{q} = arith.constant {q} : index" for q in range(max(d, 3) + 1)),
-         f"  %zero = arith.constant 0.0 : {et}",
-         "  %i0 = arith.constant 0 : i64",
-         "  %im1 = arith.constant -1 : i64",
-         "  %im2 = arith.constant -2 : i64",
-         f"  %nB = memref.dim %ev, %c0 : {i2d}",
-         f"  %nN = memref.dim %lam, %c1 : {m2}",
-         f"  %Bw = memref.dim %w, %c0 : {m3}",
-         f"  %Bg = memref.dim %gw, %c0 : {m3}",
-         "  %wb = arith.cmpi ugt, %Bw, %c1 : index",
-         "  %gb = arith.cmpi ugt, %Bg, %c1 : index",
-         f"  %cV = arith.constant {LANES[et]} : index",
-         f"  %zv = arith.constant dense<0.0> : {vt}"]
-    L += bcast_lines(d, et)
-    L += ["  scf.for %b = %c0 to %nB step %c1 {",
-          "    %bw = arith.select %wb, %b, %c0 : index",
-          "    %bg = arith.select %gb, %b, %c0 : index",
-          "    scf.for %j = %c0 to %nN step %c1 {"]
-    L += [f"      memref.store %zero, %lam[%c{q}, %j] : {m2}" for q in range(d)]
-    L += ["    }",
+         f"%gt: {m2}, %lam: {m2}) attributes {{llvm.emit_c_interface}} {{"]
+    L += prologue(d, et, f"%ev : {i2d}")
+    L += ["    %im1 = arith.constant -1 : i64",
+          "    %im2 = arith.constant -2 : i64",
           f"    %nm64 = memref.load %nm[%b] : {i1d}",
           "    %nmb = arith.index_cast %nm64 : i64 to index",
           "    scf.for %r = %c0 to %nmb step %c1 {",

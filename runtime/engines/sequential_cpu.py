@@ -118,7 +118,7 @@ class _LayerGrad(torch.autograd.Function):
                                     sv.nvalid[b0:b1], sv.horizon[b0:b1, 0], sv.Wd if shared_w else sv.W[b0:b1],
                                     sv.out_full[b0:b1], sv.counts[b0:b1], sv.xrec[b0:b1], g[b0:b1],
                                     ctx.needs_input_grad[2], gw_p if shared_w else gw[b0:b1], gtimes[b0:b1])
-            return gw_p, torch.zeros((C, N), dtype=dt), torch.zeros((N, max(npar, 1)), dtype=dt)
+            return gw_p, None, None  # no delays, no parameter gradients on this path
 
         def slice_backward(part):
             # one slice of samples; its shared-weight, delay and parameter gradients go to
@@ -143,8 +143,11 @@ class _LayerGrad(torch.autograd.Function):
             counts = sv.counts  # the event-outer adjoint replays nothing
         if shared_w:
             gw = _ordered_sum([p[0] for p in parts])
-        gdelays = _ordered_sum([p[1] for p in parts])
-        gparams = _ordered_sum([p[2] for p in parts])
+        if events:
+            gdelays, gparams = torch.zeros((C, N), dtype=dt), torch.zeros((N, max(npar, 1)), dtype=dt)
+        else:
+            gdelays = _ordered_sum([p[1] for p in parts])
+            gparams = _ordered_sum([p[2] for p in parts])
         if not torch.equal(counts, sv.counts):
             raise RuntimeError("sequential-cpu backward: the replayed forward disagrees with the "
                                "forward pass (spike counts differ); this is a bug, please report it")
