@@ -184,7 +184,11 @@ def gather(run_dir: str | os.PathLike, *, checkpoint: str = "best.pt", data_root
         else:
             net = network_from_checkpoint(ck, engine=engine, path=str(ck_path))
             root = data_root if data_root is not None else config.get("data_root")
-            ds = open_dataset(data, split, root, config.get("data_opts") or {})
+            opts = config.get("data_opts") or {}
+            try:  # the checkpoint is untrusted: options it names must be the dataset's own
+                ds = open_dataset(data, split, root, dict(opts))
+            except TypeError as e:
+                raise ReportError(f"{ck_path}: its dataset options {opts!r} do not fit {data!r}: {e}") from None
             check_channels(ds, net)
             if limit is None and isinstance(config.get("limit_eval"), int):
                 limit = config["limit_eval"]  # the subset the run itself tested on
