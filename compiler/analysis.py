@@ -325,8 +325,11 @@ def _init_spec(expr: ast.Expr) -> InitSpec:
 
 
 def analyze_network(net: ast.Network, neurons: dict[str, NeuronIR]) -> NetworkIR:
+    from .conv_ir import CONV_KINDS, conv_spec
+
     inputs = {p.name: p.size for p in net.inputs}
     by_name = {l.name: l for l in net.layers}
+    shapes = {p.name: tuple(p.shape) or (p.size,) for p in list(net.inputs) + list(net.layers)}
     # topological order of layers over dense connections (recurrent edges do not order)
     order: list[str] = []
     visiting: set[str] = set()
@@ -363,9 +366,9 @@ def analyze_network(net: ast.Network, neurons: dict[str, NeuronIR]) -> NetworkIR
             params[ov.name] = _const(ov.value, f"override of {ov.name}")
         conns = []
         for conn in l.connections:
-            if conn.kind not in ("dense", "recurrent"):
+            if conn.kind not in ("dense", "recurrent") + CONV_KINDS:
                 raise CompileError("E046", f"unknown connection kind '{conn.kind}'", conn.span,
-                                   "use dense(...) or recurrent(...)")
+                                   "use dense(...), recurrent(...), conv2d(...) or pool2d(...)")
             opts = dict(conn.options)
             port = next(iter(nir.ports), None)
             if "port" in opts:
@@ -376,13 +379,15 @@ def analyze_network(net: ast.Network, neurons: dict[str, NeuronIR]) -> NetworkIR
                                    f"ports: {', '.join(nir.ports) or 'none'}")
             delays = _delay_spec(opts.pop("delays")) if "delays" in opts else None
             init = _init_spec(opts.pop("init")) if "init" in opts else InitSpec(kind="default")
+            conv = conv_spec(conn, opts, shapes) if conn.kind in CONV_KINDS else None
             if opts:
                 bad = next(iter(opts))
                 raise CompileError("E047", f"unknown connection option '{bad}'", conn.span,
                                    "options: port, delays, init")
             source = conn.source if conn.kind == "dense" else (conn.source or name)
-            conns.append(ConnectionIR(kind=conn.kind, source=source, port=port, delays=delays, init=init))
-        layers.append(LayerIR(name=name, size=l.size, neuron=l.neuron, params=params, connections=tuple(conns)))
+            conns.append(ConnectionIR(kind=conn.kind, source=source, port=port, delays=delays, init=init, conv=conv))
+        layers.append(LayerIR(name=name, size=l.size, neuron=l.neuron, params=params, connections=tuple(conns),
+                              shape=tuple(l.shape)))
 
     if not net.readouts:
         raise CompileError("E048", f"network '{net.name}' has no readout", net.span,
@@ -395,4 +400,5 @@ def analyze_network(net: ast.Network, neurons: dict[str, NeuronIR]) -> NetworkIR
     if ro.layer not in by_name:
         raise CompileError("E042", f"readout of missing layer '{ro.layer}'", ro.layer_span)
     readout = ReadoutIR(layer=ro.layer, kind=ro.kind, args={k: _const(v, f"readout argument {k}") for k, v in ro.args})
-    return NetworkIR(name=net.name, inputs=inputs, layers=layers, readout=readout)
+    return NetworkIR(name=net.name, inputs=inputs, layers=layers, readout=readout,
+                     shapes={p.name: shapes[p.name] for p in net.inputs})

@@ -117,12 +117,27 @@ class InitSpec:
 
 
 @dataclass(frozen=True)
+class ConvSpec:
+    """Geometry of a `conv2d` / `pool2d` connection (dsl/conv.py checks it, runtime/conv.py runs
+    it). Shapes are [C, H, W], flat index c*H*W + y*W + x. conv2d: square kernel shared over
+    positions, weights [out C, in C, k, k]; pool2d: kernel = stride = the window, padding 0, one
+    shared scalar weight (input neuron (c, y, x) -> pooled neuron (c, y // k, x // k))."""
+
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    kernel: int
+    stride: int
+    padding: int = 0
+
+
+@dataclass(frozen=True)
 class ConnectionIR:
     kind: str  # "dense" | "recurrent"
     source: str  # input population or layer name
     port: str  # target input port of the neuron type
     delays: Optional[DelaySpec]
     init: InitSpec
+    conv: Optional[ConvSpec] = None  # conv2d / pool2d geometry (kind "conv2d" | "pool2d")
 
 
 @dataclass(frozen=True)
@@ -132,6 +147,7 @@ class LayerIR:
     neuron: str  # NeuronIR name
     params: dict[str, float]  # full parameter set (defaults merged with overrides), ms
     connections: tuple[ConnectionIR, ...]
+    shape: tuple[int, ...] = ()  # as declared: (N,) or (C, H, W); () means (size,)
 
 
 @dataclass(frozen=True)
@@ -151,3 +167,4 @@ class NetworkIR:
     # Empty / None for exact event networks, whose neurons are NeuronIRs.
     discrete: dict = field(default_factory=dict)
     time_grid: Optional[object] = None
+    shapes: dict = field(default_factory=dict)  # input population -> declared shape (n,) or (C, H, W)

@@ -165,8 +165,10 @@ class InputPop:
     """`input x[5]`"""
 
     name: str
-    size: int
+    size: int  # number of channels (the product of `shape`)
     span: Span
+    shape: tuple[int, ...] = ()  # as written: (n,) or (C, H, W)
+    size_span: Optional[Span] = None
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,7 @@ class Layer:
     span: Span
     size_span: Span
     neuron_span: Span
+    shape: tuple[int, ...] = ()  # as written: (n,) or (C, H, W); `size` is its product
 
 
 @dataclass(frozen=True)

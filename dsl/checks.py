@@ -16,7 +16,7 @@ from typing import Iterable, Optional
 
 import sympy
 
-from . import ast, discrete as discrete_checks, effective
+from . import ast, conv as conv_checks, discrete as discrete_checks, effective
 from .diagnostics import Diagnostic
 from .sym import NumberRange, UnknownFunction, UnknownName, calls, evaluate, free_names, to_sympy
 from .units import DIMENSIONLESS, FUNCTIONS, RATE, TIME, UnitError, dim_of, format_dim, is_zero_literal
@@ -487,6 +487,8 @@ class NetworkChecks(_Checks):
                          "sizes are positive integers, e.g. `input x[5]`")
         for layer in self.net.layers:
             self.declare(layer.name, layer, layer.span)
+        for p in list(self.net.inputs) + list(self.net.layers):
+            conv_checks.check_shape(self, p)  # E084
         order = {l.name: k for k, l in enumerate(self.net.layers)}
         for k, layer in enumerate(self.net.layers):
             self.layer(layer, k, order)
@@ -511,7 +513,7 @@ class NetworkChecks(_Checks):
         for layer in self.net.layers:
             for c in layer.connections:
                 src = self.pops.get(c.source or layer.name)
-                total += (getattr(src, "size", 0) or 0) * max(layer.size, 0)
+                total += conv_checks.weights_of(c, src, layer, self)
             if total > MAX_WEIGHTS:
                 self.err("E053", f"the network has more than {MAX_WEIGHTS} weights (at least "
                          f"{total} up to layer `{layer.name}`)", layer.span,
@@ -579,9 +581,12 @@ class NetworkChecks(_Checks):
 
     def connection(self, layer: ast.Layer, c: ast.Connection, neuron: Optional[ast.Neuron],
                    index: int, order: dict[str, int]) -> None:
+        if c.kind in conv_checks.CONV_KINDS:
+            conv_checks.check_connection(self, layer, c, neuron, index, order)  # E080-E083
+            return
         if c.kind not in CONNECTION_KINDS:
             self.err("E046", f"unknown connection kind `{c.kind}`", c.span,
-                     _suggest(c.kind, CONNECTION_KINDS))
+                     _suggest(c.kind, CONNECTION_KINDS + conv_checks.CONV_KINDS))
             return
         if c.source:
             src = self.pops.get(c.source)

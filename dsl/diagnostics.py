@@ -83,6 +83,12 @@ CODES: dict[str, str] = {
     "E056": "discrete-time and exact event layers connected",
     "E057": "number of bins of a psn neuron differs from the network's time grid",
     "E058": "unsupported connection or override on a discrete-time layer",
+    # convolution and pooling (dsl/conv.py, docs/language.md)
+    "E080": "invalid option of a conv2d or pool2d connection",
+    "E081": "conv2d or pool2d from a population that is not [C, H, W] or not earlier",
+    "E082": "layer shape does not match its conv2d or pool2d connection",
+    "E083": "conv2d or pool2d alongside other connections of a layer",
+    "E084": "population shape that is neither [n] nor [C, H, W]",
     # imports (continued)
     "E070": "import outside the search path",
     "E071": "import of a file that is not a .snn",

@@ -8,6 +8,8 @@ Python's recursion limit in the conversion below or later in the checks).
 
 from __future__ import annotations
 
+import math
+
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -219,6 +221,18 @@ class _Builder:
         tok = t.children[0]
         return int(str(tok)), _tok_span(self.file, tok)
 
+    def shape(self, t: Tree) -> tuple[int, tuple[int, ...], ast.Span]:
+        """`[n]` or `[C, H, W]`: (size, shape, span). The size is the product of the dimensions
+        (the first non-positive one when there is one, so the size checks (E040) report it)."""
+        dims = [self.size(c) for c in t.children]
+        shape = tuple(d for d, _ in dims)
+        bad = [d for d in shape if d <= 0]
+        size = bad[0] if bad else math.prod(shape)
+        first, last = dims[0][1], dims[-1][1]
+        span = first if len(dims) == 1 else ast.Span(first.file, first.line, first.col,
+                                                      last.end_line, last.end_col)
+        return size, shape, span
+
     def discrete_neuron(self, t: Tree) -> ast.DiscreteNeuron:
         name, kind, args = t.children
         pos, kw = self.arglist(args)
@@ -234,8 +248,8 @@ class _Builder:
                 continue
             sp = _tree_span(self.file, item)
             if item.data == "input_pop":
-                size, _ = self.size(item.children[2])
-                inputs.append(ast.InputPop(str(item.children[1]), size, sp))
+                size, shape, size_span = self.shape(item.children[2])
+                inputs.append(ast.InputPop(str(item.children[1]), size, sp, shape, size_span))
             elif item.data == "layer":
                 layers.append(self.layer(item, sp))
             elif item.data == "setting":
@@ -253,7 +267,7 @@ class _Builder:
 
     def layer(self, t: Tree, sp: ast.Span) -> ast.Layer:
         name, size_t, neuron, args = t.children[:4]
-        size, size_span = self.size(size_t)
+        size, shape, size_span = self.shape(size_t)
         pos, kw = self.arglist(args)
         for _, psp in pos:
             self.error("E051", f"parameter overrides of {neuron} must be named", psp,
@@ -280,13 +294,16 @@ class _Builder:
                 source, src_span = "", csp
                 self.error("E047", f"`{kind_tok}` needs a source population", csp,
                            f"write e.g. `{kind_tok}(x)`")
+            if str(kind_tok) == "pool2d" and len(cpos) == 2:  # `pool2d(c1, 2)`: the window size
+                ckw = [("size", cpos[1][0], cpos[1][1])] + list(ckw)
+                cpos = cpos[:1]
             for _, psp in cpos[1:]:
                 self.error("E051", "connection options must be named", psp,
                            "write e.g. `dense(x, init = normal(0.0, 0.5))`")
             conns.append(ast.Connection(str(kind_tok), source, tuple((k, v) for k, v, _ in ckw),
                                         csp, src_span))
         return ast.Layer(str(name), size, str(neuron), overrides, tuple(conns), sp, size_span,
-                         _tok_span(self.file, neuron))
+                         _tok_span(self.file, neuron), shape=shape)
 
     # ---------------------------------------------------------------- files
     def module(self, t: Tree) -> ast.Module:
