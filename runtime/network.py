@@ -43,7 +43,8 @@ class NetworkOutput:
 
 def init_weight(spec: InitSpec, fan_in: int, fan_out: int, gen: Optional[torch.Generator]) -> Tensor:
     """Initial weights [fan_in, fan_out] from an InitSpec. "default": normal(0, 1/sqrt(fan_in))
-    (a Kaiming-like scale; .snn files for a given neuron usually set their own)."""
+    (a Kaiming-like scale; .snn files for a given neuron usually set their own). "auto" starts
+    from the same draw; SpikingNetwork.auto_init scales it to a target rate on data."""
     shape = (fan_in, fan_out)
     if spec.kind == "normal":
         return torch.randn(shape, generator=gen, dtype=DTYPE) * spec.b + spec.a
@@ -51,9 +52,9 @@ def init_weight(spec: InitSpec, fan_in: int, fan_out: int, gen: Optional[torch.G
         return torch.rand(shape, generator=gen, dtype=DTYPE) * (spec.b - spec.a) + spec.a
     if spec.kind == "constant":  # `init = constant(v)`: a = b = v
         return torch.full(shape, float(spec.a), dtype=DTYPE)
-    if spec.kind == "default":
+    if spec.kind in ("default", "auto"):  # "auto": scaled later by SpikingNetwork.auto_init
         return torch.randn(shape, generator=gen, dtype=DTYPE) / math.sqrt(max(fan_in, 1))
-    raise ValueError(f"unknown weight init kind {spec.kind!r} (normal|uniform|constant|default)")
+    raise ValueError(f"unknown weight init kind {spec.kind!r} (normal|uniform|constant|default|auto)")
 
 
 def input_offsets(net_ir: NetworkIR) -> tuple[dict[str, int], int]:
@@ -97,12 +98,8 @@ class _Layer(nn.Module):
         self.size = layer.size
         self.neuron = neuron.name
         ports = {c.port for c in layer.connections}
-        if len(ports) > 1:
-            raise NotImplementedError(
-                f"layer {layer.name!r}: connections to several input ports ({sorted(ports)}) are not "
-                "supported yet (the engines take one port per call)"
-            )
-        self.port = next(iter(ports)) if ports else None
+        # one port: its name; several: set below to a PortMap (the port of every merged channel)
+        self.port = next(iter(ports)) if len(ports) == 1 else None
         # Recurrent connections (to the layer itself, zero delay) are fed back inside the event
         # loop by runtime/engines/recurrent.py; their weights are kept apart as `w_rec` [N, N].
         rec = [c for c in layer.connections if c.kind == "recurrent"]
@@ -127,9 +124,24 @@ class _Layer(nn.Module):
             raise ValueError(f"layer {layer.name!r}: a recurrent layer needs at least one feed-forward input")
         self.sources = [c.source for c in ff]
         self.source_sizes = [source_sizes[s] for s in self.sources]
+        self.rec_port = rec[0].port if rec else None
+        if len(ports) > 1:
+            from spikescan.runtime.engines.ports import PortMap
+
+            self.port = PortMap.from_blocks([c.port for c in ff], self.source_sizes)
+            if len(self.port.names) == 1:  # the other port is the recurrent connection's
+                self.port = self.port.names[0]
+        if rec and self.rec_port != self.port:
+            raise NotImplementedError(
+                f"layer {layer.name!r}: a recurrent connection on another port than the feed-forward "
+                "ones is not supported yet by the recurrent engines")
         self.weights = nn.ParameterList(
             [nn.Parameter(init_weight(c.init, source_sizes[c.source], layer.size, gen)) for c in ff]
         )
+        # `init = auto(rate = r)` connections: SpikingNetwork.auto_init scales them together to
+        # the first one's target rate r (1/ms); None when the layer has none.
+        self.auto_mask = [c.init.kind == "auto" for c in ff]
+        self.auto_rate = next((float(c.init.a) for c in ff if c.init.kind == "auto"), None)
         # Delays: one tensor per connection, learnable (Parameter) or fixed (buffer); None if absent.
         self.has_delays = any(c.delays is not None for c in ff)
         self.delay_max: list[float] = []
@@ -164,6 +176,11 @@ class _Layer(nn.Module):
         for name in self.param_names:
             out[name] = torch.exp(getattr(self, "log_" + name)) if name in self.learned else getattr(self, "p_" + name)
         return out
+
+    def auto_weights(self) -> list[Tensor]:
+        """The weight tensors that `init = auto(...)` scales (runtime/auto_init.py): a layer class
+        with other weights (e.g. convolution kernels) provides the same method."""
+        return [w for w, a in zip(self.weights, self.auto_mask) if a]
 
     def merged_weight(self) -> Tensor:
         return self.weights[0] if len(self.weights) == 1 else torch.cat(list(self.weights), 0)
@@ -245,7 +262,10 @@ class SpikingNetwork(nn.Module):
         self.layers = nn.ModuleDict()
         for layer in net_ir.layers:
             sizes[layer.name] = layer.size
-            self.layers[layer.name] = _Layer(layer, self.neurons[layer.neuron], sizes, gen, learn_time_constants)
+            make = _Layer
+            if any(getattr(c, "conv", None) is not None for c in layer.connections):
+                from spikescan.runtime.conv import ConvLayer as make  # conv2d / pool2d (runtime/conv.py)
+            self.layers[layer.name] = make(layer, self.neurons[layer.neuron], sizes, gen, learn_time_constants)
         self.readout_kind = net_ir.readout.kind
         self.readout_layer = net_ir.readout.layer
         if self.readout_layer not in self.layers:
@@ -303,6 +323,52 @@ class SpikingNetwork(nn.Module):
         t = torch.where(mine, times, torch.full_like(times, math.inf))
         return t, torch.where(mine, channels - lo, torch.zeros_like(channels))
 
+    def layer_input(self, lay: _Layer, times: Tensor, channels: Tensor, outputs: dict) -> tuple[Tensor, Tensor]:
+        """The events arriving at layer `lay`: each source's events (an input population's, or an
+        earlier layer's spikes flattened in `outputs[name]`), merged with channel offsets per source."""
+        ev_t, ev_c = [], []
+        off = 0
+        for src, size in zip(lay.sources, lay.source_sizes):
+            if src in self.ir.inputs:
+                t, c = self._input_events(times, channels, src)
+            else:
+                t, c = outputs[src]
+            ev_t.append(t)
+            ev_c.append(c + off)
+            off += size
+        t_in = ev_t[0] if len(ev_t) == 1 else torch.cat(ev_t, 1)
+        c_in = ev_c[0] if len(ev_c) == 1 else torch.cat(ev_c, 1)
+        return t_in, c_in
+
+    def run_layer(self, lay: _Layer, t_in: Tensor, c_in: Tensor, *, engine, observe=None, t_end=None):
+        """One layer on its input events (a LayerResult): the network's engine, or the exact
+        recurrent event loop for a layer with a recurrent connection."""
+        if getattr(lay, "conv", None) is not None:  # conv2d / pool2d: lanes of receptive fields (runtime/conv.py)
+            return lay.run(engine, self.neurons[lay.neuron], t_in, c_in, chunk=self.chunk, max_spikes=self.max_spikes,
+                           on_overflow=self.on_overflow, observe=observe, t_end=t_end)
+        if lay.w_rec is not None:
+            return _recurrent_runner(engine)(
+                self.neurons[lay.neuron], lay.params(), t_in, c_in, lay.merged_weight(), lay.w_rec,
+                lay.merged_delays(), port=lay.port, max_spikes=self.max_spikes, on_overflow=self.on_overflow,
+                observe=observe, t_end=t_end,
+            )
+        return engine.run_layer(
+            self.neurons[lay.neuron], lay.params(), t_in, c_in, lay.merged_weight(), lay.merged_delays(),
+            port=lay.port, chunk=self.chunk, max_spikes=self.max_spikes, on_overflow=self.on_overflow,
+            observe=observe, t_end=t_end,
+        )
+
+    def auto_init(self, times: Tensor, channels: Tensor, t_end: float, **kw) -> dict:
+        """Scale the weights of the connections declared `init = auto(rate = ...)` (the default
+        of `dense` without an init) so that each such spiking layer fires at its target mean rate
+        on this batch; layer by layer in topological order, no gradients. `spikescan.train` calls
+        it on the first training batch of a new run; a network built from Python keeps the plain
+        default init until this is called. Returns the record of runtime/auto_init.py (scale,
+        rate reached, forwards per layer); options (tol, max_forwards) are documented there."""
+        from spikescan.runtime.auto_init import auto_init
+
+        return auto_init(self, times, channels, t_end, **kw)
+
     @torch.no_grad()
     def clamp_(self) -> None:
         for lay in self.layers.values():
@@ -329,18 +395,7 @@ class SpikingNetwork(nn.Module):
         overflow = torch.zeros(times.shape[0], dtype=torch.bool, device=times.device)
         observed = None
         for name, lay in self.layers.items():
-            ev_t, ev_c = [], []
-            off = 0
-            for src, size in zip(lay.sources, lay.source_sizes):
-                if src in self.ir.inputs:
-                    t, c = self._input_events(times, channels, src)
-                else:
-                    t, c = outputs[src]
-                ev_t.append(t)
-                ev_c.append(c + off)
-                off += size
-            t_in = ev_t[0] if len(ev_t) == 1 else torch.cat(ev_t, 1)
-            c_in = ev_c[0] if len(ev_c) == 1 else torch.cat(ev_c, 1)
+            t_in, c_in = self.layer_input(lay, times, channels, outputs)
             observe = None
             if name == self.readout_layer:
                 if self.readout_kind in ("max_potential", "li_integral"):
@@ -349,18 +404,7 @@ class SpikingNetwork(nn.Module):
                     observe = "max_potential"
             if observe is not None and t_end is None:
                 raise ValueError(f"readout {observe} needs t_end (the trial length in ms)")
-            if lay.w_rec is not None:
-                res = _recurrent_runner(engine)(
-                    self.neurons[lay.neuron], lay.params(), t_in, c_in, lay.merged_weight(), lay.w_rec,
-                    lay.merged_delays(), port=lay.port, max_spikes=self.max_spikes, on_overflow=self.on_overflow,
-                    observe=observe, t_end=t_end,
-                )
-            else:
-                res = engine.run_layer(
-                    self.neurons[lay.neuron], lay.params(), t_in, c_in, lay.merged_weight(), lay.merged_delays(),
-                    port=lay.port, chunk=self.chunk, max_spikes=self.max_spikes, on_overflow=self.on_overflow,
-                    observe=observe, t_end=t_end,
-                )
+            res = self.run_layer(lay, t_in, c_in, engine=engine, observe=observe, t_end=t_end)
             events += int(torch.isfinite(t_in).sum().item())  # after the engine: it validates t_in
             overflow = overflow | res.overflow.to(overflow.device)
             counts.append(res.counts)

@@ -16,6 +16,7 @@ from spikescan.runtime.kernels import NeuronKernels, densify
 from spikescan.runtime.engines.validate import check_auto_horizon, check_inputs
 from spikescan.runtime.engines.result import LayerResult, SpikeCapExceeded
 from spikescan.runtime.engines.spike_time import spike_offset
+from spikescan.runtime.engines.ports import is_multi, normalize
 
 Tensor = torch.Tensor
 
@@ -26,13 +27,14 @@ OBSERVE_KINDS = ("max_potential", "li_integral")
 class Layer:
     kern: NeuronKernels
     P: tuple  # params, 0-d or [N]
-    Bvec: list  # jump vector of the port (entries tensor/float/None)
+    Bvec: Optional[list]  # jump vector of the port (entries tensor/float/None); None with a PortMap
     x0: list  # initial state, d tensors [B, N]
     ev: LayerEvents
     B: int
     N: int
     dtype: torch.dtype
     device: torch.device
+    port: object = None  # the port name (or None), or a PortMap (runtime/engines/ports.py)
 
 
 def check_layer_options(times: Tensor, t_end: Optional[float], observe: Optional[str],
@@ -51,7 +53,7 @@ def check_layer_options(times: Tensor, t_end: Optional[float], observe: Optional
 
 
 def setup(ir: NeuronIR, params, times: Tensor, channels: Tensor, weight: Tensor,
-          delays: Optional[Tensor], port: Optional[str], t_end: Optional[float],
+          delays: Optional[Tensor], port, t_end: Optional[float],
           observe: Optional[str], on_overflow: str, max_spikes: int) -> Layer:
     check_layer_options(times, t_end, observe, on_overflow, max_spikes)
     kern = NeuronKernels.from_ir(ir)
@@ -72,10 +74,11 @@ def setup(ir: NeuronIR, params, times: Tensor, channels: Tensor, weight: Tensor,
     tau = kern.slowest_tau(P)
     ev = build_events(times, channels.to(device), weight, delays, t_end, tau)
     PB = tuple(p for p in P)
-    Bvec = kern.B(port, PB)
+    port = normalize(port, kern.port_names, weight.shape[-2])
+    Bvec = None if is_multi(port) else kern.B(port, PB)
     like = torch.zeros(B, N, dtype=dtype, device=device)
     x0 = densify(kern.init(PB), like)
-    return Layer(kern, P, Bvec, x0, ev, B, N, dtype, device)
+    return Layer(kern, P, Bvec, x0, ev, B, N, dtype, device, port)
 
 
 class SpikeRecord:

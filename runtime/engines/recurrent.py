@@ -70,6 +70,10 @@ def run_recurrent_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, w
                         t_end: Optional[float] = None) -> LayerResult:
     lay = setup(ir, params, times, channels, weight, delays, port, t_end, observe, on_overflow, max_spikes)
     kern, P, ev, B, N = lay.kern, lay.P, lay.ev, lay.B, lay.N
+    if lay.Bvec is None:  # a PortMap (runtime/engines/ports.py)
+        from spikescan.runtime.engines.ports import refuse
+
+        refuse("recurrent", instead="torch (a layer without recurrent connection)")
     if not kern.spiking:
         raise ValueError(f"neuron {ir.name!r} has no threshold: a recurrent connection needs a spiking neuron")
     if w_rec.shape != (N, N):

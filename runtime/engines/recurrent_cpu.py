@@ -167,6 +167,10 @@ def run_recurrent_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, w
         lay = setup(ir, params, times.detach(), channels, weight.detach(),
                     None if delays is None else delays.detach(), port, t_end, observe, on_overflow, max_spikes)
     ev, B, N, dtype = lay.ev, lay.B, lay.N, lay.dtype
+    if lay.Bvec is None:  # a PortMap (runtime/engines/ports.py)
+        from spikescan.runtime.engines.ports import refuse
+
+        refuse("sequential-cpu (recurrent)", instead="torch (a layer without recurrent connection)")
     if w_rec.shape != (N, N):
         raise ValueError(f"w_rec must be [N, N] = [{N}, {N}], got {tuple(w_rec.shape)}")
     Lk = ev.length

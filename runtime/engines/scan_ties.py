@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from spikescan.runtime.engines.common import lane_params
+from spikescan.runtime.engines.ports import apply_jump, jump_vectors
 from spikescan.runtime.kernels import densify
 
 Tensor = torch.Tensor
@@ -32,16 +33,18 @@ def take(T: Tensor, lanes: Tensor, k: Tensor, N: int) -> Tensor:
     return T[lanes // N, lanes % N, k]
 
 
-def jump(kern, port, D, x, te, w, P):
-    """Propagate x by D, then apply the input jump B w (the sequential engines' step)."""
+def jump(kern, port, D, x, te, w, P, pe=None):
+    """Propagate x by D, then apply the input jump B w (the sequential engines' step; with a
+    PortMap, pe: the events' port indices, like w)."""
     x = densify(kern.propagate(D, x, P), te)
-    return [v if b is None else v + b * w for v, b in zip(x, kern.B(port, P))]
+    return apply_jump(x, jump_vectors(kern, port, P, pe, te.dtype), w)
 
 
-def after_event(kern, port, t, w, idx, p, x_cur, t_cur, Pl, N):
+def after_event(kern, port, t, w, idx, p, x_cur, t_cur, Pl, N, pe=None):
     """State right after event p of each restarted lane, computed sequentially."""
     te_p = take(t, idx, p, N)
-    return jump(kern, port, te_p - t_cur, x_cur, te_p, take(w, idx, p, N), Pl)
+    return jump(kern, port, te_p - t_cur, x_cur, te_p, take(w, idx, p, N), Pl,
+                None if pe is None else take(pe, idx, p, N))
 
 
 def at_next(kk, p, x_next, start):
@@ -51,7 +54,7 @@ def at_next(kk, p, x_next, start):
 
 
 @torch.no_grad()
-def sequential_starts(kern, port, start, scan_part, corr, ok, kk, p, x_cur, t_cur, te_a, w_a, Pl, Plk):
+def sequential_starts(kern, port, start, scan_part, corr, ok, kk, p, x_cur, t_cur, te_a, w_a, Pl, Plk, pe_a=None):
     """start [M, K] (scan_part + corr, interval p+1 already exact) with the interval starts k >= p+2
     whose potential is within the cancellation bound of theta replaced by the sequential values
     from the restart state (x_cur at t_cur). Rare: a Python loop over events on those lanes."""
@@ -67,7 +70,7 @@ def sequential_starts(kern, port, start, scan_part, corr, ok, kk, p, x_cur, t_cu
     la = amb.any(1).nonzero().squeeze(1)
     kmax = torch.where(amb[la], kk[None, :], torch.full_like(amb[la], -1, dtype=kk.dtype)).amax(1)
     seq = _chain(kern, port, [v[la] for v in x_cur], t_cur[la], p[la], kmax, te_a[la], w_a[la],
-                 lane_params(Pl, la), [v[la].clone() for v in start])
+                 lane_params(Pl, la), [v[la].clone() for v in start], None if pe_a is None else pe_a[la])
     out = []
     for v, s_ in zip(start, seq):
         v = v.clone()
@@ -82,7 +85,7 @@ def _size(c, parts, like):
 
 
 @torch.no_grad()
-def exact_end(kern, port, xe, scan_end, corr_end, x_cur, t_cur, p, te_a, w_a, Pl):
+def exact_end(kern, port, xe, scan_end, corr_end, x_cur, t_cur, p, te_a, w_a, Pl, pe_a=None):
     """The chunk-end state xe (d tensors [F], scan_end + corr_end, with autograd) of lanes that
     restarted at interval p < K - 1: where its potential is within the cancellation bound of
     theta, the value becomes the sequential one from the restart state (the gradient keeps the
@@ -102,7 +105,7 @@ def exact_end(kern, port, xe, scan_end, corr_end, x_cur, t_cur, p, te_a, w_a, Pl
     kmax = torch.full_like(la, K)
     end = [v[la].unsqueeze(1).expand(-1, K + 1).clone() for v in xd]
     seq = _chain(kern, port, [v.detach()[la] for v in x_cur], t_cur.detach()[la], p[la], kmax, te_a[la],
-                 w_a[la], lane_params(P1, la), end)
+                 w_a[la], lane_params(P1, la), end, None if pe_a is None else pe_a[la])
     out = []
     for v, s_ in zip(xe, seq):
         fix = torch.zeros_like(v.detach()).index_put((la,), s_[:, K] - v.detach()[la])
@@ -110,12 +113,12 @@ def exact_end(kern, port, xe, scan_end, corr_end, x_cur, t_cur, p, te_a, w_a, Pl
     return out
 
 
-def _chain(kern, port, x, tprev, pa, kmax, te, w, Pa, seq):
+def _chain(kern, port, x, tprev, pa, kmax, te, w, Pa, seq, pe=None):
     """Sequential steps over events pa..kmax-1 of each lane (state after event e -> seq[:, e+1])."""
     for e in range(int(pa.min()), int(kmax.max())):
         act = (e >= pa) & (e < kmax)  # event e lies between the restart and the last start needed
         t_e = te[:, e]
-        xn = jump(kern, port, (t_e - tprev).clamp(min=0), x, t_e, w[:, e], Pa)
+        xn = jump(kern, port, (t_e - tprev).clamp(min=0), x, t_e, w[:, e], Pa, None if pe is None else pe[:, e])
         x = [torch.where(act, a, b) for a, b in zip(xn, x)]
         tprev = torch.where(act, t_e, tprev)
         for s_, xv in zip(seq, x):

@@ -22,6 +22,7 @@ import torch
 
 from spikescan.compiler.ir import NeuronIR
 from spikescan.runtime.engines import adjoint_events, parallel
+from spikescan.runtime.engines.ports import is_multi, normalize, refuse
 from spikescan.runtime.kernels import NeuronKernels
 from spikescan.runtime.engines.validate import validate_layer
 from spikescan.runtime.engines.result import LayerResult, SpikeCapExceeded
@@ -179,6 +180,10 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
 
     if on_overflow not in ("raise", "flag"):
         raise ValueError(f"on_overflow must be 'raise' or 'flag', got {on_overflow!r}")
+    if weight.dim() in (2, 3):
+        port = normalize(port, list(ir.ports), weight.shape[-2])
+    if is_multi(port):
+        refuse("sequential-cpu", instead="torch")
     if observe is not None or ir.c is None or ir.theta is None:
         # readouts: the compiled loop finds the spikes, the observable is replayed from them
         return _run_observed(ir, params, times, channels, weight, delays, port=port, max_spikes=max_spikes,

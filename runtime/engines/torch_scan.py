@@ -35,6 +35,7 @@ import torch
 from spikescan.compiler.ir import NeuronIR
 from spikescan.runtime.engines.common import SpikeRecord, col, lane_params, no_cross_safe, setup
 from spikescan.runtime.engines.observe import Observer
+from spikescan.runtime.engines.ports import event_ports, is_multi, jump_vectors
 from spikescan.runtime.engines.recompute import recompute
 from spikescan.runtime.engines.result import LayerResult
 from spikescan.runtime.engines.scan_ties import (after_event, at_next, exact_end, sequential_starts,
@@ -121,11 +122,12 @@ class _Ctx:
 
 def _make_ctx(lay, port, observe, P_raw: tuple, ev) -> _Ctx:
     kern, B, N = lay.kern, lay.B, lay.N
+    port = lay.port  # normalized by setup (a name, None or a PortMap)
     P = kern.constants(P_raw)
     # With no refractory period the threshold is never disabled: lo = 0 everywhere, and no
     # refractory bookkeeping (nor its autograd graph) is needed.
     refractory = kern.spiking and kern.t_ref(P) is not None
-    return _Ctx(kern, P, col(P), ev, kern.B(port, P_raw), B, N, lay.dtype, lay.device, observe, port,
+    return _Ctx(kern, P, col(P), ev, None if is_multi(port) else kern.B(port, P_raw), B, N, lay.dtype, lay.device, observe, port,
                 kern.spiking, refractory, set(kern.delta_support), torch.arange(B * N, device=lay.device))
 
 
@@ -197,7 +199,7 @@ def _use_checkpoint(flag, n_chunks: int, lane_events: int, needs_grad: bool) -> 
 
 
 def run_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, weight: Tensor,
-              delays: Optional[Tensor] = None, *, port: Optional[str] = None, chunk: int = 128,
+              delays: Optional[Tensor] = None, *, port=None, chunk: int = 128,
               max_spikes: int = 64, on_overflow: str = "raise", observe: Optional[str] = None,
               t_end: Optional[float] = None, checkpoint=None) -> LayerResult:
     """checkpoint: True / False / "auto" (None: the module default CHECKPOINT); see above."""
@@ -249,7 +251,7 @@ def _combine(kind, parts, B, N, dtype, dev):
 
 @torch.no_grad()
 def _decide(kern, idx, N, Xs_nd, ts_nd, te_nd, valid, kk, p, delta, t_last, x_cur, t_cur, ref_end,
-            refractory, Pl, Plk, x_next, hz_nd, port, w_nd):
+            refractory, Pl, Plk, x_next, hz_nd, port, w_nd, pe_nd=None):
     """The restart step's decisions, without autograd: for every live lane the first interval
     (>= p) whose potential crosses theta, and the crossing offset in it. Returns (si, ks, imm_s,
     D_found): rows of idx that spike, their interval, whether the spike is at the interval start
@@ -272,7 +274,8 @@ def _decide(kern, idx, N, Xs_nd, ts_nd, te_nd, valid, kk, p, delta, t_last, x_cu
         st_time = torch.where(at_p, t_cur.detach()[:, None], ts_a)
         ok = val_a & (kk[None, :] >= p[:, None])
         start = sequential_starts(kern, port, start, scan_part, corr, ok, kk, p, [v.detach() for v in x_cur],
-                                  t_cur.detach(), te_a, w_nd.reshape(-1, w_nd.shape[-1])[idx], Pl, Plk)
+                                  t_cur.detach(), te_a, w_nd.reshape(-1, w_nd.shape[-1])[idx], Pl, Plk,
+                                  None if pe_nd is None else pe_nd[idx])
     hi = te_a - st_time
     if refractory:
         lo = (ref_end.detach()[idx][:, None] - st_time).clamp(min=0)
@@ -322,7 +325,13 @@ def _chunk(cx: _Ctx, s: int, e_: int, x, T0, ref_end, snap, memo=None):
     t, valid, w = cx.ev.slice(s, e_)
     hz_nd = cx.ev.at_horizon(s, e_)
     K = e_ - s
-    X, ts, gap = _scan_chunk(kern, t, T0, x, w, cx.Bvec, PK, N)
+    pe = pe_nd = None  # a PortMap: each event's port index, laid out like w (and its lane rows)
+    Bvec = cx.Bvec
+    if is_multi(cx.port):
+        pe = event_ports(cx.ev, cx.port, s, e_).expand(B, N, K)
+        pe_nd = pe.reshape(L, K)
+        Bvec = jump_vectors(kern, cx.port, PK, pe, cx.dtype)
+    X, ts, gap = _scan_chunk(kern, t, T0, x, w, Bvec, PK, N)
     Xf = [v.reshape(L, K) for v in X]
     Xs = [torch.cat([xc.reshape(L, 1), v[:, :-1]], 1) for xc, v in zip(x, Xf)]  # interval starts
     x_end = [v[:, -1] for v in Xf]
@@ -350,12 +359,13 @@ def _chunk(cx: _Ctx, s: int, e_: int, x, T0, ref_end, snap, memo=None):
         M = idx.numel()
         Pl = lane_params(P, idx % N)
         Plk = col(Pl)
-        x_next = None if delta is None else after_event(kern, cx.port, t, w, idx, p, x_cur, t_cur, Pl, N)
+        x_next = None if delta is None else after_event(kern, cx.port, t, w, idx, p, x_cur, t_cur, Pl, N, pe)
         if memo is not None and step < len(memo):  # recompute in the backward: replay
             si, ks, imm_s, D_found = memo[step]
         else:
             si, ks, imm_s, D_found = _decide(kern, idx, N, Xs_nd, ts_nd, te_nd, valid, kk, p, delta, t_last,
-                                             x_cur, t_cur, ref_end, refractory, Pl, Plk, x_next, hz_nd, cx.port, w.detach())
+                                             x_cur, t_cur, ref_end, refractory, Pl, Plk, x_next, hz_nd, cx.port, w.detach(),
+                                             pe_nd)
             if memo is not None:
                 memo.append((si, ks, imm_s, D_found))
         step += 1
@@ -377,7 +387,7 @@ def _chunk(cx: _Ctx, s: int, e_: int, x, T0, ref_end, snap, memo=None):
                 xe = [torch.where(last, xn[di], xv) for xn, xv in zip(x_next, xe)]
                 xe = exact_end(kern, cx.port, xe, scan_end, corr, [v[di] for v in x_cur], t_cur[di], p[di],
                                _rows(t.detach(), idx[di], N), w.detach().reshape(-1, K)[idx[di]],
-                               lane_params(Pl, di))
+                               lane_params(Pl, di), None if pe_nd is None else pe_nd[idx[di]])
             fin_lanes.append(idx[di])
             fin_states.append(xe)
         if si is None:

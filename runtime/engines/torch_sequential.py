@@ -12,6 +12,7 @@ import torch
 from spikescan.compiler.ir import NeuronIR
 from spikescan.runtime.engines.common import SpikeRecord, fire, lane_params, no_cross_safe, setup
 from spikescan.runtime.engines.observe import Observer
+from spikescan.runtime.engines.ports import apply_jump, event_ports, is_multi, jump_vectors
 from spikescan.runtime.engines.result import LayerResult
 from spikescan.runtime.engines.spike_time import first_crossing
 from spikescan.runtime.kernels import densify
@@ -20,7 +21,7 @@ Tensor = torch.Tensor
 
 
 def run_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, weight: Tensor,
-              delays: Optional[Tensor] = None, *, port: Optional[str] = None, chunk: int = 128,
+              delays: Optional[Tensor] = None, *, port=None, chunk: int = 128,
               max_spikes: int = 64, on_overflow: str = "raise", observe: Optional[str] = None,
               t_end: Optional[float] = None) -> LayerResult:
     del chunk  # no chunks here
@@ -69,6 +70,10 @@ def run_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, weight: Ten
         if obs.kind is not None:
             obs.add(all_lanes, [v[:, None] for v in x], gap[:, None], val[:, None])
         x = densify(kern.propagate(gap, x, Pl_all), te)
-        x = [v if bv is None else v + bv * wl for v, bv in zip(x, lay.Bvec)]
+        if is_multi(lay.port):  # each event's own port (PortMap)
+            pe = event_ports(ev, lay.port, k, k + 1).expand(B, N, 1).reshape(L)
+            x = apply_jump(x, jump_vectors(kern, lay.port, Pl_all, pe, dt), wl)
+        else:
+            x = [v if bv is None else v + bv * wl for v, bv in zip(x, lay.Bvec)]
         t_cur = te
     return rec.result(dt, dev, obs.result())

@@ -257,6 +257,11 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
 
         return torch_run_layer(ir, params, times, channels, weight, delays, port=port, chunk=chunk,
                                max_spikes=max_spikes, on_overflow=on_overflow, observe=observe, t_end=t_end)
+    from .ports import is_multi, normalize, refuse
+
+    port = normalize(port, list(ir.ports), weight.shape[-2])
+    if is_multi(port):
+        refuse(f"triton-{mode}", instead="torch")
     res, sv = _forward(ir, params, times, channels, weight, delays, port, chunk, max_spikes,
                        on_overflow, t_end, mode, block_n)
     ptens = [(k, v) for k, v in (params or {}).items() if torch.is_tensor(v) and v.requires_grad]

@@ -63,6 +63,9 @@ def layer_maps(net, name: str, area_s: float) -> tuple[str, dict, np.ndarray]:
     where = f"layer '{name}' (neuron {ir.name})"
     if lay.port is None:
         raise NirError(f"{where}: the layer has no input connection")
+    if not isinstance(lay.port, str):  # a PortMap (runtime/engines/ports.py)
+        raise NirError(f"{where}: its connections use several input ports {list(lay.port.names)}; a NIR "
+                       "neuron node has one input, so the layer has no exact NIR counterpart")
     names, vals = _values(lay)
     uniq, inverse = np.unique(vals, axis=0, return_inverse=True) if vals.shape[1] else (vals[:1], np.zeros(lay.size, int))
     maps: list[NeuronMap] = [recognise(ir, dict(zip(names, row.tolist())), lay.port, area_s, where) for row in uniq]
