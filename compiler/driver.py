@@ -208,13 +208,15 @@ def _network_summary(net: NetworkIR) -> dict:
                         "port": c.port,
                         "delays": None if c.delays is None else vars(c.delays).copy(),
                         "init": vars(c.init).copy(),
+                        **({"k": c.k, "seed": c.seed} if c.kind == "sparse" else {}),
                     }
                     for c in l.connections
                 ],
             }
             for l in net.layers
         ],
-        "readout": {"layer": net.readout.layer, "kind": net.readout.kind, "args": dict(net.readout.args)},
+        "readout": None if net.readout is None else
+        {"layer": net.readout.layer, "kind": net.readout.kind, "args": dict(net.readout.args)},
     }
 
 

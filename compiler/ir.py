@@ -132,11 +132,14 @@ class ConvSpec:
 
 @dataclass(frozen=True)
 class ConnectionIR:
-    kind: str  # "dense" | "recurrent"
+    kind: str  # "dense" | "recurrent" | "sparse"
     source: str  # input population or layer name
     port: str  # target input port of the neuron type
     delays: Optional[DelaySpec]
     init: InitSpec
+    # sparse only (compiler/sparse_ir.py): k presynaptic partners per target neuron, drawn with the seed
+    k: int = 0
+    seed: int = 0
     conv: Optional[ConvSpec] = None  # conv2d / pool2d geometry (kind "conv2d" | "pool2d")
 
 
@@ -147,6 +150,8 @@ class LayerIR:
     neuron: str  # NeuronIR name
     params: dict[str, float]  # full parameter set (defaults merged with overrides), ms
     connections: tuple[ConnectionIR, ...]
+    # sparse networks: state name -> initial distribution (`{ init v = uniform(0, 1) }`)
+    state_init: dict[str, InitSpec] = field(default_factory=dict)
     shape: tuple[int, ...] = ()  # as declared: (N,) or (C, H, W); () means (size,)
 
 
@@ -162,7 +167,7 @@ class NetworkIR:
     name: str
     inputs: dict[str, int]  # population -> size (ordered)
     layers: list[LayerIR]  # in topological order
-    readout: ReadoutIR
+    readout: Optional[ReadoutIR]  # None only for sparse networks (compiler/sparse_ir.py)
     # Discrete-time networks (compiler/psn.py): neuron name -> DiscreteNeuronIR, and the time grid.
     # Empty / None for exact event networks, whose neurons are NeuronIRs.
     discrete: dict = field(default_factory=dict)

@@ -203,7 +203,18 @@ class Layer:
     span: Span
     size_span: Span
     neuron_span: Span
+    # `{ init v = uniform(0, 1) }`: seeded initial-state distributions (sparse networks, docs/sparse.md)
+    state_init: tuple["StateInit", ...] = ()
     shape: tuple[int, ...] = ()  # as written: (n,) or (C, H, W); `size` is its product
+
+
+@dataclass(frozen=True)
+class StateInit:
+    """`init v = uniform(0, 1)` in a layer body: the initial value of state `v`, drawn per neuron."""
+
+    name: str
+    value: Expr
+    span: Span
 
 
 @dataclass(frozen=True)
@@ -234,6 +245,9 @@ class Network:
     readouts: tuple[Readout, ...]
     span: Span
     settings: tuple[Setting, ...] = ()
+    # `param K = 100`: named constants usable in the options of sparse connections and in state
+    # initialisations (docs/sparse.md); Setting's fields (name, value, span) fit them.
+    constants: tuple[Setting, ...] = ()
 
 
 # ----------------------------------------------------------------------------- files

@@ -16,12 +16,12 @@ from typing import Iterable, Optional
 
 import sympy
 
-from . import ast, conv as conv_checks, discrete as discrete_checks, effective
+from . import ast, conv as conv_checks, discrete as discrete_checks, effective, sparse as sparse_checks
 from .diagnostics import Diagnostic
 from .sym import NumberRange, UnknownFunction, UnknownName, calls, evaluate, free_names, to_sympy
 from .units import DIMENSIONLESS, FUNCTIONS, RATE, TIME, UnitError, dim_of, format_dim, is_zero_literal
 
-CONNECTION_KINDS = ("dense", "recurrent")
+CONNECTION_KINDS = ("dense", "recurrent", "sparse")
 CONNECTION_OPTIONS = ("init", "delays", "port")
 INITS = {"normal": ("mean", "std"), "uniform": ("low", "high"), "constant": ("value",)}
 READOUTS = ("first_spike", "spike_count", "li_integral", "max_potential")
@@ -489,10 +489,12 @@ class NetworkChecks(_Checks):
             self.declare(layer.name, layer, layer.span)
         for p in list(self.net.inputs) + list(self.net.layers):
             conv_checks.check_shape(self, p)  # E084
+        self.consts = sparse_checks.constant_values(self, self.net)  # `param K = 100`
         order = {l.name: k for k, l in enumerate(self.net.layers)}
         for k, layer in enumerate(self.net.layers):
             self.layer(layer, k, order)
         discrete_checks.check_network(self, self.net, self.discrete)
+        sparse_checks.check_network(self, self.net, self.consts)
         for r in self.net.readouts:
             self.readout(r)
         self.sizes()
@@ -512,6 +514,8 @@ class NetworkChecks(_Checks):
         total = 0
         for layer in self.net.layers:
             for c in layer.connections:
+                if c.kind == "sparse":  # k partners per neuron, no dense matrix (dsl/sparse.py limits it)
+                    continue
                 src = self.pops.get(c.source or layer.name)
                 total += conv_checks.weights_of(c, src, layer, self)
             if total > MAX_WEIGHTS:
@@ -587,6 +591,9 @@ class NetworkChecks(_Checks):
         if c.kind not in CONNECTION_KINDS:
             self.err("E046", f"unknown connection kind `{c.kind}`", c.span,
                      _suggest(c.kind, CONNECTION_KINDS + conv_checks.CONV_KINDS))
+            return
+        if c.kind == "sparse":
+            sparse_checks.connection(self, layer, c, neuron, self.consts)
             return
         if c.source:
             src = self.pops.get(c.source)

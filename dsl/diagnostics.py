@@ -83,6 +83,13 @@ CODES: dict[str, str] = {
     "E056": "discrete-time and exact event layers connected",
     "E057": "number of bins of a psn neuron differs from the network's time grid",
     "E058": "unsupported connection or override on a discrete-time layer",
+    # sparse autonomous networks (dsl/sparse.py, docs/sparse.md)
+    "E085": "invalid `k` of a sparse connection",
+    "E086": "invalid option of a sparse connection",
+    "E087": "unsupported structure in a sparse network",
+    "E088": "invalid network constant",
+    "E089": "invalid initial-state distribution",
+    "E090": "unsupported neuron in a sparse network",
     # convolution and pooling (dsl/conv.py, docs/language.md)
     "E080": "invalid option of a conv2d or pool2d connection",
     "E081": "conv2d or pool2d from a population that is not [C, H, W] or not earlier",

@@ -102,7 +102,7 @@ def _depth(tree: Tree) -> tuple[int, Optional[Tree]]:
     return best, deepest
 
 
-_QUANTITY = re.compile(r"((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)[ \t]*(ms|us|s)$")
+_QUANTITY = re.compile(r"((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)[ \t]*(ms|us|s|kHz|Hz)$")
 
 
 class _Builder:
@@ -242,7 +242,7 @@ class _Builder:
                                   _tree_span(self.file, t), _tok_span(self.file, name), _tok_span(self.file, kind))
 
     def network(self, t: Tree) -> ast.Network:
-        inputs, layers, readouts, settings = [], [], [], []
+        inputs, layers, readouts, settings, constants = [], [], [], [], []
         for item in t.children[1:]:
             if not isinstance(item, Tree):
                 continue
@@ -254,6 +254,8 @@ class _Builder:
                 layers.append(self.layer(item, sp))
             elif item.data == "setting":
                 settings.append(ast.Setting(str(item.children[0]), self.expr(item.children[1]), sp))
+            elif item.data == "net_param":
+                constants.append(ast.Setting(str(item.children[0]), self.expr(item.children[1]), sp))
             elif item.data == "readout":
                 lt, kt, args = item.children
                 pos, kw = self.arglist(args)
@@ -263,7 +265,7 @@ class _Builder:
                 readouts.append(ast.Readout(str(lt), str(kt), tuple((k, v) for k, v, _ in kw), sp,
                                             _tok_span(self.file, lt)))
         return ast.Network(str(t.children[0]), tuple(inputs), tuple(layers), tuple(readouts),
-                           _tree_span(self.file, t), tuple(settings))
+                           _tree_span(self.file, t), tuple(settings), tuple(constants))
 
     def layer(self, t: Tree, sp: ast.Span) -> ast.Layer:
         name, size_t, neuron, args = t.children[:4]
@@ -273,9 +275,13 @@ class _Builder:
             self.error("E051", f"parameter overrides of {neuron} must be named", psp,
                        f"write e.g. `{neuron}(tau_m = 20 ms)`")
         overrides = tuple(ast.ParamOverride(k, v, s) for k, v, s in kw)
-        conns = []
+        conns, inits = [], []
         for c in t.children[4:]:
             if c is None:
+                continue
+            if c.data == "layer_body":
+                inits = [ast.StateInit(str(s.children[0]), self.expr(s.children[1]), _tree_span(self.file, s))
+                         for s in c.children if isinstance(s, Tree)]
                 continue
             kind_tok, cargs = c.children
             csp = _tree_span(self.file, c)
@@ -303,7 +309,7 @@ class _Builder:
             conns.append(ast.Connection(str(kind_tok), source, tuple((k, v) for k, v, _ in ckw),
                                         csp, src_span))
         return ast.Layer(str(name), size, str(neuron), overrides, tuple(conns), sp, size_span,
-                         _tok_span(self.file, neuron), shape=shape)
+                         _tok_span(self.file, neuron), tuple(inits), shape=shape)
 
     # ---------------------------------------------------------------- files
     def module(self, t: Tree) -> ast.Module:
