@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 
 from spikescan.compiler.ir import NeuronIR
-from spikescan.runtime.engines import adjoint_events, parallel
+from spikescan.runtime.engines import adjoint_events, parallel, readout_cpu
 from spikescan.runtime.engines.ports import is_multi, normalize, refuse
 from spikescan.runtime.kernels import NeuronKernels
 from spikescan.runtime.engines.validate import validate_layer
@@ -287,7 +287,8 @@ def _run_observed(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, w
                   delays: Optional[Tensor], *, port, max_spikes: int, on_overflow: str,
                   observe: Optional[str], t_end: Optional[float]) -> LayerResult:
     """A readout layer: spikes from the compiled loop (if the neuron has a threshold), the
-    observable replayed from them (observe_replay.observe_known_spikes)."""
+    observable replayed from them (observe_replay.observe_known_spikes); without a threshold,
+    the compiled readout (readout_cpu.py) where it applies, else the same replay."""
     from spikescan.runtime.engines.common import check_layer_options
     from spikescan.runtime.engines.observe_replay import observe_known_spikes
     from spikescan.runtime.events import build_events
@@ -318,6 +319,11 @@ def _run_observed(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, w
         raise ValueError("the sequential-cpu engine needs CPU tensors")
     P = kern.param_tensors(params, N, dtype, dev)
     w = weight.to(dtype)
+    if spikes is None and readout_cpu.applicable(ir, params, times, w, delays, port, observe):
+        # no threshold: the compiled readout (forward and backward in generated MLIR)
+        readout_cpu.check_inputs(times, channels, w, t_end)
+        obs = readout_cpu.observe(ir, params, times, channels, w, port, observe, t_end)
+        return LayerResult(times=res.times, counts=res.counts, overflow=res.overflow, observed=obs)
     ev = build_events(times, channels, w, None if delays is None else delays.to(dtype), t_end, kern.slowest_tau(P))
     obs = observe_known_spikes(kern, P, port, ev, spikes, observe, B, N)
     if obs is None:  # the replay disagreed with the recorded spikes: the exact Python reference

@@ -1,0 +1,192 @@
+"""Compiled readouts on the sequential-cpu engine (issue 10 item 3): `max_potential` and
+`li_integral` of a layer without threshold, forward and exact backward in generated MLIR
+(compiler/backends/mlir_readout.py), as one autograd Function, run over fixed batch slices on the
+engine's threads (runtime/engines/parallel.py: bit-identical for any thread count).
+
+`applicable` says when it is used; otherwise sequential_cpu falls back to the vectorised torch
+replay (observe_replay.py), which stays the reference:
+
+- the neuron has no threshold (spiking readouts, e.g. first_spike with observe_vmax, are replayed
+  from the compiled layer's spikes);
+- no delays, a plain port name (not a per-channel port map), CPU float32/float64 tensors;
+- parameters shared by all neurons (scalars) and none of them learned (no tensor parameter that
+  requires a gradient);
+- max_potential: the potential has at most one stationary point per inter-event interval (an
+  isolation chain of at most two rows, e.g. LI / CubaLIF-type readouts); li_integral: A invertible.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from typing import Optional
+
+import torch
+
+from spikescan.compiler.ir import NeuronIR
+from spikescan.runtime.engines import parallel
+
+Tensor = torch.Tensor
+USE_COMPILED_READOUT = True  # tests and bench/cpu_step.py switch it off to time / compare the replay
+_DTYPES = {torch.float64: "f64", torch.float32: "f32"}
+_WHY: dict = {}
+
+
+def _unsupported(ir: NeuronIR, kind: str) -> Optional[str]:
+    from spikescan.compiler.backends.mlir_readout import unsupported
+
+    key = (id(ir), kind)
+    hit = _WHY.get(key)
+    if hit is None or hit[0] is not ir:
+        hit = (ir, unsupported(ir, kind))
+        _WHY[key] = hit
+    return hit[1]
+
+
+def fallback_reason(ir: NeuronIR, params: Optional[dict], times: Tensor, weight: Tensor,
+                    delays: Optional[Tensor], port, observe: Optional[str]) -> Optional[str]:
+    """None when the compiled readout applies to this layer call, else why not."""
+    if not USE_COMPILED_READOUT:
+        return "switched off (readout_cpu.USE_COMPILED_READOUT)"
+    if observe is None:
+        return "no readout"
+    if port is not None and not isinstance(port, str):
+        return "per-channel port map"
+    if port is not None and port not in ir.ports:
+        return f"no port {port!r}"
+    if delays is not None:
+        return "delays"
+    if times.dtype not in _DTYPES or weight.dtype not in _DTYPES or times.device.type != "cpu":
+        return "not CPU float32/float64"
+    for name, v in (params or {}).items():
+        if torch.is_tensor(v) and (v.requires_grad or (v.dim() > 0 and v.numel() > 1)):
+            return f"parameter {name!r} is learned or per neuron"
+    return _unsupported(ir, observe)
+
+
+def applicable(ir, params, times, weight, delays, port, observe) -> bool:
+    return fallback_reason(ir, params, times, weight, delays, port, observe) is None
+
+
+def check_inputs(times: Tensor, channels: Tensor, weight: Tensor, t_end) -> None:
+    """The checks build_events makes on the replay's path (validate.check_inputs, channels)."""
+    from spikescan.runtime.engines.validate import check_inputs as check
+
+    if times.dim() != 2 or channels.shape != times.shape:
+        raise ValueError(f"times and channels must both be [B, n]; got {tuple(times.shape)} and "
+                         f"{tuple(channels.shape)}")
+    check(times, weight, None, t_end, channels)
+    C = weight.shape[-2]
+    with torch.no_grad():
+        fin = torch.isfinite(times.detach())
+        chd = channels.detach()
+        if bool(((chd[fin] < 0) | (chd[fin] >= C)).any()):
+            raise ValueError(f"channels must lie in [0, {C}) for real events")
+
+
+def _call(eng, name: str, tensors: list) -> None:
+    from spikescan.compiler.backends.cpu_jit import memref_of
+
+    descs = [memref_of(t) for t in tensors]
+    eng.invoke(name, *[ctypes.pointer(ctypes.pointer(x)) for x in descs])
+
+
+class _Saved:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def _ordered_sum(parts: list) -> Tensor:
+    tot = parts[0]
+    for p in parts[1:]:
+        tot = tot + p
+    return tot
+
+
+class _ReadoutFn(torch.autograd.Function):
+    """obs [B, N] from the forward kernel; the backward kernel gives dL/dW and dL/d times."""
+
+    @staticmethod
+    def forward(ctx, obs, sv, times, weight):
+        ctx.sv = sv
+        ctx.shapes = [(times.shape, times.dtype, times.device), (weight.shape, weight.dtype, weight.device)]
+        return obs.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gobs):
+        sv = ctx.sv
+        dt = sv.dtype
+        g = gobs.detach().cpu().to(dt).contiguous()
+        B, n = sv.t.shape
+        C, N = sv.W.shape[-2], sv.W.shape[-1]
+        shared_w = sv.W.dim() == 2
+        gt = torch.zeros((B, n), dtype=dt)
+        gw = torch.zeros((C, N) if shared_w else (B, C, N), dtype=dt)
+        d = sv.d
+
+        def slice_backward(part):
+            b0, b1 = part
+            gw_p = torch.zeros((1, C, N), dtype=dt) if shared_w else gw[b0:b1]
+            _call(sv.eng, "readout_backward",
+                  [sv.t[b0:b1], sv.ch[b0:b1], sv.order[b0:b1], sv.W3[b0:b1] if sv.W3.shape[0] > 1 else sv.W3,
+                   sv.nvalid[b0:b1], sv.horizon[b0:b1], *sv.pvec, g[b0:b1], sv.estar[b0:b1], sv.off[b0:b1],
+                   sv.tidx[b0:b1], sv.tcoef[b0:b1], gw_p, gt[b0:b1], torch.empty((d, N), dtype=dt),
+                   torch.empty((d, N), dtype=dt)])
+            return gw_p[0] if shared_w else None
+
+        parts = parallel.run(slice_backward, parallel.slices(B))
+        if shared_w:
+            gw = _ordered_sum(parts)
+        (tshape, tdt, tdev), (wshape, wdt, wdev) = ctx.shapes
+        gtimes = gt[:, : tshape[1]].reshape(tshape).to(dtype=tdt, device=tdev) if ctx.needs_input_grad[2] else None
+        gweight = gw.reshape(wshape).to(dtype=wdt, device=wdev) if ctx.needs_input_grad[3] else None
+        return None, None, gtimes, gweight
+
+
+def observe(ir: NeuronIR, params: Optional[dict], times: Tensor, channels: Tensor, weight: Tensor,
+            port: Optional[str], observe: str, t_end: float) -> Tensor:
+    """The readout [B, N] over [0, t_end] (differentiable in times and weight). The caller checked
+    `applicable` and validated the inputs (sequential_cpu._run_observed)."""
+    from spikescan.compiler.backends.mlir_readout import compiled_readout
+    from spikescan.runtime.engines.sequential_cpu import _param_vectors
+
+    dtype = times.dtype
+    B, n = times.shape
+    C, N = weight.shape[-2], weight.shape[-1]
+    t = times.detach().cpu()
+    ch = channels.detach().cpu().to(torch.int64)
+    if n == 0:  # one padding column keeps every index in range
+        t = torch.full((B, 1), math.inf, dtype=dtype)
+        ch = torch.zeros((B, 1), dtype=torch.int64)
+    t = t.contiguous()
+    fin = t < math.inf
+    ch = torch.where(fin, ch, torch.zeros_like(ch)).contiguous()
+    nvalid = fin.sum(1).to(torch.int64).contiguous()
+    order = torch.argsort(t, dim=1, stable=True).contiguous()
+    horizon = torch.full((B,), float(t_end), dtype=dtype)
+    W = weight.detach().cpu().to(dtype).contiguous()
+    W3 = W if W.dim() == 3 else W.unsqueeze(0)
+    pvec = [v[:1].contiguous() for v in _param_vectors(ir, params, N, dtype)]
+    eng = compiled_readout(ir, observe, _DTYPES[dtype], port)
+    obs = torch.empty((B, N), dtype=dtype)
+    estar = torch.empty((B, N), dtype=torch.int64)
+    off = torch.empty((B, N), dtype=dtype)
+    tidx = torch.empty((B, N), dtype=torch.int64)
+    tcoef = torch.empty((B, N), dtype=dtype)
+    d = ir.d
+
+    def slice_forward(part):
+        b0, b1 = part
+        _call(eng, "readout_forward",
+              [t[b0:b1], ch[b0:b1], order[b0:b1], W3[b0:b1] if W3.shape[0] > 1 else W3, nvalid[b0:b1],
+               horizon[b0:b1], *pvec, obs[b0:b1], estar[b0:b1], off[b0:b1], tidx[b0:b1], tcoef[b0:b1],
+               torch.empty((d, N), dtype=dtype)])
+
+    parallel.run(slice_forward, parallel.slices(B))
+    out = obs.to(times.device)
+    if torch.is_grad_enabled() and (times.requires_grad or weight.requires_grad):
+        sv = _Saved(eng=eng, t=t, ch=ch, order=order, W=W, W3=W3, nvalid=nvalid, horizon=horizon, pvec=pvec,
+                    estar=estar, off=off, tidx=tidx, tcoef=tcoef, dtype=dtype, d=d)
+        out = _ReadoutFn.apply(out, sv, times, weight)
+    return out
