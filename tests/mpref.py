@@ -428,3 +428,46 @@ def peak_cuba(w, tau_m, tau_s):
     v = mp.mpf(w) * ts / (tm - ts) * (mp.exp(-tp / tm) - mp.exp(-tp / ts))
     return tp, v
 
+
+
+def mp_readout(A, a0, B, c, x0, times: Sequence, weights: Sequence, t_end, dps: int = 30, grid: int = 48):
+    """(max of u = c^T x over [0, t_end], integral of u over [0, t_end]) of one neuron WITHOUT
+    threshold, in mpmath: the integral as an extra state z' = c^T x of the augmented system; the
+    maximum over u at every event (before and after its jump), on a grid of each interval, and at
+    the zeros of u' that the grid brackets (+ to -), refined by bisection in full precision. An
+    event at exactly t_end is applied (closed interval); later events are ignored."""
+    with mp.workdps(dps):
+        d = len(_vec(x0))
+        A_, a0_, B_, c_ = _mat(A, d), _vec(a0, d), _vec(B, d), _vec(c, d)
+        A2 = [list(A_[i]) + [mp.mpf(0)] for i in range(d)] + [list(c_) + [mp.mpf(0)]]
+        prop = _Propagator(A2, list(a0_) + [mp.mpf(0)])
+        t_end = mp.mpf(t_end)
+        ev = sorted(zip((mp.mpf(t) for t in times), (mp.mpf(w) for w in weights)), key=lambda p: p[0])
+        x = _vec(x0, d) + [mp.mpf(0), mp.mpf(1)]  # state, integral, the augmented 1
+
+        def u(v):
+            return _dot(c_, v[:d])
+
+        def du(v):
+            return _dot(c_, [a + b for a, b in zip(_matvec(A_, v[:d]), a0_)])
+
+        best, t = u(x), mp.mpf(0)
+        for tk, wk in ev + [(t_end, None)]:
+            if tk > t_end:
+                tk, wk = t_end, None
+            D = tk - t
+            pts = [(D * i / grid, prop.expv(D * i / grid, x)) for i in range(grid + 1)]
+            best = max(best, *(u(v) for _, v in pts))
+            for (s0, v0), (s1, v1) in zip(pts[:-1], pts[1:]):
+                if du(v0) > 0 and du(v1) < 0:
+                    lo, hi = s0, s1
+                    for _ in range(int(dps * 3.4) + 8):
+                        mid = (lo + hi) / 2
+                        lo, hi = (mid, hi) if du(prop.expv(mid, x)) > 0 else (lo, mid)
+                    best = max(best, u(prop.expv((lo + hi) / 2, x)))
+            x, t = pts[-1][1], tk
+            if wk is None:
+                break
+            x = [a + b * wk for a, b in zip(x[:d], B_)] + x[d:]
+            best = max(best, u(x))
+        return best, x[d]
