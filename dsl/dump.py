@@ -46,6 +46,8 @@ def dump(node, indent: int = 0) -> str:
         if f.name in ("span",) or f.name.endswith("_span"):
             continue
         v = getattr(node, f.name)
+        if f.name == "shape" and len(v) <= 1:  # `[n]`: the size says it all
+            continue
         if isinstance(v, _EXPR):
             head.append(f"{f.name}={expr_str(v)}")
         elif is_dataclass(v):

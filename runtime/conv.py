@@ -186,3 +186,28 @@ class ConvLayer(nn.Module):
 
 def is_conv_layer(layer: LayerIR) -> bool:
     return any(getattr(c, "conv", None) is not None for c in layer.connections)
+
+
+def check_input_layout(ds, net) -> None:
+    """A network with a [C, H, W] input population reads channels as c*H*W + y*W + x: an event
+    camera dataset (a `layout` (W, H, P) attribute) must then deliver that layout (data option
+    `chw=true`) and the same shape, else the convolution would silently see scrambled pixels."""
+    base = ds
+    while not hasattr(base, "layout") and hasattr(base, "dataset"):
+        base = base.dataset  # Subset
+    layout = getattr(base, "layout", None)
+    shapes = getattr(getattr(net, "ir", None), "shapes", None) or {}
+    spatial = {k: tuple(s) for k, s in shapes.items() if len(s) == 3}
+    if layout is None or not spatial or not isinstance(layout, tuple) or len(layout) != 3:
+        return
+    name, shape = next(iter(spatial.items()))
+    w, h, p = layout
+    want = f"input {name}[{', '.join(map(str, shape))}]"
+    if not getattr(base, "chw", False):
+        raise ValueError(f"network '{net.ir.name}' declares `{want}` ([C, H, W], channel c*H*W + y*W + x) but "
+                         f"dataset {getattr(base, 'name', '?')} delivers the camera layout x*H*P + y*P + p: add "
+                         "--data-opt chw=true (Python: chw=True)")
+    if (p, h, w) != shape:
+        raise ValueError(f"network '{net.ir.name}' declares `{want}` but dataset {getattr(base, 'name', '?')} "
+                         f"delivers [{p}, {h}, {w}] (P, H, W); change the shape or the downsample / "
+                         "merge_polarity options")

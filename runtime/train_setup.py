@@ -93,6 +93,9 @@ def open_dataset(data: str, split: str, root, opts: dict):
 
 def check_channels(ds, net) -> None:
     """The dataset's channels must fit the network's input populations: say how to fix it."""
+    from spikescan.runtime.conv import check_input_layout
+
+    check_input_layout(ds, net)  # a [C, H, W] input needs the camera sets' chw layout
     n = int(getattr(ds, "n_channels", getattr(getattr(ds, "dataset", None), "n_channels", 0)) or 0)
     if n > net.n_inputs:
         raise ValueError(

@@ -4,7 +4,8 @@ release: one .npy per gesture segment).
 On disk (tonic's layout under ``root``): DVSGesture/ibmGestureTrain/userNN_<lighting>/<label>.npy
 and DVSGesture/ibmGestureTest/..., each an (N, 4) integer array with columns x, y, p, t (t in ms;
 tonic returns us). Channels: camera layout of camera.py with sensor (128, 128, 2):
-x*256 + y*2 + p (32768 channels); ``downsample=4`` gives 32x32x2 = 2048. 11 classes (10 is
+x*256 + y*2 + p (32768 channels); ``downsample=4`` gives 32x32x2 = 2048; ``chw=true`` gives
+p*H*W + y*W + x instead, the layout of `input x[2, 32, 32]` for conv2d models. 11 classes (10 is
 "other"). Nominal t_max 6000 ms (segments last about 6 s; longer ones are cropped there; the
 offline subset holds the first 1.45 s of 10 segments). A segment carries 60k-180k events, so
 ``max_events`` / ``time_bin`` are usually wanted for training.
@@ -117,7 +118,7 @@ def _read_npy(path):
 
 class DVSGestureEvents(RecordingDataset):
     def __init__(self, split, root=None, *, t_max=T_MAX, time_bin=None, max_events=None,
-                 cap_mode="stride", downsample=1, merge_polarity=False, val_fraction=0.1,
+                 cap_mode="stride", downsample=1, merge_polarity=False, chw=False, val_fraction=0.1,
                  test_fraction=0.1, split_seed=0, cache=True):
         check_split(split)
         super().__init__(Preprocess(t_max, time_bin, max_events, cap_mode), cache)
@@ -133,7 +134,7 @@ class DVSGestureEvents(RecordingDataset):
             missing_train=f"{base / 'ibmGestureTrain'}/userNN_<lighting>/<label>.npy",
             missing_test=f"{base / 'ibmGestureTest'}/userNN_<lighting>/<label>.npy", how=HOW,
             val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed)
-        self._set_camera_layout("dvsgesture", split, N_CLASSES, SENSOR, downsample, merge_polarity)
+        self._set_camera_layout("dvsgesture", split, N_CLASSES, SENSOR, downsample, merge_polarity, chw)
 
     repair = REPAIR
 
@@ -155,7 +156,7 @@ class DVSGestureEvents(RecordingDataset):
         arr = _read_npy(path)
         x, y, p = (integral(path, name, arr[:, k], REPAIR) for k, name in enumerate("xyp"))
         self.check_ranges(path, [("x", x, SENSOR[0]), ("y", y, SENSOR[1]), ("p", p, SENSOR[2])])
-        ch = camera_channels(x, y, p, SENSOR, self.downsample, self.merge_polarity)
+        ch = camera_channels(x, y, p, SENSOR, self.downsample, self.merge_polarity, self.chw)
         return arr[:, 3].astype(np.float64), ch  # ms on disk (tonic: us, the same values)
 
     def describe(self):

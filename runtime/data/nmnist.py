@@ -3,7 +3,9 @@
 On disk (tonic's layout under ``root``): NMNIST/Train/<digit>/NNNNN.bin and NMNIST/Test/... in
 the 40-bit event format (x 8 bits, y 8 bits, p 1 bit, t 23 bits in us). Channels: camera layout
 of camera.py with sensor (34, 34, 2): x*68 + y*2 + p (2312 channels), optional ``downsample`` and
-``merge_polarity``. Time: us / 1000 -> ms, nominal t_max 320 ms (recordings end near 316 ms).
+``merge_polarity``; ``chw=true`` gives p*1156 + y*34 + x instead, the layout of
+`input x[2, 34, 34]` for conv2d models (models/nmnist_conv.snn). Time: us / 1000 -> ms, nominal
+t_max 320 ms (recordings end near 316 ms).
 
 Splits: test = NMNIST/Test when that folder holds .bin files; otherwise (the offline subset has
 only Train, 1000 samples) a hold-out of Train: ``test_fraction`` (default 0.1) for test and
@@ -82,7 +84,7 @@ def _tonic_nmnist(root, train):
 
 class NMNISTEvents(RecordingDataset):
     def __init__(self, split, root=None, *, t_max=T_MAX, time_bin=None, max_events=None,
-                 cap_mode="stride", downsample=1, merge_polarity=False, val_fraction=0.1,
+                 cap_mode="stride", downsample=1, merge_polarity=False, chw=False, val_fraction=0.1,
                  test_fraction=0.1, split_seed=0, cache=True):
         check_split(split)
         super().__init__(Preprocess(t_max, time_bin, max_events, cap_mode), cache)
@@ -97,7 +99,7 @@ class NMNISTEvents(RecordingDataset):
             has_test=has_test, missing_train=f"{base / 'Train'}/<digit>/*.bin",
             missing_test=f"{base / 'Test'}/<digit>/*.bin", how=HOW, val_fraction=val_fraction,
             test_fraction=test_fraction, split_seed=split_seed)
-        self._set_camera_layout("nmnist", split, 10, SENSOR, downsample, merge_polarity)
+        self._set_camera_layout("nmnist", split, 10, SENSOR, downsample, merge_polarity, chw)
 
     repair = REPAIR
 
@@ -120,7 +122,7 @@ class NMNISTEvents(RecordingDataset):
         self.check_ranges(path, [("x", ev["x"], SENSOR[0]), ("y", ev["y"], SENSOR[1]),
                                  ("p", ev["p"], SENSOR[2])])
         ch = camera_channels(ev["x"], ev["y"], ev["p"], SENSOR, self.downsample,
-                             self.merge_polarity)
+                             self.merge_polarity, self.chw)
         return ev["t"].astype(np.float64) / 1000.0, ch
 
     def describe(self):

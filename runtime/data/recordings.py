@@ -182,13 +182,14 @@ class RecordingDataset(EventDataset):
         self.labels = np.asarray(self.tonic.targets, dtype=np.int64)[self.idx]
         self.heldout = not has_test
 
-    def _set_camera_layout(self, name, split, n_classes, sensor, downsample, merge_polarity):
+    def _set_camera_layout(self, name, split, n_classes, sensor, downsample, merge_polarity, chw=False):
         from .camera import camera_layout
 
         self.name, self.split, self.n_classes = name, split, n_classes
         self.layout = camera_layout(sensor, downsample, merge_polarity)
         self.n_channels = int(np.prod(self.layout))
         self.downsample, self.merge_polarity = int(downsample), bool(merge_polarity)
+        self.chw = bool(chw)  # channel p*H*W + y*W + x ([P, H, W], for conv2d) instead of x*H*P + y*P + p
 
     def __getstate__(self):
         state = dict(self.__dict__)
