@@ -18,6 +18,7 @@ from spikescan.dsl.sym import NumberRange, UnknownFunction, UnknownName, evaluat
 
 from .errors import CompileError
 from .ir import (
+    AUTO_RATE,
     ConnectionIR,
     DelaySpec,
     InitSpec,
@@ -26,6 +27,7 @@ from .ir import (
     NeuronIR,
     ParamIR,
     ReadoutIR,
+    default_init,
     param_symbol,
 )
 from .propagator import propagator
@@ -312,7 +314,9 @@ def _delay_spec(expr: ast.Expr) -> DelaySpec:
 
 def _init_spec(expr: ast.Expr) -> InitSpec:
     """normal(mean, std) -> (a, b) = (mean, std); uniform(low, high) -> (low, high);
-    constant(value) -> a = b = value."""
+    constant(value) -> a = b = value; auto(rate = r) -> a = r in 1/ms (default AUTO_RATE)."""
+    if isinstance(expr, ast.Call) and expr.func == "auto":
+        return InitSpec(kind="auto", a=_call_args(expr, ("rate",)).get("rate", AUTO_RATE))
     if isinstance(expr, ast.Call) and expr.func in INITS:
         names = INITS[expr.func]
         a = _call_args(expr, names)
@@ -382,7 +386,7 @@ def analyze_network(net: ast.Network, neurons: dict[str, NeuronIR]) -> NetworkIR
                 raise CompileError("E050", f"neuron '{l.neuron}' has no input port '{port}'", conn.span,
                                    f"ports: {', '.join(nir.ports) or 'none'}")
             delays = _delay_spec(opts.pop("delays")) if "delays" in opts else None
-            init = _init_spec(opts.pop("init")) if "init" in opts else InitSpec(kind="default")
+            init = _init_spec(opts.pop("init")) if "init" in opts else default_init(conn.kind)
             conv = conv_spec(conn, opts, shapes) if conn.kind in CONV_KINDS else None
             if opts:
                 bad = next(iter(opts))

@@ -83,7 +83,9 @@ def explain_network(net: NetworkIR) -> str:
             extra = []
             if c.delays is not None:
                 extra.append(f"delays {'learnable ' if c.delays.learnable else ''}max {c.delays.max:g} ms")
-            if c.init.kind != "default":
+            if c.init.kind == "auto":
+                extra.append(f"init auto(rate = {c.init.rate_hz:g} Hz)")
+            elif c.init.kind != "default":
                 extra.append(f"init {c.init.kind}({c.init.a:g}, {c.init.b:g})")
             out.append(f"    <- {c.kind}({c.source}) port {c.port}{'; ' + ', '.join(extra) if extra else ''}")
     args = ", ".join(f"{k} = {v:g}" for k, v in net.readout.args.items())

@@ -111,9 +111,27 @@ class DelaySpec:
 
 @dataclass(frozen=True)
 class InitSpec:
-    kind: str  # "normal" | "uniform" | "constant" (a = b = value) | "default"
+    # "normal" | "uniform" | "constant" (a = b = value) | "default" | "auto" (a = target rate in
+    # 1/ms: the default init, scaled on the first training batch so the layer fires at that mean
+    # rate over the trial; runtime/auto_init.py)
+    kind: str
     a: float = 0.0
     b: float = 1.0
+
+    @property
+    def rate_hz(self) -> float:
+        """The target rate of an "auto" init in Hz."""
+        return self.a * 1000.0
+
+
+AUTO_RATE = 0.01  # 1/ms: 10 Hz, the target rate of `auto()` and of connections without init
+AUTO_KINDS = ("dense", "conv2d")  # connection kinds whose missing init means auto(rate = 10 Hz)
+
+
+def default_init(kind: str) -> InitSpec:
+    """The init of a connection whose file gives none: `auto(rate = 10 Hz)` for the feed-forward
+    kinds in AUTO_KINDS, the plain default (normal(0, 1/sqrt(fan_in))) for the others."""
+    return InitSpec(kind="auto", a=AUTO_RATE) if kind in AUTO_KINDS else InitSpec(kind="default")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from .units import DIMENSIONLESS, FUNCTIONS, RATE, TIME, UnitError, dim_of, form
 CONNECTION_KINDS = ("dense", "recurrent", "sparse")
 CONNECTION_OPTIONS = ("init", "delays", "port")
 INITS = {"normal": ("mean", "std"), "uniform": ("low", "high"), "constant": ("value",)}
+MAX_AUTO_RATE = 1.0  # 1/ms (1 kHz): bounds the spike buffers the auto-init search allocates
 READOUTS = ("first_spike", "spike_count", "li_integral", "max_potential")
 # Size limits (E053): the runtime allocates state per neuron and a dense weight matrix per
 # connection, so a typo such as `h[1000000000]` must not become a 40 GB allocation.
@@ -614,7 +615,7 @@ class NetworkChecks(_Checks):
                 continue
             seen.add(key)
             if key == "init":
-                self.init_option(value)
+                self.init_option(value, c.kind)
             elif key == "delays":
                 self.delay_option(value)
             elif key == "port":
@@ -630,8 +631,11 @@ class NetworkChecks(_Checks):
             self.err("E047", e.message, e.span, e.hint)
             return None
 
-    def init_option(self, value: ast.Expr) -> None:
-        hint = "write `init = normal(mean, std)`, `uniform(low, high)` or `constant(value)`"
+    def init_option(self, value: ast.Expr, kind: str = "dense") -> None:
+        hint = "write `init = normal(mean, std)`, `uniform(low, high)`, `constant(value)` or `auto(rate = 10 Hz)`"
+        if isinstance(value, ast.Call) and value.func == "auto":
+            self.auto_init_option(value, kind)
+            return
         if not isinstance(value, ast.Call) or value.func not in INITS:
             self.err("E047", "invalid weight initialisation", value.span, hint)
             return
@@ -652,6 +656,28 @@ class NetworkChecks(_Checks):
         if (value.func == "uniform" and None not in (vals.get("low"), vals.get("high"))
                 and vals["low"] > vals["high"]):
             self.err("E047", "uniform(low, high) needs low <= high", value.span, None)
+
+    def auto_init_option(self, value: ast.Call, kind: str) -> None:
+        """`auto(rate = 10 Hz)`: a target mean rate, positive and at most MAX_AUTO_RATE (E096),
+        a rate (E097); feed-forward connections only (recurrent weights are not scaled)."""
+        if kind == "recurrent":
+            self.err("E047", "`init = auto(...)` scales feed-forward connections only", value.span,
+                     "give the recurrent weights an explicit init, e.g. `init = normal(0.0, 0.05)`")
+            return
+        args = self.call_args(value, ("rate",), "auto()")
+        if not args:  # auto(): the default rate; a bad argument was reported
+            return
+        e = args["rate"]
+        d = self.dim(e, {})
+        if d is not None and d != RATE:
+            self.err("E097", f"the target rate of auto() must be {format_dim(RATE)}, but it is {format_dim(d)}",
+                     e.span, "write a rate with a unit, e.g. `auto(rate = 10 Hz)`")
+            return
+        v = self.constant(e, {}, "the target rate of auto()")
+        if v is not None and not 0 < v <= MAX_AUTO_RATE:
+            self.err("E096", f"the target rate of auto() must be positive and at most "
+                     f"{MAX_AUTO_RATE * 1000:g} Hz, got {v * 1000:g} Hz", e.span,
+                     "write a positive mean firing rate, e.g. `auto(rate = 10 Hz)`")
 
     def delay_option(self, value: ast.Expr) -> None:
         hint = "write `delays = fixed(2 ms)` or `delays = learnable(max = 5 ms)`"

@@ -83,6 +83,9 @@ CODES: dict[str, str] = {
     "E056": "discrete-time and exact event layers connected",
     "E057": "number of bins of a psn neuron differs from the network's time grid",
     "E058": "unsupported connection or override on a discrete-time layer",
+    # data-dependent weight init (dsl/checks.py auto_init_option, runtime/auto_init.py)
+    "E096": "target rate of `init = auto(...)` not positive or above 1 kHz",
+    "E097": "target rate of `init = auto(...)` is not a rate",
     # sparse autonomous networks (dsl/sparse.py, docs/sparse.md)
     "E085": "invalid `k` of a sparse connection",
     "E086": "invalid option of a sparse connection",

@@ -183,6 +183,10 @@ def _layer(checks, layer: ast.Layer, d: ast.DiscreteNeuron, bins, width) -> None
             if key != "init":
                 checks.err("E058", f"option `{key}` is not supported on discrete-time layer `{layer.name}`",
                            value.span, "discrete layers take `init = ...` only (no delays, one input port)")
+            elif isinstance(value, ast.Call) and value.func == "auto":
+                checks.err("E058", f"`init = auto(...)` is not supported on discrete-time layer `{layer.name}`",
+                           value.span, "give it an explicit init, e.g. `init = normal(0.0, 0.2)` (auto scaling "
+                           "is for exact event layers)")
     try:
         spec = discrete_spec(d)
     except SpecError:

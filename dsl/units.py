@@ -25,6 +25,9 @@ UNITS: dict[str, tuple[sympy.Rational, int]] = {
     "ms": (sympy.Integer(1), 1),
     "s": (sympy.Integer(1000), 1),
     "us": (sympy.Rational(1, 1000), 1),
+    # rates (per ms): target rates of `init = auto(rate = 10 Hz)`, rate parameters
+    "Hz": (sympy.Rational(1, 1000), -1),
+    "kHz": (sympy.Integer(1), -1),
 }
 
 TIME = Fraction(1)

@@ -142,6 +142,10 @@ class _Layer(nn.Module):
         # the first one's target rate r (1/ms); None when the layer has none.
         self.auto_mask = [c.init.kind == "auto" for c in ff]
         self.auto_rate = next((float(c.init.a) for c in ff if c.init.kind == "auto"), None)
+        # `init = auto(rate = r)` connections: SpikingNetwork.auto_init scales them together to
+        # the first one's target rate r (1/ms); None when the layer has none.
+        self.auto_mask = [c.init.kind == "auto" for c in ff]
+        self.auto_rate = next((float(c.init.a) for c in ff if c.init.kind == "auto"), None)
         # Delays: one tensor per connection, learnable (Parameter) or fixed (buffer); None if absent.
         self.has_delays = any(c.delays is not None for c in ff)
         self.delay_max: list[float] = []
@@ -176,6 +180,11 @@ class _Layer(nn.Module):
         for name in self.param_names:
             out[name] = torch.exp(getattr(self, "log_" + name)) if name in self.learned else getattr(self, "p_" + name)
         return out
+
+    def auto_weights(self) -> list[Tensor]:
+        """The weight tensors that `init = auto(...)` scales (runtime/auto_init.py): a layer class
+        with other weights (e.g. convolution kernels) provides the same method."""
+        return [w for w, a in zip(self.weights, self.auto_mask) if a]
 
     def auto_weights(self) -> list[Tensor]:
         """The weight tensors that `init = auto(...)` scales (runtime/auto_init.py): a layer class
@@ -346,6 +355,49 @@ class SpikingNetwork(nn.Module):
         if getattr(lay, "conv", None) is not None:  # conv2d / pool2d: lanes of receptive fields (runtime/conv.py)
             return lay.run(engine, self.neurons[lay.neuron], t_in, c_in, chunk=self.chunk, max_spikes=self.max_spikes,
                            on_overflow=self.on_overflow, observe=observe, t_end=t_end)
+        if lay.w_rec is not None:
+            return _recurrent_runner(engine)(
+                self.neurons[lay.neuron], lay.params(), t_in, c_in, lay.merged_weight(), lay.w_rec,
+                lay.merged_delays(), port=lay.port, max_spikes=self.max_spikes, on_overflow=self.on_overflow,
+                observe=observe, t_end=t_end,
+            )
+        return engine.run_layer(
+            self.neurons[lay.neuron], lay.params(), t_in, c_in, lay.merged_weight(), lay.merged_delays(),
+            port=lay.port, chunk=self.chunk, max_spikes=self.max_spikes, on_overflow=self.on_overflow,
+            observe=observe, t_end=t_end,
+        )
+
+    def auto_init(self, times: Tensor, channels: Tensor, t_end: float, **kw) -> dict:
+        """Scale the weights of the connections declared `init = auto(rate = ...)` (the default
+        of `dense` without an init) so that each such spiking layer fires at its target mean rate
+        on this batch; layer by layer in topological order, no gradients. `spikescan.train` calls
+        it on the first training batch of a new run; a network built from Python keeps the plain
+        default init until this is called. Returns the record of runtime/auto_init.py (scale,
+        rate reached, forwards per layer); options (tol, max_forwards) are documented there."""
+        from spikescan.runtime.auto_init import auto_init
+
+        return auto_init(self, times, channels, t_end, **kw)
+
+    def layer_input(self, lay: _Layer, times: Tensor, channels: Tensor, outputs: dict) -> tuple[Tensor, Tensor]:
+        """The events arriving at layer `lay`: each source's events (an input population's, or an
+        earlier layer's spikes flattened in `outputs[name]`), merged with channel offsets per source."""
+        ev_t, ev_c = [], []
+        off = 0
+        for src, size in zip(lay.sources, lay.source_sizes):
+            if src in self.ir.inputs:
+                t, c = self._input_events(times, channels, src)
+            else:
+                t, c = outputs[src]
+            ev_t.append(t)
+            ev_c.append(c + off)
+            off += size
+        t_in = ev_t[0] if len(ev_t) == 1 else torch.cat(ev_t, 1)
+        c_in = ev_c[0] if len(ev_c) == 1 else torch.cat(ev_c, 1)
+        return t_in, c_in
+
+    def run_layer(self, lay: _Layer, t_in: Tensor, c_in: Tensor, *, engine, observe=None, t_end=None):
+        """One layer on its input events (a LayerResult): the network's engine, or the exact
+        recurrent event loop for a layer with a recurrent connection."""
         if lay.w_rec is not None:
             return _recurrent_runner(engine)(
                 self.neurons[lay.neuron], lay.params(), t_in, c_in, lay.merged_weight(), lay.w_rec,

@@ -38,6 +38,7 @@ from spikescan.runtime.train_guard import (GRAD_BOUND, PARAM_BOUND, STALL_PATIEN
                                            TrainingDiverged, TrainingStalled)
 from spikescan.runtime.train_run import Run, plot, prepare_out, resume as resume_run, write_metrics
 from spikescan.runtime.train_step import train_batch
+from spikescan.runtime.train_auto import first_batch_auto_init, resumed_line, wants_auto_init
 from spikescan.runtime.train_report import layer_rates, mean_rates, summary_lines
 from spikescan.runtime.train_setup import (check_options, evaluate, loader as _loader, loss_config,
                                            resolve_engine, subset as _subset)
@@ -218,6 +219,13 @@ def train(
         (log if msg.startswith("warning") else info)(msg)
     if dist.main:  # keep metrics.jsonl consistent with the checkpoint (drop lines of epochs after it)
         write_metrics(metrics_path, run.history)
+    # `init = auto(...)`: a new run built from a file scales on its first batch; a resumed run or a
+    # network the caller built (they call net.auto_init themselves) is not scaled here.
+    if resume:
+        if wants_auto_init(net):
+            info(resumed_line(run.auto_init))
+    elif not isinstance(model, SpikingNetwork):
+        run.auto_init = first_batch_auto_init(net, splits["train"], batch_size, seed, t_end, info)
 
     def payload(epoch: int) -> dict:
         return dict(
@@ -225,6 +233,7 @@ def train(
             state_dict=devices.cpu_tree(net.state_dict()),
             optimizer=devices.cpu_tree(opt.state_dict()), epoch=epoch, metrics=run.history[-1] if run.history else {},
             history=run.history, seed=seed, config=config, best_val_accuracy=run.best_acc, best_epoch=run.best_epoch,
+            auto_init=run.auto_init,
             net_kwargs=dict(engine=engine_label, chunk=net.chunk, max_spikes=net.max_spikes, on_overflow=net.on_overflow,
                             learn_time_constants=any(l.learned for l in net.layers.values())),
         )
@@ -267,6 +276,8 @@ def train(
             events_per_s=events / max(train_s, 1e-9), lr=opt.param_groups[0]["lr"], **both.record(),
             skipped_batches=watch.skipped, spikes_per_neuron=mean_rates(rates),
         )
+        if epoch == 0 and run.auto_init is not None:
+            rec["auto_init"] = run.auto_init
         run.history.append(rec)
         if val["accuracy"] > run.best_acc:
             run.best_acc, run.best_epoch = val["accuracy"], epoch + 1

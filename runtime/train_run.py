@@ -36,6 +36,7 @@ class Run:
         self.start_epoch, self.best_acc, self.best_epoch = 0, -1.0, -1
         self.best_state: Optional[dict] = None
         self.saved: Optional[int] = None  # epoch of the last.pt written or resumed from
+        self.auto_init: Optional[dict] = None  # the auto-init record (runtime/train_auto.py)
 
     def intact(self) -> str:
         if self.saved is None:
@@ -63,6 +64,9 @@ def resume(run: Run, net, opt, ref, epochs: int, schedule: str, log, dist: Optio
         raise ValueError(f"{last} is at epoch {run.start_epoch}, beyond --epochs {epochs}: pass --epochs "
                          f"{run.start_epoch} or more to continue it")
     run.history = list(ck["history"])
+    from spikescan.runtime.train_auto import checked_record
+
+    run.auto_init = checked_record(ck.get("auto_init"))
     best = run.out_dir / "best.pt"
     if bk is not None:
         check_state(net, bk["state_dict"], best)

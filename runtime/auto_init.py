@@ -1,0 +1,217 @@
+"""Data-dependent weight init: `init = auto(rate = 10 Hz)`, the default of `dense` (and
+`conv2d`) connections that give no init.
+
+A new user's first wall was a silent network (TrainingStalled) and several edits of init values
+before anything trained. `auto_init` removes it: on one batch (the first training batch,
+runtime/train_auto.py), layer by layer in topological order and without gradients, the weights
+of a layer's auto connections are multiplied by one scalar s > 0 chosen so that the layer's
+neurons fire at the target mean rate
+
+    rate(s) = (spikes of the layer on the batch) / (samples x neurons x t_end)
+
+Each layer is scaled with the earlier layers already at their final scale, so its input is the
+one training will see. Weights start from the default draw normal(0, 1/sqrt(fan_in)) (the
+network's seed), so only the scale is data-dependent, and the result is deterministic: the same
+batch, seed and engine give the same scales, bit for bit.
+
+Search (a few forwards of that one layer on its cached input events):
+1. bracket: from s = 1, multiply or divide s by BRACKET_STEP until the rate crosses the target
+   (|log s| at most MAX_BRACKET steps);
+2. refine: false position on (log s, log rate) inside the bracket, each step kept at least 10% of
+   the bracket's width inside it (so the bracket shrinks geometrically), until the rate is within
+   `tol` (relative) of the target or `max_forwards` forwards were spent. The scale kept is the one
+   whose rate came closest.
+Forwards run with a spike cap of at least twice the target count per neuron (a neuron that hits
+it counts as firing at the cap, which is above the target anyway, so the bracket stays right).
+
+Non-spiking layers (no threshold, e.g. LI readouts of `max_potential` / `li_integral`) keep the
+default init: they have no rate to match, their readout is a continuous value whose gradient
+never vanishes (they cannot stall training), and the loss's `value_scale` sets the scale of their
+logits. A layer whose target cannot be reached (no input event reaches it, or a non-auto
+connection alone already drives it above the target) keeps the closest scale found, and its
+record says `converged: false`.
+
+A layer class takes part through two attributes: `auto_rate` (target rate in 1/ms, None for no
+auto connection) and `auto_weights()` (the tensors to scale).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+BRACKET_STEP = 4.0  # s is multiplied or divided by this while bracketing
+MAX_BRACKET = 16  # at most 16 bracketing steps each way: s in [4^-16, 4^16]
+TOL = 0.1  # relative tolerance on the rate
+MAX_FORWARDS = 24  # forwards per layer, bracketing included
+MAX_SEARCH_CAP = 4096  # spikes per neuron and sample during the search (auto rates are <= 1 kHz)
+
+
+def _rate_hz(res, t_end: float) -> float:
+    c = res.counts
+    return float(c.double().mean()) * 1000.0 / t_end if c.numel() else 0.0
+
+
+def _close(rate: float, target: float, tol: float) -> bool:
+    return abs(rate - target) <= tol * target
+
+
+def _next_log_scale(lo, hi) -> float:
+    """False position in (log s, log rate) between lo = (x, r < target) and hi = (x, r > target)
+    (linear in the rate while lo's rate is 0), kept 10% of the width away from either end."""
+    (x0, r0, target), (x1, r1, _) = lo, hi
+    if r0 > 0:
+        f = (math.log(target) - math.log(r0)) / (math.log(r1) - math.log(r0))
+    else:
+        f = (target - r0) / (r1 - r0)
+    f = min(max(f, 0.1), 0.9)
+    return x0 + f * (x1 - x0)
+
+
+def _search(run: Callable[[float], tuple[float, object]], target: float, tol: float, max_forwards: int):
+    """(scale, rate, result, forwards, converged): the scale whose rate on `run` is closest to target."""
+    seen: dict[float, tuple[float, object]] = {}
+
+    def rate_at(x: float) -> float:
+        if x not in seen:
+            seen[x] = run(math.exp(x))
+        return seen[x][0]
+
+    def best():
+        x = min(seen, key=lambda k: (abs(seen[k][0] - target), k))
+        return x
+
+    step = math.log(BRACKET_STEP)
+    x = 0.0
+    r = rate_at(x)
+    lo = hi = None
+    if _close(r, target, tol):
+        pass
+    elif r < target:
+        lo = (x, r)
+        for _ in range(MAX_BRACKET):
+            if len(seen) >= max_forwards:
+                break
+            x += step
+            r = rate_at(x)
+            if r >= target:
+                hi = (x, r)
+                break
+            lo = (x, r)
+    else:
+        hi = (x, r)
+        for _ in range(MAX_BRACKET):
+            if len(seen) >= max_forwards:
+                break
+            x -= step
+            r = rate_at(x)
+            if r <= target:
+                lo = (x, r)
+                break
+            hi = (x, r)
+    if lo is not None and hi is not None:
+        while not _close(seen[best()][0], target, tol) and len(seen) < max_forwards:
+            x = _next_log_scale((*lo, target), (*hi, target))
+            r = rate_at(x)
+            if r < target:
+                lo = (x, r)
+            else:
+                hi = (x, r)
+    xb = best()
+    rb, res = seen[xb]
+    return math.exp(xb), rb, res, len(seen), _close(rb, target, tol)
+
+
+@torch.no_grad()
+def auto_init(net, times: Tensor, channels: Tensor, t_end: float, *, tol: float = TOL,
+              max_forwards: int = MAX_FORWARDS, log: Optional[Callable[[str], None]] = None) -> dict:
+    """Scale the auto connections of `net` (a SpikingNetwork) on the batch (times [B, n] ms, +inf
+    padded; channels [B, n]) so each spiking layer with such connections fires at its target
+    rate over [0, t_end]. Returns {"batch": B, "t_end": t_end, "layers": [per-layer records]}:
+    layer, target_hz, then scale, rate_hz, forwards, converged (or skipped: why)."""
+    if not (isinstance(t_end, (int, float)) and math.isfinite(t_end) and t_end > 0):
+        raise ValueError(f"auto_init needs the trial length t_end > 0 (ms), got {t_end!r}")
+    if not (tol > 0 and int(max_forwards) >= 1):
+        raise ValueError(f"auto_init: tol must be > 0 and max_forwards >= 1, got {tol!r}, {max_forwards!r}")
+    like = net.float_like()
+    times = times.to(device=like.device, dtype=like.dtype)
+    channels = channels.to(like.device).long()
+    names = list(net.layers)
+    todo = [k for k, n in enumerate(names) if getattr(net.layers[n], "auto_rate", None) is not None]
+    record = {"batch": int(times.shape[0]), "t_end": float(t_end), "layers": []}
+    if not todo:
+        return record
+    engine = net._engine()
+    old = (net.max_spikes, net.on_overflow)
+    outputs: dict[str, tuple[Tensor, Tensor]] = {}
+    try:
+        net.on_overflow = "flag"
+        for k, name in enumerate(names[: todo[-1] + 1]):
+            lay = net.layers[name]
+            spiking = net.neurons[lay.neuron].c is not None
+            t_in, c_in = net.layer_input(lay, times, channels, outputs)
+            target = getattr(lay, "auto_rate", None)
+            res = None
+            if target is not None and not spiking:
+                record["layers"].append({"layer": name, "target_hz": target * 1000.0,
+                                         "skipped": "no threshold: keeps the default init"})
+            elif target is not None:
+                res = _scale_layer(net, lay, name, t_in, c_in, engine, target, t_end, tol, int(max_forwards),
+                                   record)
+                if log is not None:
+                    log(_line(record["layers"][-1]))
+            if spiking and k < todo[-1]:  # later auto layers need this layer's spikes
+                if res is None:
+                    net.max_spikes = old[0]
+                    res = net.run_layer(lay, t_in, c_in, engine=engine, t_end=t_end)
+                from spikescan.runtime.network import flatten_spikes
+
+                outputs[name] = flatten_spikes(res.times, res.counts)
+    finally:
+        net.max_spikes, net.on_overflow = old
+    return record
+
+
+def _scale_layer(net, lay, name, t_in, c_in, engine, target, t_end, tol, max_forwards, record):
+    weights = lay.auto_weights()
+    base = [w.detach().clone() for w in weights]
+    count = target * t_end  # target spikes per neuron and sample
+    cap = int(min(max(net.max_spikes, math.ceil(2.0 * count) + 1), MAX_SEARCH_CAP))
+
+    def run(s: float):
+        for w, b in zip(weights, base):
+            w.copy_(b * s)
+        net.max_spikes = cap
+        res = net.run_layer(lay, t_in, c_in, engine=engine, t_end=t_end)
+        return _rate_hz(res, t_end) / 1000.0, res
+
+    s, rate, res, forwards, ok = _search(run, target, tol, max_forwards)
+    for w, b in zip(weights, base):
+        w.copy_(b * s)
+    record["layers"].append({"layer": name, "target_hz": target * 1000.0, "scale": s, "rate_hz": rate * 1000.0,
+                             "forwards": forwards, "converged": ok})
+    return res
+
+
+def _line(r: dict) -> str:
+    if "skipped" in r:
+        return f"auto init: {r['layer']} keeps the default init ({r['skipped'].split(':')[0]})"
+    note = "" if r["converged"] else " (not reached: closest found)"
+    return (f"auto init: {r['layer']} weights x{r['scale']:.4g} -> {r['rate_hz']:.3g} Hz (target "
+            f"{r['target_hz']:g} Hz, {r['forwards']} forwards){note}")
+
+
+def summary(record: dict) -> str:
+    """One line for the progress output: every layer's scale and rate."""
+    parts = []
+    for r in record.get("layers", []):
+        if "skipped" in r:
+            parts.append(f"{r['layer']} default (no threshold)")
+        else:
+            parts.append(f"{r['layer']} x{r['scale']:.4g} -> {r['rate_hz']:.3g} Hz"
+                         + ("" if r["converged"] else " (target not reached)"))
+    return (f"auto init on the first batch ({record.get('batch')} samples, t_end {record.get('t_end'):g} ms): "
+            + "; ".join(parts))
