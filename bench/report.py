@@ -174,6 +174,7 @@ def section_engines(recs, title) -> str:
         out.append(table(["engine", "chunk", "pass", "time (median)", "peak memory",
                           "hidden rate (Hz)", "count mismatches vs first", "readout layer run by"],
                          rows))
+    out += engines_peer_block(recs)
     ratios = [r for r in recs if r.get("kind") == "ratio"]
     if ratios:
         out += ["", "Scan / sequential speed-up (same run):", ""]
@@ -280,7 +281,99 @@ def runs_text(timing) -> str:
     return str(runs[0]) if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
 
 
+PEER_PASSES = ("hidden-forward", "forward", "forward+backward")
+
+
+def _discrete_rows(timing) -> list[list]:
+    """One row per framework label (bench/peer_compare.py records): times of each pass."""
+    by = defaultdict(dict)
+    for r in timing:
+        by[r.get("label") or r["framework"]][r["mode"]] = r
+    rows = []
+    for label, modes in by.items():
+        any_ = next(iter(modes.values()))
+        method = "exact" if any_.get("exact") else f"dt = {any_.get('dt_ms', '?')} ms"
+        if any_.get("framework") == "C floor":
+            method = "exact updates, no root solves"
+        fb = modes.get("forward+backward")
+        threads = any_.get("peer_torch_threads", any_.get("torch_threads", "?"))
+        if any_.get("engine_threads"):
+            threads = f"{threads} torch / {any_['engine_threads']} engine"
+        rows.append([label, any_.get("version", ""), method]
+                    + [fmt_s(modes[m]["median_s"]) if m in modes else "-" for m in PEER_PASSES]
+                    + [fmt_b(fb and fb.get("peak_bytes")), f"{any_.get('hidden_rate_hz') or 0:.1f}", threads])
+    return rows
+
+
+DISCRETE_HEADERS = ["framework", "version", "method", "hidden layer forward", "forward",
+                    "forward+backward (train step)", "peak memory (train step)", "hidden rate (Hz)",
+                    "threads"]
+
+
+def _ratio_rows(spikescan_timing) -> tuple[list[str], list[list]]:
+    """spikescan / peer time per (spikescan run, pass): headers and rows."""
+    peers = []
+    for r in spikescan_timing:
+        for k in r.get("spikescan_over_peer", {}):
+            if k not in peers:
+                peers.append(k)
+    rows = []
+    for r in spikescan_timing:
+        ratios = r.get("spikescan_over_peer", {})
+        if ratios:
+            rows.append([r["label"], r["mode"]] + [f"{ratios[k]:.2f}" if k in ratios else "-" for k in peers])
+    return ["spikescan", "pass"] + peers, rows
+
+
+def _peer_workload_text(r0, timing) -> str:
+    peer = next((r for r in timing if r.get("peer_torch")), {})
+    return (f"Sizes: batch {r0['batch']}, {r0['inputs']} Poisson inputs, {r0['events_per_sample']:.0f} "
+            f"events per sample over {r0['duration_ms']:.0f} ms, {r0['hidden']} hidden current-based "
+            f"LIF (tau_m {r0.get('tau_m_ms', 20):g} ms, tau_s {r0.get('tau_s_ms', 5):g} ms), "
+            f"{r0['readout']} LI readouts, cross-entropy of the max potential; one batch, the same "
+            f"for every framework. The discrete-time frameworks run at dt = 1 ms, each in its own "
+            f"subprocess (bench/peer_runner.py"
+            + (f"; Python {peer.get('peer_python_version')}, torch {peer.get('peer_torch')}" if peer else "")
+            + "), with their own modules, discretisation and default surrogate gradient "
+            "(bench/peer_models.py); f32 is how they normally run. Hidden rates differ with the "
+            "discretisation (exact-decay loops put each input's whole jump into its bin and fire "
+            "more); a time-stepped step costs the same at any rate. The C floor times the hidden "
+            "layer only. Median of " + runs_text(timing) + " timed runs after one warm-up.")
+
+
 def section_peers(recs, title) -> str:
+    timing = [r for r in recs if r.get("kind") == "timing"]
+    if not any("spikescan_over_peer" in r for r in timing):
+        return _section_peers_legacy(recs, title)
+    out = [f"## {title}", "", machine_line(recs), "", _peer_workload_text(timing[0], timing), "",
+           table(DISCRETE_HEADERS, _discrete_rows(timing))]
+    headers, rows = _ratio_rows([r for r in timing if r["label"].startswith("spikescan")])
+    if rows:
+        out += ["", "spikescan time / peer time, same pass, same run (< 1: spikescan is faster):", "",
+                table(headers, rows)]
+    sk = skipped_lines(recs)
+    if sk:
+        out += [""] + sk
+    return "\n".join(out) + "\n"
+
+
+def engines_peer_block(recs) -> list[str]:
+    """bench/engines.py's same-run discrete-time frameworks and C floor, and the engines' ratios."""
+    peer = [r for r in recs if r.get("kind") == "peer_timing"]
+    if not peer:
+        return []
+    out = ["", "Discrete-time frameworks at dt = 1 ms and the C floor, same run, same batch "
+           "(bench/peer_compare.py; details in the peers section):", "",
+           table(DISCRETE_HEADERS, _discrete_rows(peer))]
+    headers, rows = _ratio_rows([r for r in recs if r.get("kind") == "timing" and r.get("label")])
+    if rows:
+        out += ["", "Engine time / peer time, same pass, same run (< 1: the engine is faster):", "",
+                table(headers, rows)]
+    return out
+
+
+def _section_peers_legacy(recs, title) -> str:
+    """Records of bench/peers.py before it carried `spikescan_over_peer` (ratio = peer / spikescan)."""
     timing = [r for r in recs if r.get("kind") == "timing"]
     out = [f"## {title}", "", machine_line(recs), ""]
     if timing:
@@ -521,14 +614,19 @@ def render(groups: dict[str, list[dict]], out_md: Path) -> str:
              "shared machine are noisy: compare rows of one table, not across tables.", "",
              "Reproduce: `python bench/engines.py`, `python bench/precision.py`, "
              "`python bench/scaling.py`, `python bench/peers.py`, `python bench/recurrent.py`, "
-             "`python bench/torch_memory.py`, `python bench/cpu_forward.py`, `python bench/cpu_step.py` (each with `--quick` for small "
-             "sizes, `--device cuda` on a GPU), then `python bench/report.py`. The peers are the "
-             "optional `bench` extra: `pip install --no-deps snntorch norse spikingjelly` "
-             "(plus `nir nirtorch loguru` for Norse and SpikingJelly); `--no-deps` keeps pip from "
-             "replacing the installed torch.", "",
-             "Sections marked `--quick sizes` use tiny inputs (tens of neurons, ~100 ms) so the "
-             "scripts finish in minutes on a 2-core CPU: their times are dominated by per-call "
-             "overhead, and their fitted exponents say little about large-size scaling.", "",
+             "`python bench/torch_memory.py`, `python bench/cpu_forward.py`, `python bench/cpu_step.py` "
+             "(`--device cuda` on a GPU), then `python bench/report.py`. bench/engines.py and "
+             "bench/peers.py default to the full SHD-like workload and run snnTorch, Norse, "
+             "SpikingJelly and a PyTorch loop at dt = 1 ms and the C floor in the same run. The peers "
+             "pin other torch/triton versions than spikescan, so they live in their own venv and run "
+             "in subprocesses of its Python (`--peer-python` or `SPIKESCAN_PEER_PYTHON`): "
+             "`python3 -m venv /work/peers-venv && /work/peers-venv/bin/pip install torch==2.13.0 "
+             "numpy loguru packaging h5py && /work/peers-venv/bin/pip install --no-deps snntorch norse "
+             "spikingjelly nir nirtorch`; a peer that is missing is recorded as skipped, with the reason.", "",
+             "`--quick` runs (tiny inputs: tens of neurons, ~100 ms) are smoke tests for CI: their "
+             "times are per-call overhead and say nothing about real sizes, so `python "
+             "bench/report.py` leaves their files out (the precision runs excepted: spike-time errors "
+             "do not depend on the size the way times do).", "",
              "CPU runs use `torch.set_num_threads(--threads)`, 1 by default (the engines issue "
              "many small ops; on 2 cores 2 threads made them ~10x slower); every record carries "
              "its thread count (`torch_threads`) and the machine's load average (`loadavg`), and "
@@ -575,12 +673,30 @@ def render(groups: dict[str, list[dict]], out_md: Path) -> str:
     return text
 
 
+# --quick runs time per-call overhead at toy sizes: their figures are never shown as results.
+# Precision errors do not depend on the size the way times do, so precision-quick stays.
+QUICK_SHOWN = {"precision"}
+
+
+def default_files() -> list[str]:
+    """bench/results/*.jsonl without the --quick timing runs (pass such a file explicitly to
+    render it, e.g. to check a smoke run)."""
+    out = []
+    for f in sorted(RESULTS.glob("*.jsonl")):
+        bench = f.stem.split("-")[0]
+        if "-quick" in f.stem and bench not in QUICK_SHOWN:
+            print(f"left out {f.name}: --quick timings are a smoke test, not a result", file=sys.stderr)
+            continue
+        out.append(str(f))
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="*")
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
     args = p.parse_args(argv)
-    files = args.files or sorted(str(f) for f in RESULTS.glob("*.jsonl"))
+    files = args.files or default_files()
     if not files:
         print("no result files; run the bench scripts first", file=sys.stderr)
         return 1
