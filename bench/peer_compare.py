@@ -158,7 +158,10 @@ def attach_ratios(records: list[dict], flat_kind: str = "ratio") -> list[dict]:
     """Fill `spikescan_over_peer` and `hidden_rate_hz_by_framework` into every timing record (in
     place); return the flat kind="ratio" records. Spikescan records have label 'spikescan:...'."""
     timing = [r for r in records if r.get("kind") == "timing" and "skipped" not in r]
-    rates = {r["label"]: r.get("hidden_rate_hz") for r in timing}
+    rates = {}  # label -> the first rate its records give
+    for r in timing:
+        if rates.get(r["label"]) is None:
+            rates[r["label"]] = r.get("hidden_rate_hz")
     ss = [r for r in timing if r["label"].startswith("spikescan")]
     peers = [r for r in timing if not r["label"].startswith("spikescan")]
     flat = []
