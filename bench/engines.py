@@ -58,6 +58,7 @@ def main(argv=None):
     em = make_emitter(args, "engines")
     # kinds "timing" / "ratio": the engines and their scan / sequential speed-ups
     out = peer_compare.Buffer(em, flat_kind="peer_ratio", peer_kind="peer_timing")
+    peer_compare.flush_on_sigterm()
     cuda = args.device.startswith("cuda")
     if args.engines is None:
         args.engines = "torch,triton-scan,triton-sequential" if cuda else "sequential-cpu,torch"
@@ -156,7 +157,10 @@ def main(argv=None):
                     out.emit(kind="ratio", mode=mode, scan=name, chunk=chunk, sequential=sname,
                              scan_s=t, sequential_s=st, speedup=st / t, **sizes)
 
-        run_others(args, out, wl, hidden, repeats, max_s, 300.0 if args.quick else 1800.0)
+        if results:
+            run_others(args, out, wl, hidden, repeats, max_s, 300.0 if args.quick else 1800.0)
+        else:
+            out.skip("no engine was timed: nothing to compare the peers with", what="peers", **sizes)
     finally:  # whatever was measured is written, with the ratios it has
         out.flush(sizes)
 

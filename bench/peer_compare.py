@@ -38,14 +38,28 @@ RATIO_DEFINITION = "spikescan time / peer time, same pass, same run (< 1: spikes
 def add_arguments(p, peers_default: str = ",".join(DISCRETE)) -> None:
     p.add_argument("--peers", default=peers_default,
                    help=f"discrete-time frameworks at dt = 1 ms, from {', '.join(DISCRETE)} ('' for none)")
-    p.add_argument("--peer-dtypes", default="f32,f64",
-                   help="dtypes of the discrete-time runs (f32: how the peers normally run)")
+    p.add_argument("--peer-dtypes", default=None,
+                   help="dtypes of the discrete-time runs (default f32,f64; f32 with --quick; f32 is "
+                        "how the peers normally run)")
     p.add_argument("--peer-python", default=None,
                    help="Python of the environment with the peers installed (default: "
                         "$SPIKESCAN_PEER_PYTHON, else this Python), e.g. /work/peers-venv/bin/python")
     p.add_argument("--peer-timeout", type=float, default=None,
                    help="seconds per framework subprocess (default 300 with --quick, else 1800)")
     p.add_argument("--no-c-floor", action="store_true", help="do not compile and time the C loop")
+
+
+def peer_dtypes(args) -> list[str]:
+    spec = args.peer_dtypes if args.peer_dtypes is not None else ("f32" if args.quick else "f32,f64")
+    return [d for d in spec.split(",") if d]
+
+
+def flush_on_sigterm() -> None:
+    """SIGTERM (e.g. from `timeout`) raises SystemExit, so a script's `finally` still writes the
+    records measured so far."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def peer_python(arg: str | None) -> str:

@@ -114,6 +114,7 @@ def main(argv=None):
                  tau_s_ms=peer_compare.TAU_S, rate_hz_inputs=wl.rate_hz)
 
     out = peer_compare.Buffer(em)
+    peer_compare.flush_on_sigterm()
     try:
         out.records += measure_spikescan(args, wl, hidden, repeats, max_s)
         run_others(args, out, wl, hidden, repeats, max_s, 300.0 if q else 1800.0)
@@ -129,7 +130,7 @@ def run_others(args, out, wl, hidden, repeats, max_s, timeout) -> None:
     if not args.no_c_floor and not args.device.startswith("cuda"):
         out.records.append(peer_compare.c_floor(pb, repeats))
     out.records += peer_compare.run_discrete(
-        peer_compare.problem_dict(pb), args.peers.split(","), [d for d in args.peer_dtypes.split(",") if d],
+        peer_compare.problem_dict(pb), args.peers.split(","), peer_compare.peer_dtypes(args),
         python=peer_compare.peer_python(args.peer_python), threads=args.threads, repeats=repeats,
         max_seconds=max_s, device=args.device, timeout=args.peer_timeout or timeout)
 
