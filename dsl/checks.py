@@ -16,6 +16,7 @@ from typing import Iterable, Optional
 
 import sympy
 
+from . import recurrence as recurrence_checks
 from . import ast, conv as conv_checks, discrete as discrete_checks, effective, sparse as sparse_checks
 from .diagnostics import Diagnostic
 from .sym import NumberRange, UnknownFunction, UnknownName, calls, evaluate, free_names, to_sympy
@@ -495,6 +496,7 @@ class NetworkChecks(_Checks):
         for k, layer in enumerate(self.net.layers):
             self.layer(layer, k, order)
         discrete_checks.check_network(self, self.net, self.discrete)
+        recurrence_checks.check_network(self, self.net, self.neurons)  # E093-E095
         sparse_checks.check_network(self, self.net, self.consts)
         for r in self.net.readouts:
             self.readout(r)

@@ -99,6 +99,10 @@ CODES: dict[str, str] = {
     "E082": "layer shape does not match its conv2d or pool2d connection",
     "E083": "conv2d or pool2d alongside other connections of a layer",
     "E084": "population shape that is neither [n] nor [C, H, W]",
+    # recurrent connections (dsl/recurrence.py)
+    "E093": "recurrent connection that closes no cycle",
+    "E094": "recurrent connection from or into a non-spiking layer",
+    "E095": "recurrent group without input from outside",
     # imports (continued)
     "E070": "import outside the search path",
     "E071": "import of a file that is not a .snn",

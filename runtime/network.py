@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from spikescan.compiler.ir import ConnectionIR, InitSpec, LayerIR, NetworkIR, NeuronIR
+from spikescan.runtime import recurrent_net
 from spikescan.runtime.network_doc import NETWORK_DOC, OUTPUT_DOC
 
 DTYPE = torch.float64
@@ -106,22 +107,12 @@ class _Layer(nn.Module):
         for c in layer.connections:
             if c.kind not in ("dense", "recurrent"):
                 raise NotImplementedError(f"layer {layer.name!r}: connection kind {c.kind!r} is not supported")
-        for c in rec:
-            if c.source != layer.name:
-                raise NotImplementedError(
-                    f"layer {layer.name!r}: recurrent({c.source}) must name the layer itself ({layer.name!r})"
-                )
-            if c.delays is not None:
-                raise NotImplementedError(f"layer {layer.name!r}: delays on a recurrent connection are not supported")
-        if len(rec) > 1:
-            raise NotImplementedError(f"layer {layer.name!r}: more than one recurrent connection")
         if rec and neuron.c is None:
             raise ValueError(f"layer {layer.name!r}: a recurrent connection needs a spiking neuron ({neuron.name} has "
                              "no threshold)")
-        self.w_rec = (nn.Parameter(init_weight(rec[0].init, layer.size, layer.size, gen)) if rec else None)
+        # recurrent weights (the first is `w_rec`), then their delays: runtime/recurrent_net.py
+        recurrent_net.init_recurrent(self, layer, source_sizes, gen, init_weight, DTYPE)
         ff = [c for c in layer.connections if c.kind != "recurrent"]
-        if rec and not ff:
-            raise ValueError(f"layer {layer.name!r}: a recurrent layer needs at least one feed-forward input")
         self.sources = [c.source for c in ff]
         self.source_sizes = [source_sizes[s] for s in self.sources]
         self.rec_port = rec[0].port if rec else None
@@ -131,17 +122,13 @@ class _Layer(nn.Module):
             self.port = PortMap.from_blocks([c.port for c in ff], self.source_sizes)
             if len(self.port.names) == 1:  # the other port is the recurrent connection's
                 self.port = self.port.names[0]
-        if rec and self.rec_port != self.port:
+        if rec and recurrent_net.is_plain(layer) and self.rec_port != self.port:
             raise NotImplementedError(
                 f"layer {layer.name!r}: a recurrent connection on another port than the feed-forward "
                 "ones is not supported yet by the recurrent engines")
         self.weights = nn.ParameterList(
             [nn.Parameter(init_weight(c.init, source_sizes[c.source], layer.size, gen)) for c in ff]
         )
-        # `init = auto(rate = r)` connections: SpikingNetwork.auto_init scales them together to
-        # the first one's target rate r (1/ms); None when the layer has none.
-        self.auto_mask = [c.init.kind == "auto" for c in ff]
-        self.auto_rate = next((float(c.init.a) for c in ff if c.init.kind == "auto"), None)
         # `init = auto(rate = r)` connections: SpikingNetwork.auto_init scales them together to
         # the first one's target rate r (1/ms); None when the layer has none.
         self.auto_mask = [c.init.kind == "auto" for c in ff]
@@ -186,11 +173,6 @@ class _Layer(nn.Module):
         with other weights (e.g. convolution kernels) provides the same method."""
         return [w for w, a in zip(self.weights, self.auto_mask) if a]
 
-    def auto_weights(self) -> list[Tensor]:
-        """The weight tensors that `init = auto(...)` scales (runtime/auto_init.py): a layer class
-        with other weights (e.g. convolution kernels) provides the same method."""
-        return [w for w, a in zip(self.weights, self.auto_mask) if a]
-
     def merged_weight(self) -> Tensor:
         return self.weights[0] if len(self.weights) == 1 else torch.cat(list(self.weights), 0)
 
@@ -205,6 +187,7 @@ class _Layer(nn.Module):
         """Project learnable delays back into [0, max] (called after each optimiser step)."""
         for d, m in zip(self.delays, self.delay_max):
             d.clamp_(0.0, m)
+        recurrent_net.clamp_recurrent_(self)
 
 
 def _recurrent_runner(engine):
@@ -267,10 +250,10 @@ class SpikingNetwork(nn.Module):
         self.chunk, self.max_spikes, self.on_overflow = chunk, max_spikes, on_overflow
         self.input_offsets, self.n_inputs = input_offsets(net_ir)
         gen = torch.Generator().manual_seed(seed)
-        sizes = dict(net_ir.inputs)
+        sizes = {**net_ir.inputs, **{l.name: l.size for l in net_ir.layers}}  # feedback: later layers too
+        self.rec_plan = recurrent_net.plan(net_ir)  # recurrent groups and the order to run them
         self.layers = nn.ModuleDict()
         for layer in net_ir.layers:
-            sizes[layer.name] = layer.size
             make = _Layer
             if any(getattr(c, "conv", None) is not None for c in layer.connections):
                 from spikescan.runtime.conv import ConvLayer as make  # conv2d / pool2d (runtime/conv.py)
@@ -349,55 +332,37 @@ class SpikingNetwork(nn.Module):
         c_in = ev_c[0] if len(ev_c) == 1 else torch.cat(ev_c, 1)
         return t_in, c_in
 
+    def run_order(self) -> list[str]:
+        """Layer names in the order the forward runs them: declaration order, except that the
+        layers of a recurrent group (runtime/recurrent_net.py) run together once their outside
+        inputs are ready."""
+        return [n for step in self.rec_plan.order for n in ((step,) if isinstance(step, str) else step)]
+
+    def _observe(self, name: str, observe_vmax: bool, t_end) -> Optional[str]:
+        observe = None
+        if name == self.readout_layer:
+            if self.readout_kind in ("max_potential", "li_integral"):
+                observe = self.readout_kind
+            elif observe_vmax and self.readout_kind == "first_spike":
+                observe = "max_potential"
+        if observe is not None and t_end is None:
+            raise ValueError(f"readout {observe} needs t_end (the trial length in ms)")
+        return observe
+
     def run_layer(self, lay: _Layer, t_in: Tensor, c_in: Tensor, *, engine, observe=None, t_end=None):
         """One layer on its input events (a LayerResult): the network's engine, or the exact
-        recurrent event loop for a layer with a recurrent connection."""
+        recurrent event loop for a layer with recurrent connections (a layer of a recurrent
+        group of several layers runs only with its group, in forward)."""
+        group = self.rec_plan.group_of.get(lay.name)
+        if group == (lay.name,):  # recurrence only from itself, with delays or several connections
+            return recurrent_net.run_single(self, lay, t_in, c_in, observe=observe, t_end=t_end)
+        if group is not None:
+            raise NotImplementedError(
+                f"layer {lay.name!r} runs jointly with its recurrent group {list(self.rec_plan.group_of[lay.name])} "
+                "(runtime/recurrent_net.py run_group); call the network's forward instead of run_layer")
         if getattr(lay, "conv", None) is not None:  # conv2d / pool2d: lanes of receptive fields (runtime/conv.py)
             return lay.run(engine, self.neurons[lay.neuron], t_in, c_in, chunk=self.chunk, max_spikes=self.max_spikes,
                            on_overflow=self.on_overflow, observe=observe, t_end=t_end)
-        if lay.w_rec is not None:
-            return _recurrent_runner(engine)(
-                self.neurons[lay.neuron], lay.params(), t_in, c_in, lay.merged_weight(), lay.w_rec,
-                lay.merged_delays(), port=lay.port, max_spikes=self.max_spikes, on_overflow=self.on_overflow,
-                observe=observe, t_end=t_end,
-            )
-        return engine.run_layer(
-            self.neurons[lay.neuron], lay.params(), t_in, c_in, lay.merged_weight(), lay.merged_delays(),
-            port=lay.port, chunk=self.chunk, max_spikes=self.max_spikes, on_overflow=self.on_overflow,
-            observe=observe, t_end=t_end,
-        )
-
-    def auto_init(self, times: Tensor, channels: Tensor, t_end: float, **kw) -> dict:
-        """Scale the weights of the connections declared `init = auto(rate = ...)` (the default
-        of `dense` without an init) so that each such spiking layer fires at its target mean rate
-        on this batch; layer by layer in topological order, no gradients. `spikescan.train` calls
-        it on the first training batch of a new run; a network built from Python keeps the plain
-        default init until this is called. Returns the record of runtime/auto_init.py (scale,
-        rate reached, forwards per layer); options (tol, max_forwards) are documented there."""
-        from spikescan.runtime.auto_init import auto_init
-
-        return auto_init(self, times, channels, t_end, **kw)
-
-    def layer_input(self, lay: _Layer, times: Tensor, channels: Tensor, outputs: dict) -> tuple[Tensor, Tensor]:
-        """The events arriving at layer `lay`: each source's events (an input population's, or an
-        earlier layer's spikes flattened in `outputs[name]`), merged with channel offsets per source."""
-        ev_t, ev_c = [], []
-        off = 0
-        for src, size in zip(lay.sources, lay.source_sizes):
-            if src in self.ir.inputs:
-                t, c = self._input_events(times, channels, src)
-            else:
-                t, c = outputs[src]
-            ev_t.append(t)
-            ev_c.append(c + off)
-            off += size
-        t_in = ev_t[0] if len(ev_t) == 1 else torch.cat(ev_t, 1)
-        c_in = ev_c[0] if len(ev_c) == 1 else torch.cat(ev_c, 1)
-        return t_in, c_in
-
-    def run_layer(self, lay: _Layer, t_in: Tensor, c_in: Tensor, *, engine, observe=None, t_end=None):
-        """One layer on its input events (a LayerResult): the network's engine, or the exact
-        recurrent event loop for a layer with a recurrent connection."""
         if lay.w_rec is not None:
             return _recurrent_runner(engine)(
                 self.neurons[lay.neuron], lay.params(), t_in, c_in, lay.merged_weight(), lay.w_rec,
@@ -446,18 +411,21 @@ class SpikingNetwork(nn.Module):
         events = 0
         overflow = torch.zeros(times.shape[0], dtype=torch.bool, device=times.device)
         observed = None
-        for name, lay in self.layers.items():
-            t_in, c_in = self.layer_input(lay, times, channels, outputs)
-            observe = None
-            if name == self.readout_layer:
-                if self.readout_kind in ("max_potential", "li_integral"):
-                    observe = self.readout_kind
-                elif observe_vmax and self.readout_kind == "first_spike":
-                    observe = "max_potential"
-            if observe is not None and t_end is None:
-                raise ValueError(f"readout {observe} needs t_end (the trial length in ms)")
-            res = self.run_layer(lay, t_in, c_in, engine=engine, observe=observe, t_end=t_end)
-            events += int(torch.isfinite(t_in).sum().item())  # after the engine: it validates t_in
+        groups: dict = {}  # recurrent groups already run (runtime/recurrent_net.py)
+        for name in self.run_order():
+            lay = self.layers[name]
+            observe = self._observe(name, observe_vmax, t_end)
+            grp = self.rec_plan.group_of.get(name)
+            if grp is not None:
+                if grp not in groups:
+                    groups[grp] = recurrent_net.run_group(self, grp, outputs, times, channels, t_end=t_end, observe={
+                        n: self._observe(n, observe_vmax, t_end) for n in grp})
+                res, n_events = groups[grp][name]
+                events += n_events
+            else:
+                t_in, c_in = self.layer_input(lay, times, channels, outputs)
+                res = self.run_layer(lay, t_in, c_in, engine=engine, observe=observe, t_end=t_end)
+                events += int(torch.isfinite(t_in).sum().item())  # after the engine: it validates t_in
             overflow = overflow | res.overflow.to(overflow.device)
             counts.append(res.counts)
             spikes.append(res.times)
@@ -466,6 +434,10 @@ class SpikingNetwork(nn.Module):
                 observed = res.observed
             if self.neurons[lay.neuron].c is not None:
                 outputs[name] = flatten_spikes(res.times, res.counts)
+        if names != list(self.layers):  # a recurrent group ran out of declaration order: report in that order
+            at = {n: k for k, n in enumerate(names)}
+            counts, spikes = [counts[at[n]] for n in self.layers], [spikes[at[n]] for n in self.layers]
+            names = list(self.layers)
         ro = names.index(self.readout_layer)
         ro_spikes = spikes[ro]
         first = None

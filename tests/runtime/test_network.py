@@ -186,16 +186,24 @@ def test_two_input_populations_split_channels():
     assert o.weight.shape == (2, 3)
 
 
-def test_recurrent_layer_gets_its_own_weights_and_unsupported_forms_are_named():
+def test_recurrent_layer_gets_its_own_weights_and_delays():
     net = SpikingNetwork(two_layer_ir(recurrent=True), engine=FakeEngine())
     hidden = net.layers["hidden"]
     assert tuple(hidden.w_rec.shape) == (hidden.size, hidden.size) and hidden.w_rec.requires_grad
+    assert net.rec_plan.group_of == {}  # one zero-delay self-connection: the plain recurrent engines
     net_ir, neurons = two_layer_ir(recurrent=True)
     conns = list(net_ir.layers[0].connections)
-    conns[-1] = ConnectionIR("recurrent", "hidden", "input", DelaySpec(False, 2.0, 1.0), InitSpec("default"))
+    conns[-1] = ConnectionIR("recurrent", "hidden", "input", DelaySpec(True, 2.0, 1.0), InitSpec("default"))
     net_ir.layers[0] = replace(net_ir.layers[0], connections=tuple(conns))
-    with pytest.raises(NotImplementedError, match="'hidden'.*delays on a recurrent"):
-        SpikingNetwork((net_ir, neurons), engine=FakeEngine())
+    net = SpikingNetwork((net_ir, neurons), engine=FakeEngine())
+    hidden = net.layers["hidden"]
+    # delays on a recurrent connection: learnable d_rec_0, clamped to [0, max]; run by the group loop
+    assert hidden.d_rec_0.requires_grad and bool((hidden.d_rec_0 == 1.0).all())
+    assert net.rec_plan.group_of == {"hidden": ("hidden",)}
+    with torch.no_grad():
+        hidden.d_rec_0[0, 0] = 7.0
+    net.clamp_()
+    assert hidden.d_rec_0[0, 0].item() == 2.0
 
 
 def test_value_readouts_and_count_readout():
