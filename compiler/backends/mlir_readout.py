@@ -10,8 +10,8 @@ same chain runtime/kernels.py prints for observe_replay.py).
                      horizon[B], p_1..p_P, obs[B,N], estar[B,N] i64, off[B,N], tidx[B,N] i64,
                      tcoef[B,N], xs[d,N])
     @readout_backward(times, chan, order, weight, nvalid, horizon, p_1..p_P, g[B,N], estar, off,
-                      tidx, tcoef, gw[Bg,C,N] (accumulated), gt[B,n] (accumulated, original
-                      event order), lam[d,N], seed[d,N])
+                      tidx, tcoef, gw[G,C,N] (accumulated into row grow[b]), grow[B] i64,
+                      gt[B,n] (accumulated, original event order), lam[d,N], seed[d,N])
 
 Interval k of a sample (k = 0..nv) runs from T_{k-1} (0 for k = 0) to T_k (the arrival of event
 order[k]; the horizon for k = nv or an arrival after it, whose weight is then 0).
@@ -44,6 +44,7 @@ from typing import Optional
 import sympy
 from torch_mlir import ir, passmanager
 from torch_mlir.dialects import arith, func, memref, scf
+from torch_mlir.dialects import math as mmath
 
 from spikescan.compiler.ir import NeuronIR
 from spikescan.compiler.backends.mlir_emit import CLEANUP, NeuronEmitter, _dense, _memref
@@ -63,13 +64,29 @@ def potential_functional(nir: NeuronIR) -> sympy.Matrix:
     return sympy.Matrix([1] + [0] * (nir.d - 1))
 
 
-def chain_rows(nir: NeuronIR) -> list:
-    """Isolation chain rows of the potential (compiler/structure.isolation_chain)."""
+def chain(nir: NeuronIR) -> tuple[list, list]:
+    """(rows, rates) of the isolation chain of the potential (compiler/structure.isolation_chain;
+    runtime/kernels.py uses the same)."""
     from spikescan.compiler.structure import isolation_chain
 
     if nir.c is not None and nir.theta is not None and nir.chain is not None and nir.chain.rows:
-        return list(nir.chain.rows)
-    return list(isolation_chain(nir, functional=potential_functional(nir)).rows)
+        return list(nir.chain.rows), list(nir.chain.rates)
+    ch = isolation_chain(nir, functional=potential_functional(nir))
+    return list(ch.rows), list(ch.rates)
+
+
+def chain_rows(nir: NeuronIR) -> list:
+    return chain(nir)[0]
+
+
+def closed_bottom(nir: NeuronIR, rows: list, rates: list) -> bool:
+    """The last chain row is a left eigenvector of A with the last rate (runtime/kernels.py's
+    closed_bottom test): the stationary point of a two-row chain has a closed form."""
+    if len(rows) != 2 or len(rates) < 2:
+        return False
+    lm = sympy.Matrix(rows[-1]).reshape(1, nir.d)
+    res = (lm * (sympy.Matrix(nir.A) - rates[1] * sympy.eye(nir.d))).applyfunc(sympy.simplify)
+    return all(e == 0 for e in res)
 
 
 def unsupported(nir: NeuronIR, kind: str) -> Optional[str]:
@@ -99,7 +116,9 @@ class _Readout:
         self.em, self.kind = em, kind
         self.port = port or next(iter(nir.ports))
         self.pot = potential_functional(nir)
-        self.rows = [sympy.Matrix(r).reshape(1, nir.d) for r in chain_rows(nir)]
+        rows, self.rates = chain(nir)
+        self.rows = [sympy.Matrix(r).reshape(1, nir.d) for r in rows]
+        self.closed = closed_bottom(nir, rows, self.rates)
         self.qrow = (self.pot.T * sympy.Matrix(nir.A).inv()).applyfunc(sympy.simplify) if kind == "li_integral" else None
 
     def setup(self, params: dict):
@@ -110,6 +129,9 @@ class _Readout:
         self.c = [pr(self.pot[i]) for i in range(d)]
         self.l0 = [pr(self.rows[0][0, j]) for j in range(d)]
         self.l0A = [pr(e) for e in sympy.expand(self.rows[0] * nir.A)]
+        if self.closed:  # the bottom row and the rate step of the closed form
+            self.l1 = [pr(self.rows[1][0, j]) for j in range(d)]
+            self.delta = em.o.z(pr(sympy.simplify(self.rates[1] - self.rates[0])))
         self.Bv = em.B[self.port]
         self.AB = [pr(e) for e in (sympy.Matrix(nir.A) * sympy.Matrix(nir.ports[self.port])).applyfunc(sympy.expand)]
         self.cB = pr((self.pot.T * sympy.Matrix(nir.ports[self.port]))[0, 0])
@@ -257,8 +279,21 @@ def _max_step(rd: _Readout, x, xp, D, t_prev, b, j, k64, e64, real, e_prev, real
             ys = o.matvec(Phi_s, y0)
             return o.z(o.dot(rd.l0, ys)), o.z(o.dot(rd.l0A, ys))
 
+        def stationary():
+            if not rd.closed:
+                return solve(o, g, zero, D, o.c(-1.0), t_prev)
+            # closed form (spike_time._bottom_root): u'(s) = e^{r0 s} (G + H s exprel(delta s)),
+            # G = l_0 y0, H = l_1 y0: s* = q log1prel(delta q), q = -G/H; 0 (no peak) if not in (0, D)
+            G, Hh = ds, o.z(o.dot(rd.l1, y0))
+            q = arith.negf(arith.divf(G, Hh))
+            z = arith.mulf(rd.delta, q)
+            l1r = o.sel(arith.cmpf(arith.CmpFPredicate.OEQ, z, zero), o.c(1.0), arith.divf(mmath.log1p(z), z))
+            s = arith.mulf(q, l1r)
+            good = o.and_(o.and_(o.gt(q, zero), o.gt(z, o.c(-1.0))), o.and_(o.gt(s, zero), o.lt(s, D)))
+            return o.sel(good, s, zero)
+
         def peak():
-            s = solve(o, g, zero, D, o.c(-1.0), t_prev)
+            s = stationary()
             uc = rd.u(em.materialize(em.propagate(x, s)))
             better = o.gt(uc, val)
             return [o.sel(better, uc, val), o.sel(better, s, loc), better]
@@ -292,17 +327,16 @@ def build_backward(rd: _Readout):
     idx = ir.IndexType.get()
     npar = len(em.pnames)
     types = _common_types(em) + [_dense(2, ft), _dense(2, i64), _dense(2, ft), _dense(2, i64), _dense(2, ft),
-                                 _dense(3, ft), _dense(2, ft), _dense(2, ft), _dense(2, ft)]
+                                 _dense(3, ft), _dense(1, i64), _dense(2, ft), _dense(2, ft), _dense(2, ft)]
     fn, blk = _func("readout_backward", types)
     with ir.InsertionPoint(blk):
         a = list(blk.arguments)
         times, chan, order, weight, nvalid, horizon = a[:6]
         pmem = a[6:6 + npar]
-        gobs, estar, off, tidx, tcoef, gw, gt, lam, seed = a[6 + npar:]
+        gobs, estar, off, tidx, tcoef, gw, grow, gt, lam, seed = a[6 + npar:]
         c0, c1 = o.ci(0), o.ci(1)
         nB, nN = memref.dim(gobs, c0), memref.dim(gobs, c1)
         wb = arith.cmpi(arith.CmpIPredicate.ugt, memref.dim(weight, c0), c1)
-        gb = arith.cmpi(arith.CmpIPredicate.ugt, memref.dim(gw, c0), c1)
         zero = o.c(0.0)
         rd.setup({n: memref.load(m, [c0]) for n, m in zip(em.pnames, pmem)})
         is_max = rd.kind == "max_potential"
@@ -310,7 +344,7 @@ def build_backward(rd: _Readout):
         with ir.InsertionPoint(lb.body):
             b = lb.induction_variable
             bw = arith.select(wb, b, c0)
-            bg = arith.select(gb, b, c0)
+            bg = arith.index_cast(idx, memref.load(grow, [b]))  # this sample's gradient row
             nv = arith.index_cast(idx, memref.load(nvalid, [b]))
             H = memref.load(horizon, [b])
             li = scf.ForOp(c0, nN, c1)
@@ -414,6 +448,7 @@ def build_readout_module(nir: NeuronIR, kind: str, dtype: str = "f64", port: Opt
 
 _LOCK = threading.Lock()
 _ENGINES: dict = {}
+_BY_ID: dict = {}
 
 
 def compiled_readout(nir: NeuronIR, kind: str, dtype: str = "f64", port: Optional[str] = None):
@@ -423,6 +458,10 @@ def compiled_readout(nir: NeuronIR, kind: str, dtype: str = "f64", port: Optiona
 
     from spikescan.compiler.backends.cpu_jit import LOWER, ir_key
 
+    fast = (id(nir), kind, dtype, port)
+    hit = _BY_ID.get(fast)
+    if hit is not None and hit[0] is nir:  # ir_key prints the IR with sympy: ~ms per call
+        return hit[1]
     key = (ir_key(nir, dtype, port), kind)
     with _LOCK:
         if key not in _ENGINES:
@@ -431,4 +470,5 @@ def compiled_readout(nir: NeuronIR, kind: str, dtype: str = "f64", port: Optiona
                 passmanager.PassManager.parse(LOWER).run(mod.operation)
                 eng = execution_engine.ExecutionEngine(mod, opt_level=3)
             _ENGINES[key] = (mod, eng)  # the module keeps its context alive
+        _BY_ID[fast] = (nir, _ENGINES[key][1])
         return _ENGINES[key][1]

@@ -103,6 +103,21 @@ def _ordered_sum(parts: list) -> Tensor:
     return tot
 
 
+def _chunks(B: int) -> tuple[list, Tensor]:
+    """The fixed slices of parallel.slices(B), grouped into one contiguous chunk per thread
+    (one kernel call each), and the slice of every sample. A sample's results never depend on
+    the chunks; gradients shared by the batch accumulate per slice (a row each, samples in
+    order) and the rows are added in slice order: the same bits for any thread count."""
+    sl = parallel.slices(B)
+    k = min(parallel.threads(), len(sl))
+    cuts = [len(sl) * i // k for i in range(k + 1)]
+    chunks = [(sl[cuts[i]][0], sl[cuts[i + 1] - 1][1]) for i in range(k)]
+    of = torch.empty(B, dtype=torch.int64)
+    for s, (b0, b1) in enumerate(sl):
+        of[b0:b1] = s
+    return chunks, of
+
+
 class _ReadoutFn(torch.autograd.Function):
     """obs [B, N] from the forward kernel; the backward kernel gives dL/dW and dL/d times."""
 
@@ -122,22 +137,23 @@ class _ReadoutFn(torch.autograd.Function):
         C, N = sv.W.shape[-2], sv.W.shape[-1]
         shared_w = sv.W.dim() == 2
         gt = torch.zeros((B, n), dtype=dt)
-        gw = torch.zeros((C, N) if shared_w else (B, C, N), dtype=dt)
+        chunks, of = _chunks(B)
+        # shared weight: one gradient row per slice; per-sample weights: one per sample
+        gw = torch.zeros((int(of[-1]) + 1 if B else 1, C, N) if shared_w else (B, C, N), dtype=dt)
+        grow = of if shared_w else torch.arange(B, dtype=torch.int64)
         d = sv.d
 
-        def slice_backward(part):
+        def chunk_backward(part):
             b0, b1 = part
-            gw_p = torch.zeros((1, C, N), dtype=dt) if shared_w else gw[b0:b1]
             _call(sv.eng, "readout_backward",
                   [sv.t[b0:b1], sv.ch[b0:b1], sv.order[b0:b1], sv.W3[b0:b1] if sv.W3.shape[0] > 1 else sv.W3,
                    sv.nvalid[b0:b1], sv.horizon[b0:b1], *sv.pvec, g[b0:b1], sv.estar[b0:b1], sv.off[b0:b1],
-                   sv.tidx[b0:b1], sv.tcoef[b0:b1], gw_p, gt[b0:b1], torch.empty((d, N), dtype=dt),
+                   sv.tidx[b0:b1], sv.tcoef[b0:b1], gw, grow[b0:b1], gt[b0:b1], torch.empty((d, N), dtype=dt),
                    torch.empty((d, N), dtype=dt)])
-            return gw_p[0] if shared_w else None
 
-        parts = parallel.run(slice_backward, parallel.slices(B))
+        parallel.run(chunk_backward, chunks)
         if shared_w:
-            gw = _ordered_sum(parts)
+            gw = _ordered_sum(list(gw))
         (tshape, tdt, tdev), (wshape, wdt, wdev) = ctx.shapes
         gtimes = gt[:, : tshape[1]].reshape(tshape).to(dtype=tdt, device=tdev) if ctx.needs_input_grad[2] else None
         gweight = gw.reshape(wshape).to(dtype=wdt, device=wdev) if ctx.needs_input_grad[3] else None
@@ -163,7 +179,10 @@ def observe(ir: NeuronIR, params: Optional[dict], times: Tensor, channels: Tenso
     fin = t < math.inf
     ch = torch.where(fin, ch, torch.zeros_like(ch)).contiguous()
     nvalid = fin.sum(1).to(torch.int64).contiguous()
-    order = torch.argsort(t, dim=1, stable=True).contiguous()
+    if n <= 1 or bool((t[:, 1:] >= t[:, :-1]).all()):  # already in time order (a layer's spikes)
+        order = torch.arange(t.shape[1], dtype=torch.int64).expand(B, t.shape[1])
+    else:
+        order = torch.argsort(t, dim=1, stable=True).contiguous()
     horizon = torch.full((B,), float(t_end), dtype=dtype)
     W = weight.detach().cpu().to(dtype).contiguous()
     W3 = W if W.dim() == 3 else W.unsqueeze(0)
@@ -176,14 +195,14 @@ def observe(ir: NeuronIR, params: Optional[dict], times: Tensor, channels: Tenso
     tcoef = torch.empty((B, N), dtype=dtype)
     d = ir.d
 
-    def slice_forward(part):
+    def chunk_forward(part):
         b0, b1 = part
         _call(eng, "readout_forward",
               [t[b0:b1], ch[b0:b1], order[b0:b1], W3[b0:b1] if W3.shape[0] > 1 else W3, nvalid[b0:b1],
                horizon[b0:b1], *pvec, obs[b0:b1], estar[b0:b1], off[b0:b1], tidx[b0:b1], tcoef[b0:b1],
                torch.empty((d, N), dtype=dtype)])
 
-    parallel.run(slice_forward, parallel.slices(B))
+    parallel.run(chunk_forward, _chunks(B)[0])
     out = obs.to(times.device)
     if torch.is_grad_enabled() and (times.requires_grad or weight.requires_grad):
         sv = _Saved(eng=eng, t=t, ch=ch, order=order, W=W, W3=W3, nvalid=nvalid, horizon=horizon, pvec=pvec,

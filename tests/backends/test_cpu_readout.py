@@ -220,3 +220,13 @@ def test_no_events_and_errors(li):
     with pytest.raises(ValueError, match="channels"):
         sequential_cpu.run_layer(li, {}, torch.tensor([[1.0]], dtype=F64), torch.tensor([[7]]), W,
                                  observe="max_potential", t_end=T_END)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sorted_input_like_a_layers_spikes(li, kind):
+    """Spike trains of a layer arrive sorted (+inf padding last): no argsort, same answers."""
+    times, ch, W = _inputs(8)
+    times = torch.sort(times, dim=1).values
+    o1, gt1, gw1 = _run(li, times, ch, W, kind, True)
+    o2, gt2, gw2 = _run(li, times, ch, W, kind, False)
+    _close(o1, o2), _close(gt1, gt2), _close(gw1, gw2)
