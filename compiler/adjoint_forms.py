@@ -25,19 +25,26 @@ class AdjointForms:
         self.L = sympy.Matrix(sympy.symbols(f"adjL0:{d}", real=True))
         ps = [p.symbol for p in nir.params]
         X, L = self.X, self.L
-        port = port or next(iter(nir.ports))
-        Bk = nir.ports[port]
+        if isinstance(port, tuple):  # several ports per layer: the jump's forms per port
+            Bk = None
+        else:
+            port = port or next(iter(nir.ports))
+            Bk = nir.ports[port]
 
         def grads(expr):
             return [sympy.diff(expr, p) for p in ps]
 
         self.prop = grads((L.T * (nir.Phi * X + nir.phi))[0, 0])
         self.reset = grads((L.T * (nir.R * X + nir.r))[0, 0])
-        self.jump = grads((L.T * Bk)[0, 0])  # times w
+        if Bk is None:  # {port: forms}; the emitters select the event's port (NeuronEmitter.port_select)
+            self.jump = {p: grads((L.T * nir.ports[p])[0, 0]) for p in port}
+        else:
+            self.jump = grads((L.T * Bk)[0, 0])  # times w
         self.init = grads((L.T * nir.init)[0, 0])
         self.tref = grads(sympy.sympify(nir.t_ref))
         u = (nir.c.T * (nir.Phi * X + nir.phi))[0, 0] - nir.theta
         self.u = grads(u)  # du/dp - dtheta/dp at the spike (X = interval-start state)
         if not with_params:  # exact zeros: the printer emits nothing for them
             for k in ("prop", "reset", "jump", "init", "tref", "u"):
-                setattr(self, k, [sympy.Integer(0)] * len(ps))
+                zeros = [sympy.Integer(0)] * len(ps)
+                setattr(self, k, {p: zeros for p in port} if isinstance(getattr(self, k), dict) else zeros)

@@ -82,21 +82,27 @@ class CompiledNeuron:
         self.pnames = [p.name for p in nir.params]
         self._bwd: dict = {}
 
-    def layer(self, times, chan, order, weight, delays, nvalid, horizon, params: list, out, counts, over):
+    def _pmap(self, pmap) -> list:
+        """The trailing pmap[C] i64 argument of a multi-port engine (port: a tuple of names)."""
+        if isinstance(self.port, tuple) != (pmap is not None):
+            raise ValueError(f"engine compiled for port {self.port!r}: pmap must be given iff the port is a tuple")
+        return [] if pmap is None else [pmap]
+
+    def layer(self, times, chan, order, weight, delays, nvalid, horizon, params: list, out, counts, over, pmap=None):
         """Run the generated event loop (see mlir_emit.build_layer for the argument meaning)."""
-        tensors = [times, chan, order, weight, delays, nvalid, horizon, *params, out, counts, over]
+        tensors = [times, chan, order, weight, delays, nvalid, horizon, *params, out, counts, over, *self._pmap(pmap)]
         descs = [memref_of(t) for t in tensors]
         ptrs = [ctypes.pointer(ctypes.pointer(dsc)) for dsc in descs]
         self.engine.invoke("layer", *ptrs)
 
     def layer_backward(self, times, chan, order, weight, delays, nvalid, horizon, params: list, gout,
                        counts, gtimes, gweight, gdelays, gparams, tape_f, tape_i, tpos,
-                       with_params: bool = True):
+                       with_params: bool = True, pmap=None):
         """The adjoint event loop (mlir_adjoint.build_layer_backward), JIT-compiled on first use
         (two variants: with and without the parameter gradients)."""
         eng = self._backward_engine(bool(with_params))
         tensors = [times, chan, order, weight, delays, nvalid, horizon, *params, gout, counts, gtimes,
-                   gweight, gdelays, gparams, tape_f, tape_i, tpos]
+                   gweight, gdelays, gparams, tape_f, tape_i, tpos, *self._pmap(pmap)]
         descs = [memref_of(t) for t in tensors]
         eng.invoke("layer_backward", *[ctypes.pointer(ctypes.pointer(dsc)) for dsc in descs])
 
@@ -128,7 +134,7 @@ class CompiledNeuron:
             return self._bwd["scalar_shared"][1]
 
     def layer_shared(self, times, chan, order, weight, nvalid, horizon, params: list, out, counts, over,
-                     impl: str = "vector", xrec=None):
+                     impl: str = "vector", xrec=None, pmap=None):
         """The event-outer loop for shared parameters and no delays (mlir_shared.py; impl="scalar":
         the earlier scalar loop mlir_emit.build_layer_shared_scalar, same results bit for bit);
         weight is [C, N] or [B, C, N] and made dense here. xrec [B, N, S, d] (vector loop only):
@@ -151,6 +157,7 @@ class CompiledNeuron:
             elif tuple(xrec.shape) != (*out.shape, self.ir.d):
                 raise ValueError(f"xrec must be [B, N, S, d] = {(*out.shape, self.ir.d)}, got {tuple(xrec.shape)}")
             tensors.append(xrec)
+        tensors += self._pmap(pmap)
         descs = [memref_of(t) for t in tensors]
         eng, fname = ((self.engine, "layer_shared") if impl == "vector"
                       else (self._scalar_shared_engine(), "layer_shared_scalar"))

@@ -43,7 +43,7 @@ from torch_mlir.dialects import arith, func, memref, scf
 
 from spikescan.compiler.adjoint_forms import PROP, SPIKE, SPIKE_NOW, SPIKE_REF, AdjointForms  # noqa: F401 (re-exported)
 from spikescan.compiler.ir import DT, NeuronIR
-from spikescan.compiler.backends.mlir_emit import CLEANUP, NeuronEmitter, _memref, lane_forward
+from spikescan.compiler.backends.mlir_emit import CLEANUP, NeuronEmitter, _memref, lane_forward, pmap_types
 from spikescan.compiler.backends.mlir_ops import ExprPrinter, add_helpers, float_type
 
 
@@ -74,12 +74,12 @@ def build_layer_backward(em: NeuronEmitter, port: Optional[str] = None, name: st
     types = ([_memref(2, ft), _memref(2, i64), _memref(3, i64), _memref(3, ft), _memref(2, ft),
               _memref(1, i64), _memref(2, ft)] + [_memref(1, ft)] * npar
              + [_memref(3, ft), _memref(2, i64), _memref(2, ft), _memref(3, ft), _memref(2, ft),
-                _memref(2, ft), _memref(2, ft), _memref(2, i64), _memref(1, i64)])
+                _memref(2, ft), _memref(2, ft), _memref(2, i64), _memref(1, i64)] + pmap_types(port))
     fn = func.FuncOp(name, ir.FunctionType.get(types, []))
     fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
     blk = fn.add_entry_block()
     with ir.InsertionPoint(blk):
-        a = list(blk.arguments)
+        a = em.take_pmap(port, list(blk.arguments))
         times, chan, order, weight, delays, nvalid, horizon = a[:7]
         pmem = a[7:7 + npar]
         gout, counts, gtimes, gweight, gdelays, gparams, tape_f, tape_i, tpos = a[7 + npar:]
@@ -158,8 +158,6 @@ def _reverse(em: NeuronEmitter, forms: AdjointForms, npos, b, j, chan, weight, g
     npar = len(em.pnames)
     c0, c1 = o.ci(0), o.ci(1)
     zero = o.c(0.0)
-    port_name = port or next(iter(em.ir.ports))
-    Bv = em.B[port_name]
     inits = [zero] * (d + 2 + npar)
     lr = scf.ForOp(c0, npos, c1, inits)
     with ir.InsertionPoint(lr.body):
@@ -177,8 +175,9 @@ def _reverse(em: NeuronEmitter, forms: AdjointForms, npos, b, j, chan, weight, g
         def prop():
             e = arith.index_cast(idx, o.sel(has, aux, arith.constant(i64, 0)))
             ch = arith.index_cast(idx, memref.load(chan, [b, e]))
+            em.select_port(ch)  # several ports: this event's B (and dB/dp)
             w = o.sel(has, memref.load(weight, [b, ch, j]), zero)
-            lx2, lt2, gw, garr, gp2 = adjoint_arrival(em, forms, x, D, Phi, phi, w, lx, lt, gp, Bv)
+            lx2, lt2, gw, garr, gp2 = adjoint_arrival(em, forms, x, D, Phi, phi, w, lx, lt, gp, em.port_B(port))
 
             def scatter():
                 _acc(gweight, [b, ch, j], gw)
@@ -207,7 +206,10 @@ def adjoint_arrival(em: NeuronEmitter, forms: AdjointForms, x, D, Phi, phi, w, l
     o = em.o
     # the jump: dL/dw = lam_x . B, dL/dp += w lam_x . dB/dp
     gw = o.z(o.dot(Bv, lx))
-    gj = _print_all(_printer(em, forms, L=lx), forms.jump)
+    if isinstance(forms.jump, dict):  # several ports: the current event's (em.select_port)
+        gj = em.port_select([_print_all(_printer(em, forms, L=lx), f) for f in forms.jump.values()])
+    else:
+        gj = _print_all(_printer(em, forms, L=lx), forms.jump)
     gp2 = [o.add(g, o.mul(w, v)) for g, v in zip(gp, gj)]
     xn = em.materialize([o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)])
     lD = o.z(o.dot(lx, em.deriv(xn)))

@@ -19,7 +19,7 @@ Arguments of @events_backward (all dense, row-major):
     phit[B,n+1,d*d] (Phi^T of each interval; interval e ends at event e, interval nv at the horizon),
     gptr[B,n+2] i64 (spike groups of interval e: gptr[b,e] <= g < gptr[b,e+1]),
     grp[G,3] i64 (neuron, last spike, first spike: flat spike indices), aft, mm, bef [S,d*d], q[S,d],
-    w[Bw,C,N], bab[2d] (B then A B), gw[Bg,C,N] (accumulated into), gt[B,n] (out),
+    w[Bw,C,N], bab[2d] (B then A B; [C, 2d] per channel for a layer with several ports), gw[Bg,C,N] (accumulated into), gt[B,n] (out),
     lam[d,N], tmp[G,d] (scratch); N a whole number of vectors (LANES).
 """
 
@@ -139,7 +139,7 @@ def bcast_lines(d: int, et: str) -> list[str]:
     return L
 
 
-def prologue(d: int, et: str, batch_ref: str) -> list[str]:
+def prologue(d: int, et: str, batch_ref: str, bcast: bool = True) -> list[str]:
     """The shared start of both event-outer kernels: index constants %c0..., %zero, %i0, the
     batch size %nB (dim 0 of `batch_ref`, "%name : type"), %nN, the per-sample weight/gradient
     flags, %cV, %zv, the B / A B broadcasts, then the open sample loop over %b (with %bw, %bg)
@@ -156,7 +156,8 @@ def prologue(d: int, et: str, batch_ref: str) -> list[str]:
          "  %gb = arith.cmpi ugt, %Bg, %c1 : index",
          f"  %cV = arith.constant {LANES[et]} : index",
          f"  %zv = arith.constant dense<0.0> : {vt}"]
-    L += bcast_lines(d, et)
+    if bcast:
+        L += bcast_lines(d, et)
     L += ["  scf.for %b = %c0 to %nB step %c1 {",
           "    %bw = arith.select %wb, %b, %c0 : index",
           "    %bg = arith.select %gb, %b, %c0 : index",
@@ -165,15 +166,30 @@ def prologue(d: int, et: str, batch_ref: str) -> list[str]:
     return L + ["    }"]
 
 
-def source(d: int, et: str = "f64") -> str:
+def channel_bcast_lines(d: int, et: str, ind: str = "        ") -> list[str]:
+    """Several ports per layer: %Bv<q>, %ABv<q> of the event's channel %cc from %bab[C, 2d] (each
+    channel's port's B then A B), loaded per event."""
+    vt, _, m2, _ = _types(et)
+    L = []
+    for q in range(d):
+        L.append(f"{ind}%B{q} = memref.load %bab[%cc, %c{q}] : {m2}")
+        L.append(f"{ind}%qi{q} = arith.constant {d + q} : index")
+        L.append(f"{ind}%AB{q} = memref.load %bab[%cc, %qi{q}] : {m2}")
+        L.append(f"{ind}%Bv{q} = vector.broadcast %B{q} : {et} to {vt}")
+        L.append(f"{ind}%ABv{q} = vector.broadcast %AB{q} : {et} to {vt}")
+    return L
+
+
+def source(d: int, et: str = "f64", multi: bool = False) -> str:
     """The kernel's MLIR text for state size d. The neuron dimension N of lam, w and gw must be a
-    whole number of vectors (LANES[et]; the caller pads with zero weights)."""
+    whole number of vectors (LANES[et]; the caller pads with zero weights). multi: bab is a table
+    [C, 2d] (the B and A B of each input channel's port: a layer with several ports)."""
     vt, m1, m2, m3 = _types(et)
     i1d, i2d = "memref<?xi64>", "memref<?x?xi64>"
     L = [f"func.func @events_backward(%ch: {i2d}, %nv: {i1d}, %want: {i1d}, %phit: {m3}, %gptr: {i2d}, "
-         f"%grp: {i2d}, %aft: {m2}, %mm: {m2}, %bef: {m2}, %q: {m2}, %w: {m3}, %bab: {m1}, %gw: {m3}, "
-         f"%gt: {m2}, %lam: {m2}, %tmp: {m2}) attributes {{llvm.emit_c_interface}} {{"]
-    L += prologue(d, et, f"%ch : {i2d}")
+         f"%grp: {i2d}, %aft: {m2}, %mm: {m2}, %bef: {m2}, %q: {m2}, %w: {m3}, %bab: {m2 if multi else m1}, "
+         f"%gw: {m3}, %gt: {m2}, %lam: {m2}, %tmp: {m2}) attributes {{llvm.emit_c_interface}} {{"]
+    L += prologue(d, et, f"%ch : {i2d}", bcast=not multi)
     L += [f"    %nv64 = memref.load %nv[%b] : {i1d}",
           "    %nvb = arith.index_cast %nv64 : i64 to index",
           "    %nr = arith.addi %nvb, %c1 : index",
@@ -185,6 +201,8 @@ def source(d: int, et: str = "f64") -> str:
           f"        %c64 = memref.load %ch[%b, %e] : {i2d}",
           "        %cc = arith.index_cast %c64 : i64 to index",
           ]
+    if multi:
+        L += channel_bcast_lines(d, et)
     L += jump_lines(d, et, f"%gw[%bg, %cc, %j] : {m3}", f"%w[%bw, %cc, %j] : {m3}")
     L += [          f"        memref.store %nacc, %gt[%b, %e] : {m2}",
           "      }",
@@ -245,8 +263,8 @@ def compiled(key: tuple, make_source):
         return _ENGINES[key][2]
 
 
-def _engine(d: int, et: str):
-    return compiled((d, et), lambda: source(d, et))
+def _engine(d: int, et: str, multi: bool = False):
+    return compiled((d, et) + (("multi",) if multi else ()), lambda: source(d, et, multi))
 
 
 def invoke(eng, name: str, tensors: list) -> None:
@@ -265,4 +283,4 @@ def events_backward(d: int, tensors: list) -> None:
     dt = tensors[3].dtype
     if dt not in _TYPES:
         raise TypeError(f"events_backward: float32 or float64 expected, got {dt}")
-    invoke(_engine(d, _TYPES[dt]), "events_backward", tensors)
+    invoke(_engine(d, _TYPES[dt], tensors[11].dim() == 2), "events_backward", tensors)

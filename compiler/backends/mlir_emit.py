@@ -104,9 +104,53 @@ class NeuronEmitter:
         Phi, phi = self.phi_at(D)
         return [self.o.add(a, b) for a, b in zip(self.o.matvec(Phi, x), phi)]
 
-    def jump(self, x, w, port: Optional[str] = None):
-        port = port or next(iter(self.ir.ports))
-        return [self.o.add(xi, self.o.mul(bi, w)) for xi, bi in zip(x, self.B[port])]
+    def jump(self, x, w, port=None):
+        """x + B w. port: a name (None: the first port) or, for a layer whose channels use
+        several ports, the tuple of their names: B is then selected by the current event's port
+        index (select_port)."""
+        return [self.o.add(xi, self.o.mul(bi, w)) for xi, bi in zip(x, self.port_B(port))]
+
+    # ---- several ports per layer: pmap[C] i64 (the port of each channel) is the last argument
+    # of the generated loops; each event selects its B by its channel's entry
+    pmap = None
+    port_idx = None
+
+    def take_pmap(self, port, args: list) -> list:
+        """The loop's arguments without the trailing pmap (kept in self.pmap if port is a tuple)."""
+        if isinstance(port, tuple):
+            self.pmap = args[-1]
+            return args[:-1]
+        self.pmap = None
+        return args
+
+    def select_port(self, ch) -> None:
+        """Channel ch (index) of the current event: its port index for port_B (multi-port only)."""
+        self.port_idx = memref.load(self.pmap, [ch]) if self.pmap is not None else None
+
+    def port_B(self, port=None) -> list:
+        """B of the port, or (a tuple of ports) B of the current event's port: per entry a chain of
+        scalar selects over the ports (None where no port touches the entry)."""
+        if not isinstance(port, tuple):
+            return self.B[port or next(iter(self.ir.ports))]
+        return self.port_select([self.B[p] for p in port])
+
+    def port_select(self, per_port: list) -> list:
+        """Entry-wise the value of the current event's port from per_port[k] (lists of scalars,
+        None = 0, aligned): a chain of selects on port_idx."""
+        i64 = ir.IntegerType.get_signless(64)
+        out = []
+        for vals in zip(*per_port):
+            if all(v is None for v in vals):
+                out.append(None)
+                continue
+            ft = next(v for v in vals if v is not None).type
+            zero = arith.constant(ft, 0.0)
+            acc = zero if vals[-1] is None else vals[-1]
+            for k in range(len(vals) - 2, -1, -1):
+                hit = arith.cmpi(arith.CmpIPredicate.eq, self.port_idx, arith.constant(i64, k))
+                acc = arith.select(hit, zero if vals[k] is None else vals[k], acc)
+            out.append(acc)
+        return out
 
     def reset(self, x):
         return [self.o.add(a, b) for a, b in zip(self.o.matvec(self.R, x), self.r)]
@@ -377,6 +421,11 @@ def _memref(rank, et):
     return ir.MemRefType.get([dyn] * rank, et, layout=ir.StridedLayoutAttr.get(dso, [dso] * rank))
 
 
+def pmap_types(port) -> list:
+    """The trailing pmap[C] i64 argument of a multi-port loop (port: a tuple of names)."""
+    return [_memref(1, ir.IntegerType.get_signless(64))] if isinstance(port, tuple) else []
+
+
 LAYER_ARGS = ("times[B,n]", "chan[B,n] i64", "order[B,N,n] i64", "weight[B,C,N]", "delays[C,N]",
               "nvalid[B] i64", "horizon[B,N]", "params...[N]", "out[B,N,S]", "counts[B,N] i64",
               "over[B,N] i64", "port index (compile time)")
@@ -396,12 +445,12 @@ def build_layer(em: NeuronEmitter, port: Optional[str] = None, name: str = "laye
     npar = len(em.pnames)
     types = ([_memref(2, ft), _memref(2, i64), _memref(3, i64), _memref(3, ft), _memref(2, ft),
               _memref(1, i64), _memref(2, ft)] + [_memref(1, ft)] * npar
-             + [_memref(3, ft), _memref(2, i64), _memref(2, i64)])
+             + [_memref(3, ft), _memref(2, i64), _memref(2, i64)] + pmap_types(port))
     fn = func.FuncOp(name, ir.FunctionType.get(types, []))
     fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
     blk = fn.add_entry_block()
     with ir.InsertionPoint(blk):
-        a = list(blk.arguments)
+        a = em.take_pmap(port, list(blk.arguments))
         times, chan, order, weight, delays, nvalid, horizon = a[:7]
         pmem = a[7:7 + npar]
         out, counts, over = a[7 + npar:]
@@ -453,6 +502,7 @@ def lane_forward(em: NeuronEmitter, b, j, nv, times, chan, order, weight, delays
         e64 = memref.load(order, [b, j, kk])
         e = arith.index_cast(idx, e64)
         ch = arith.index_cast(idx, memref.load(chan, [b, e]))
+        em.select_port(ch)
         tk = arith.addf(memref.load(times, [b, e]), memref.load(delays, [ch, j]))
         wk = memref.load(weight, [b, ch, j])
         beyond = o.or_(last, o.not_(o.le(tk, H)))  # closed [0, t_end]: tk == H applies
@@ -548,7 +598,7 @@ def build_module(nir: NeuronIR, dtype: str = "f64", with_layer: bool = True,
             if with_layer and em.spiking:
                 build_layer(em, port=port)
                 build_layer_shared_vec(em, port=port, lanes=lanes)
-                if scalar_shared:
+                if scalar_shared and not isinstance(port, tuple):
                     build_layer_shared_scalar(em, port=port, name="layer_shared_scalar")
         if not m.operation.verify():
             raise RuntimeError(f"{nir.name}: emitted MLIR does not verify")
@@ -578,6 +628,7 @@ def shared_arrival(em: NeuronEmitter, k, nv, b, order, chan, times, H, t_prev):
     kk = arith.select(arith.cmpi(arith.CmpIPredicate.eq, nv, c0), c0, kk)
     e = arith.index_cast(idx, memref.load(order, [b, kk]))
     ch = arith.index_cast(idx, memref.load(chan, [b, e]))
+    em.select_port(ch)
     tk = memref.load(times, [b, e])
     beyond = o.or_(last, o.not_(o.le(tk, H)))  # closed [0, t_end]: tk == H applies
     T = o.sel(beyond, H, tk)

@@ -84,7 +84,8 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
     xs[d,N] (dense scratch state), refs[N], ints[2,N] (scratch count/over), idxs[N] i64 and
     xsave[d,N] (scratch: the flagged neurons of the current event and their states), xrec[B,N,S,d]
     (out: the state at each recorded spike before its reset, for the event-outer adjoint))."""
-    from spikescan.compiler.backends.mlir_emit import _advance, _dense, _memref, init_shared_lanes, shared_arrival
+    from spikescan.compiler.backends.mlir_emit import (_advance, _dense, _memref, init_shared_lanes, pmap_types,
+                                                       shared_arrival)
 
     lanes = lanes or LANES[em.dtype]
     o = em.o
@@ -100,12 +101,12 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
     types = ([_memref(2, ft), _memref(2, i64), _memref(2, i64), _dense(3, ft), _memref(1, i64),
               _memref(1, ft)] + [_memref(1, ft)] * npar
              + [_memref(3, ft), _memref(2, i64), _memref(2, i64), _dense(2, ft), _dense(1, ft),
-                _dense(2, i64), _dense(1, i64), _dense(2, ft), _memref(4, ft)])
+                _dense(2, i64), _dense(1, i64), _dense(2, ft), _memref(4, ft)] + pmap_types(port))
     fn = func.FuncOp(name, ir.FunctionType.get(types, []))
     fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
     blk = fn.add_entry_block()
     with ir.InsertionPoint(blk):
-        a = list(blk.arguments)
+        a = em.take_pmap(port, list(blk.arguments))
         times, chan, order, weight, nvalid, horizon = a[:6]
         pmem = a[6:6 + npar]
         out, counts, over, xs, refs, ints, idxs, xsave, xrec = a[6 + npar:]

@@ -26,7 +26,7 @@ from .triton_kernels import kernel_source
 from .triton_inline import inline_helpers
 from .triton_printer import TritonPrinter, emit_assignments
 
-GENERATOR_VERSION = "4"
+GENERATOR_VERSION = "5"
 
 _DTYPES = {
     # machine epsilon, a tiny positive normal number, cap on safeguarded-Newton iterations

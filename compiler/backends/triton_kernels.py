@@ -252,4 +252,8 @@ def kernel_source(g) -> str:
     from .triton_adjoint import adjoint_source
 
     L += adjoint_source(g)
+    from .triton_ports import kernels as multiport_kernels, wanted
+
+    if wanted(g):  # several ports per layer: the PMAP kernels (triton_ports.py)
+        L += multiport_kernels(g, dt)
     return "\n".join(L) + "\n"

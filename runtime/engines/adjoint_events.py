@@ -23,6 +23,7 @@ from typing import Optional
 
 import torch
 
+from spikescan.runtime.engines.ports import is_multi
 from spikescan.runtime.kernels import NeuronKernels, densify
 
 Tensor = torch.Tensor
@@ -44,8 +45,12 @@ def applicable(kern: NeuronKernels, port: Optional[str], P: tuple, delays, with_
     with torch.no_grad():
         if _num(kern.t_ref(P)) != 0.0:
             return False
-        c, B = [_num(e) for e in kern.c(P)], [_num(e) for e in kern.B(port, P)]
-    return sum(a * b for a, b in zip(c, B)) == 0.0
+        c = [_num(e) for e in kern.c(P)]
+        for name in (port.names if is_multi(port) else [port]):  # every port used
+            B = [_num(e) for e in kern.B(name, P)]
+            if sum(a * b for a, b in zip(c, B)) != 0.0:
+                return False
+    return True
 
 
 def _phi_T(kern: NeuronKernels, D: Tensor, P: tuple) -> Tensor:
@@ -57,13 +62,17 @@ def _phi_T(kern: NeuronKernels, D: Tensor, P: tuple) -> Tensor:
 
 
 def spike_terms(kern: NeuronKernels, port: Optional[str], P: tuple, xm: Tensor) -> tuple:
-    """Per spike (pre-reset states xm [S, d]): (M [S, d, d], c / u' [S, d], A [d, d], B [d]),
-    float64, as in the module docstring."""
+    """Per spike (pre-reset states xm [S, d]): (M [S, d, d], c / u' [S, d], A [d, d], B [d] or,
+    for a PortMap, [C, d] per input channel), float64, as in the module docstring."""
     A, R = _mat(kern.A(P)), _mat(kern.R(*P))
     a0 = torch.tensor([_num(v) for v in kern.a0(P)], dtype=torch.float64)
     r = torch.tensor([_num(row[0]) for row in kern.r(*P)], dtype=torch.float64)
     c = torch.tensor([_num(v) for v in kern.c(P)], dtype=torch.float64)
-    Bv = torch.tensor([_num(v) for v in kern.B(port, P)], dtype=torch.float64)
+    if is_multi(port):  # [C, d]: the B of each channel's port
+        Bp = torch.tensor([[_num(v) for v in kern.B(name, P)] for name in port.names], dtype=torch.float64)
+        Bv = Bp[port.index.cpu()]
+    else:
+        Bv = torch.tensor([_num(v) for v in kern.B(port, P)], dtype=torch.float64)
     xm = xm.to(torch.float64)
     ym = xm @ A.T + a0
     xp = xm @ R.T + r
@@ -147,7 +156,7 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
         else:
             gw_pad = gw3
         Wd = Wd.contiguous()
-        bab = torch.cat([Bv, A @ Bv]).to(dt).contiguous()
+        bab = torch.cat([Bv, Bv @ A.T], -1).to(dt).contiguous()  # [2d], or [C, 2d] (several ports)
         gt_sorted = torch.zeros((Bn, n), dtype=dt)
         lam = torch.empty((d, Np), dtype=dt)
         tmp = torch.empty((max(int(grp.shape[0]), 1), d), dtype=dt)

@@ -39,6 +39,7 @@ import torch
 
 from spikescan.runtime.events import LayerEvents
 from spikescan.runtime.kernels import NeuronKernels, matvec, rowvec
+from spikescan.runtime.engines.ports import event_ports, is_multi, jump_vectors
 from spikescan.runtime.engines.spike_time import potential_max
 
 Tensor = torch.Tensor
@@ -87,13 +88,15 @@ def _flat_params(Pl: tuple, M: int) -> tuple:
     return tuple(p.expand(p.shape[0], M).reshape(-1) if torch.is_tensor(p) and p.dim() == 2 else p for p in Pl)
 
 
-def _segments(ev: LayerEvents, spikes: Optional[Tensor], spike_first: bool, B: int, N: int):
-    """Merged points per lane, sorted: times (with grad), is_spike, weight (with grad), valid.
+def _segments(ev: LayerEvents, spikes: Optional[Tensor], spike_first: bool, B: int, N: int, pm=None):
+    """Merged points per lane, sorted: times (with grad), is_spike, weight (with grad), valid,
+    segment starts, and (pm: a PortMap, else None) the port index of each point (0 at spikes).
     All [L, M]. Segment k runs from point k-1 (time 0 for k = 0) to point k."""
     t, valid, w = ev.slice(0, ev.length)  # [B, Nd, K1], [B, Nd, K1], [B, N, K1]
     K1 = t.shape[-1]
     t = t.expand(B, N, K1)
     key_e = ev.key.expand(B, N, K1)
+    pe = None if pm is None else event_ports(ev, pm, 0, ev.length).expand(B, N, K1)
     if spikes is None or spikes.shape[-1] == 0:
         tp, key, ws = t, key_e, w
         isp = torch.zeros((B, N, K1), dtype=torch.bool, device=t.device)
@@ -102,7 +105,8 @@ def _segments(ev: LayerEvents, spikes: Optional[Tensor], spike_first: bool, B: i
         sp = spikes.to(t.dtype)
         key_s = sp.detach()
         fs = torch.zeros((B, N, S), dtype=torch.bool, device=t.device)
-        parts = [(sp, key_s, torch.zeros_like(key_s), ~fs), (t, key_e, w, fs.new_zeros((B, N, K1)))]
+        parts = [(sp, key_s, torch.zeros_like(key_s), ~fs, torch.zeros((B, N, S), dtype=torch.int64)),
+                 (t, key_e, w, fs.new_zeros((B, N, K1)), pe)]
         if not spike_first:
             parts.reverse()
         tp = torch.cat([p[0] for p in parts], 2)
@@ -111,13 +115,15 @@ def _segments(ev: LayerEvents, spikes: Optional[Tensor], spike_first: bool, B: i
         isp = torch.cat([p[3] for p in parts], 2)
         order = torch.sort(key, dim=2, stable=True).indices
         tp, key, ws, isp = (v.gather(2, order) for v in (tp, key, ws, isp))
+        if pe is not None:
+            pe = torch.cat([p[4].to(t.device) for p in parts], 2).gather(2, order)
     L = B * N
     M = tp.shape[-1]
     ok = torch.isfinite(key).reshape(L, M)
     tp = torch.where(ok, tp.reshape(L, M), torch.zeros((), dtype=tp.dtype))
     start = torch.cat([torch.zeros_like(tp[:, :1]), tp[:, :-1]], 1)
     D = torch.where(ok, tp - start, torch.zeros((), dtype=tp.dtype))
-    return D, isp.reshape(L, M) & ok, ws.reshape(L, M), ok, start
+    return D, isp.reshape(L, M) & ok, ws.reshape(L, M), ok, start, None if pe is None else pe.reshape(L, M)
 
 
 def _maps(kern: NeuronKernels, D: Tensor, isp: Tensor, w: Tensor, ok: Tensor, X: Optional[list], Pl: tuple,
@@ -168,8 +174,12 @@ def observe_known_spikes(kern: NeuronKernels, P: tuple, port: Optional[str], ev:
         raise ValueError(f"observe must be one of {KINDS}, got {kind!r}")
     dt = ev.times_ext.dtype
     L = B * N
-    spike_first = not _jump_moves_u(kern, port)
-    D, isp, w, ok, _ = _segments(ev, spikes, spike_first, B, N)
+    pm = port if is_multi(port) else None
+    moves = {_jump_moves_u(kern, p) for p in (pm.names if pm else [port])}
+    if len(moves) > 1:  # ports that move u and ports that do not: no one tie rule; the caller falls back
+        return None
+    spike_first = not moves.pop()
+    D, isp, w, ok, _, pe = _segments(ev, spikes, spike_first, B, N, pm)
     M = D.shape[1]
     Pl = _lane_params(P, B, N)
     Pd = tuple(p.detach() if torch.is_tensor(p) else p for p in Pl)
@@ -178,7 +188,7 @@ def observe_known_spikes(kern: NeuronKernels, P: tuple, port: Optional[str], ev:
     zero = torch.zeros((), dtype=dt)
     with torch.no_grad():
         Dd, wd = D.detach(), w.detach()
-        Bv = kern.B(port, Pd)
+        Bv = jump_vectors(kern, port, Pd, pe, dt)  # several ports: per segment
         R = kern.R(*Pd)
         r = [row[0] for row in kern.r(*Pd)]
         J, c = _maps(kern, Dd, isp, wd, ok, None, Pd, Bv, R, r)
@@ -208,7 +218,7 @@ def observe_known_spikes(kern: NeuronKernels, P: tuple, port: Optional[str], ev:
     lane = torch.arange(L)
     if any(torch.is_tensor(p) and p.requires_grad for p in Pl):
         S = _surrogate_autograd(kern, port, kind, D, isp, w, ok, Xs, J, Pl, L, M,
-                                None if kind == "li_integral" else (kstar, loc))
+                                None if kind == "li_integral" else (kstar, loc), pe)
         return (obs + (S - S.detach())).reshape(B, N)
 
     # Parameters fixed: the local partials are closed forms (no autograd through Phi).
@@ -297,7 +307,7 @@ def _segment_max(kern: NeuronKernels, Xs: list, y: list, uend: Tensor, D: Tensor
     return obs, kstar, loc
 
 
-def _surrogate_autograd(kern, port, kind, D, isp, w, ok, Xs, J, Pl, L, M, mx):
+def _surrogate_autograd(kern, port, kind, D, isp, w, ok, Xs, J, Pl, L, M, mx, pe=None):
     """General gradient (parameters need gradients too): lam from the compiled adjoint, the
     local partials by one autograd pass over the per-segment maps."""
     from spikescan.compiler.backends.mlir_observe import affine_adjoint
@@ -327,7 +337,8 @@ def _surrogate_autograd(kern, port, kind, D, isp, w, ok, Xs, J, Pl, L, M, mx):
             h[:, :M, i] = gi.detach()
     lam = affine_adjoint(J, h)
     Xfix = [v.detach() for v in Xs]
-    f = _maps(kern, D, isp, w, ok, Xfix, Pl, kern.B(port, Pl), kern.R(*Pl), [row[0] for row in kern.r(*Pl)])
+    f = _maps(kern, D, isp, w, ok, Xfix, Pl, jump_vectors(kern, port, Pl, pe, dt), kern.R(*Pl),
+              [row[0] for row in kern.r(*Pl)])
     S = G
     for i in range(d):
         S = S + torch.where(ok, f[i], zero).mul(lam[:, 1:, i]).sum(1)

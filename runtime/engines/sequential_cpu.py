@@ -22,7 +22,7 @@ import torch
 
 from spikescan.compiler.ir import NeuronIR
 from spikescan.runtime.engines import adjoint_events, parallel, readout_cpu
-from spikescan.runtime.engines.ports import is_multi, normalize, refuse
+from spikescan.runtime.engines.ports import is_multi, normalize
 from spikescan.runtime.kernels import NeuronKernels
 from spikescan.runtime.engines.validate import validate_layer
 from spikescan.runtime.engines.result import LayerResult, SpikeCapExceeded
@@ -136,7 +136,7 @@ class _LayerGrad(torch.autograd.Function):
             tpos = torch.zeros((1,), dtype=torch.int64)
             sv.eng.layer_backward(sv.t[b0:b1], sv.ch[b0:b1], sv.order[b0:b1], sv.W[b0:b1], sv.dl, sv.nvalid[b0:b1],
                                   sv.horizon[b0:b1], sv.pvec, g[b0:b1], counts[b0:b1], gtimes[b0:b1], gweight,
-                                  gdelays, gparams, tape_f, tape_i, tpos, with_params=with_params)
+                                  gdelays, gparams, tape_f, tape_i, tpos, with_params=with_params, pmap=sv.pmap)
             return gw_p, gdelays, gparams
 
         parts = parallel.run(slice_events if events else slice_backward, parallel.slices(B))
@@ -182,8 +182,6 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
         raise ValueError(f"on_overflow must be 'raise' or 'flag', got {on_overflow!r}")
     if weight.dim() in (2, 3):
         port = normalize(port, list(ir.ports), weight.shape[-2])
-    if is_multi(port):
-        refuse("sequential-cpu", instead="torch")
     if observe is not None or ir.c is None or ir.theta is None:
         # readouts: the compiled loop finds the spikes, the observable is replayed from them
         return _run_observed(ir, params, times, channels, weight, delays, port=port, max_spikes=max_spikes,
@@ -192,8 +190,11 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
         raise ValueError("max_spikes must be >= 1")
     if times.dtype not in _DTYPES:
         raise TypeError(f"times must be float32 or float64, got {times.dtype}")
-    if port is not None and port not in ir.ports:
+    if port is not None and not is_multi(port) and port not in ir.ports:
         raise KeyError(f"{ir.name} has no input port {port!r}; ports: {list(ir.ports)}")
+    # several ports: the loops are compiled for the tuple of names and take pmap[C] (each
+    # channel's port index) as their last argument
+    pmap = port.index.detach().cpu().to(torch.int64).contiguous() if is_multi(port) else None
     dtype = times.dtype
     dev = times.device
     B, n = times.shape
@@ -239,7 +240,7 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
     else:
         horizon = (last + TAIL_TAUS * _slowest_tau(ir, pvec)).contiguous()
 
-    eng = compile_neuron(ir, _DTYPES[dtype], port)
+    eng = compile_neuron(ir, _DTYPES[dtype], port.names if is_multi(port) else port)
     out = torch.full((B, N, max_spikes), math.inf, dtype=dtype)
     counts = torch.zeros((B, N), dtype=torch.int64)
     over = torch.zeros((B, N), dtype=torch.int64)
@@ -256,10 +257,11 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
         if shared:  # shared time constants, one event order per sample: the event-outer loop
             w = Wd if Wd.dim() == 2 else Wd[b0:b1]
             eng.layer_shared(t[b0:b1], ch[b0:b1], order[b0:b1, 0, :], w, nvalid[b0:b1], horizon[b0:b1, 0], pvec,
-                             out[b0:b1], counts[b0:b1], over[b0:b1], xrec=None if xrec is None else xrec[b0:b1])
+                             out[b0:b1], counts[b0:b1], over[b0:b1], xrec=None if xrec is None else xrec[b0:b1],
+                             pmap=pmap)
         else:
             eng.layer(t[b0:b1], ch[b0:b1], order[b0:b1], W[b0:b1], dl, nvalid[b0:b1], horizon[b0:b1], pvec,
-                      out[b0:b1], counts[b0:b1], over[b0:b1])
+                      out[b0:b1], counts[b0:b1], over[b0:b1], pmap=pmap)
 
     parallel.run(slice_forward, parallel.slices(B))
 
@@ -277,7 +279,7 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
         sv = _Saved(eng=eng, t=t, ch=ch, order=order, W=W, dl=dl, nvalid=nvalid, horizon=horizon,
                     pvec=pvec, counts=counts, out_full=out_full, out_shape=tuple(out.shape),
                     max_spikes=max_spikes, dtype=dtype, pindex=[pnames.index(k) for k, _ in ptens],
-                    xrec=xrec, Wd=Wd, port=port, kern=NeuronKernels.from_ir(ir),
+                    xrec=xrec, Wd=Wd, port=port, pmap=pmap, kern=NeuronKernels.from_ir(ir),
                     P=tuple(float(v[0]) for v in pvec))
         out = _LayerGrad.apply(out, sv, times, weight, delays, *[v for _, v in ptens])
     return LayerResult(times=out, counts=counts.to(dev), overflow=over_b.to(dev), observed=None)
@@ -300,7 +302,7 @@ def _run_observed(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, w
     dtype, dev = times.dtype, times.device
     B, N = times.shape[0], weight.shape[-1]
     kern = NeuronKernels.from_ir(ir)
-    if port is not None and port not in kern.port_names:
+    if port is not None and not is_multi(port) and port not in kern.port_names:
         raise KeyError(f"{ir.name} has no input port {port!r}; ports: {list(kern.port_names)}")
     if kern.spiking:
         res = run_layer(ir, params, times, channels, weight, delays, port=port, max_spikes=max_spikes,

@@ -119,8 +119,13 @@ def _forward(ir, params, times, channels, weight, delays, port, chunk, max_spike
     dtype = times.dtype
     dev = times.device
     _check_device(dev)
-    port = port or next(iter(ir.ports))
-    if port not in ir.ports:
+    from .ports import is_multi
+
+    # several ports (a PortMap): the PMAP kernels (compiler/backends/triton_ports.py), whose
+    # first argument is the port index of each input channel
+    pre = (port.index.to(device=dev, dtype=torch.int32).contiguous(),) if is_multi(port) else ()
+    port = "_multiport" if is_multi(port) else (port or next(iter(ir.ports)))
+    if not pre and port not in ir.ports:
         raise ValueError(f"neuron {ir.name} has no input port {port!r}; ports: {list(ir.ports)}")
     if on_overflow not in ("raise", "flag"):
         raise ValueError(f"on_overflow must be 'raise' or 'flag', got {on_overflow!r}")
@@ -158,10 +163,10 @@ def _forward(ir, params, times, channels, weight, delays, port, chunk, max_spike
     if B > 0 and N > 0:
         if mode == "scan":
             kc = max(1, int(chunk))
-            getattr(mod, f"scan_kernel_{port}")[grid](*args, kc, K=max(2, _pow2(kc)), BN=block_n,
+            getattr(mod, f"scan_kernel_{port}")[grid](*pre, *args, kc, K=max(2, _pow2(kc)), BN=block_n,
                                                       HAS_DELAY=delays is not None, AUTO_END=auto)
         elif mode == "sequential":
-            getattr(mod, f"seq_kernel_{port}")[grid](*args, BN=block_n,
+            getattr(mod, f"seq_kernel_{port}")[grid](*pre, *args, BN=block_n,
                                                      HAS_DELAY=delays is not None, AUTO_END=auto)
         else:
             raise ValueError(f"unknown mode {mode!r}")
@@ -171,7 +176,7 @@ def _forward(ir, params, times, channels, weight, delays, port, chunk, max_spike
         raise SpikeCapExceeded(b, j, S)
     counts = CNT.to(torch.int64)
     smax = max(1, int(counts.max()) if counts.numel() else 1)
-    saved = dict(mod=mod, port=port, args=args, grid=grid, block_n=block_n, S=S, N=N, C=C, B=B,
+    saved = dict(mod=mod, port=port, pre=pre, args=args, grid=grid, block_n=block_n, S=S, N=N, C=C, B=B,
                  n=max(n, 1), n_user=n, out_full=OUT, cnt=CNT, kc=max(1, int(chunk)),
                  nev_max=int(NEV.max()) if NEV.numel() else 0, has_delay=delays is not None,
                  auto=auto, shared_w=weight.dim() == 2, d=ir.d, npar=len(ir.params),
@@ -206,7 +211,7 @@ def _adjoint(sv: dict, gout: Tensor, with_params: bool):
             s_nb, s_nj, s_wb, G, CKF, CKI, TF, TI, GT, GW, GD, GP, 0 if sv["shared_w"] else C * N,
             nch, kc)
     getattr(sv["mod"], f"adj_kernel_{sv['port']}")[sv["grid"]](
-        *args, KT=KT, BN=sv["block_n"], HAS_DELAY=sv["has_delay"], AUTO_END=sv["auto"],
+        *sv["pre"], *args, KT=KT, BN=sv["block_n"], HAS_DELAY=sv["has_delay"], AUTO_END=sv["auto"],
         WITH_PARAMS=bool(with_params and npar))
     if not torch.equal(CNT2, sv["cnt"]):
         raise RuntimeError("Triton backward: the replayed forward disagrees with the forward pass "
@@ -257,11 +262,10 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
 
         return torch_run_layer(ir, params, times, channels, weight, delays, port=port, chunk=chunk,
                                max_spikes=max_spikes, on_overflow=on_overflow, observe=observe, t_end=t_end)
-    from .ports import is_multi, normalize, refuse
+    from .ports import normalize
 
-    port = normalize(port, list(ir.ports), weight.shape[-2])
-    if is_multi(port):
-        refuse(f"triton-{mode}", instead="torch")
+    if weight.dim() in (2, 3):
+        port = normalize(port, list(ir.ports), weight.shape[-2])
     res, sv = _forward(ir, params, times, channels, weight, delays, port, chunk, max_spikes,
                        on_overflow, t_end, mode, block_n)
     ptens = [(k, v) for k, v in (params or {}).items() if torch.is_tensor(v) and v.requires_grad]
