@@ -66,6 +66,11 @@ def layer_maps(net, name: str, area_s: float) -> tuple[str, dict, np.ndarray]:
     if not isinstance(lay.port, str):  # a PortMap (runtime/engines/ports.py)
         raise NirError(f"{where}: its connections use several input ports {list(lay.port.names)}; a NIR "
                        "neuron node has one input, so the layer has no exact NIR counterpart")
+    group = getattr(net, "rec_plan", None) and net.rec_plan.group_of.get(name)
+    if group:  # runtime/recurrent_net.py: more than one zero-delay self-connection on the layer's port
+        raise NirError(f"{where}: its recurrent connections (delays, feedback from another layer, several "
+                       f"connections or another port; recurrent group {list(group)}) have no NIR export yet; "
+                       "only one zero-delay recurrent(itself) on the layer's port is exported")
     names, vals = _values(lay)
     uniq, inverse = np.unique(vals, axis=0, return_inverse=True) if vals.shape[1] else (vals[:1], np.zeros(lay.size, int))
     maps: list[NeuronMap] = [recognise(ir, dict(zip(names, row.tolist())), lay.port, area_s, where) for row in uniq]

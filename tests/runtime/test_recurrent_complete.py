@@ -324,3 +324,12 @@ def test_group_refuses_bad_arguments(neurons):
         run_recurrent_group(lay, [Coupling(0, 0, torch.zeros(3, 2, dtype=F64))])
     with pytest.raises(ValueError, match="outside the group"):
         run_recurrent_group([GroupLayer(cuba, CUBA, 2)], [Coupling(0, 0, torch.zeros(2, 2, dtype=F64))])
+
+
+def test_nir_export_refuses_recurrent_groups():
+    pytest.importorskip("nir")
+    from spikescan.runtime.nir_io.export import NirError, network_graph
+
+    net = SpikingNetwork.from_file(repo("models/shd_delays.snn"))
+    with pytest.raises(NirError, match="layer 'hidden1'.*recurrent group"):
+        network_graph(net)
