@@ -31,8 +31,10 @@ logits. A layer whose target cannot be reached (no input event reaches it, or a 
 connection alone already drives it above the target) keeps the closest scale found, and its
 record says `converged: false`.
 
-A layer class takes part through two attributes: `auto_rate` (target rate in 1/ms, None for no
-auto connection) and `auto_weights()` (the tensors to scale).
+A layer class takes part through `auto_rate` (target rate in 1/ms, None for no auto connection)
+and `auto_weights()` (the tensors to scale), as runtime/network._Layer does. For a layer class
+without them the target comes from the NetworkIR (its first auto connection) and the tensor
+scaled is its `kernel` (conv2d layers, runtime/conv.py); anything else is a NotImplementedError.
 """
 
 from __future__ import annotations
@@ -48,6 +50,24 @@ MAX_BRACKET = 16  # at most 16 bracketing steps each way: s in [4^-16, 4^16]
 TOL = 0.1  # relative tolerance on the rate
 MAX_FORWARDS = 24  # forwards per layer, bracketing included
 MAX_SEARCH_CAP = 4096  # spikes per neuron and sample during the search (auto rates are <= 1 kHz)
+
+
+def target_rate(net, name: str, lay) -> Optional[float]:
+    """The layer's target rate in 1/ms, None when it has no auto connection."""
+    if hasattr(lay, "auto_rate"):
+        return lay.auto_rate
+    ir = next((l for l in net.ir.layers if l.name == name), None)
+    return next((float(c.init.a) for c in (ir.connections if ir else ()) if c.init.kind == "auto"), None)
+
+
+def _weights(name: str, lay) -> list:
+    if hasattr(lay, "auto_weights"):
+        return lay.auto_weights()
+    kernel = getattr(lay, "kernel", None)
+    if isinstance(kernel, torch.nn.Parameter):
+        return [kernel]
+    raise NotImplementedError(f"layer {name!r} ({type(lay).__name__}): `init = auto(...)` does not know which "
+                              "weights to scale; give the connection an explicit init")
 
 
 def _rate_hz(res, t_end: float) -> float:
@@ -140,7 +160,7 @@ def auto_init(net, times: Tensor, channels: Tensor, t_end: float, *, tol: float 
     times = times.to(device=like.device, dtype=like.dtype)
     channels = channels.to(like.device).long()
     names = list(net.layers)
-    todo = [k for k, n in enumerate(names) if getattr(net.layers[n], "auto_rate", None) is not None]
+    todo = [k for k, n in enumerate(names) if target_rate(net, n, net.layers[n]) is not None]
     record = {"batch": int(times.shape[0]), "t_end": float(t_end), "layers": []}
     if not todo:
         return record
@@ -153,7 +173,7 @@ def auto_init(net, times: Tensor, channels: Tensor, t_end: float, *, tol: float 
             lay = net.layers[name]
             spiking = net.neurons[lay.neuron].c is not None
             t_in, c_in = net.layer_input(lay, times, channels, outputs)
-            target = getattr(lay, "auto_rate", None)
+            target = target_rate(net, name, lay)
             res = None
             if target is not None and not spiking:
                 record["layers"].append({"layer": name, "target_hz": target * 1000.0,
@@ -176,7 +196,7 @@ def auto_init(net, times: Tensor, channels: Tensor, t_end: float, *, tol: float 
 
 
 def _scale_layer(net, lay, name, t_in, c_in, engine, target, t_end, tol, max_forwards, record):
-    weights = lay.auto_weights()
+    weights = _weights(name, lay)
     base = [w.detach().clone() for w in weights]
     count = target * t_end  # target spikes per neuron and sample
     cap = int(min(max(net.max_spikes, math.ceil(2.0 * count) + 1), MAX_SEARCH_CAP))

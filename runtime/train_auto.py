@@ -11,7 +11,12 @@ from spikescan.runtime.devices import to_device
 
 
 def wants_auto_init(net) -> bool:
-    return any(getattr(lay, "auto_rate", None) is not None for lay in getattr(net, "layers", {}).values())
+    """Whether some exact layer of `net` has an auto connection (discrete PSN networks never do)."""
+    from spikescan.runtime.auto_init import target_rate
+
+    if getattr(getattr(net, "ir", None), "discrete", None):
+        return False
+    return any(target_rate(net, name, lay) is not None for name, lay in getattr(net, "layers", {}).items())
 
 
 def first_batch_auto_init(net, train_split, batch_size: int, seed: int, t_end: float,
