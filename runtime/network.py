@@ -244,6 +244,10 @@ class SpikingNetwork(nn.Module):
             if network not in nets:
                 raise ValueError(f"network {network!r} not found; the model defines {sorted(nets)}")
             net_ir, neurons = nets[network], model.neurons
+        if any(c.kind == "sparse" for l in net_ir.layers for c in l.connections):
+            raise ValueError(f"network {net_ir.name!r} is a sparse autonomous network: simulate it with "
+                             "`spikescan run` or spikescan.run_sparse (docs/sparse.md); SpikingNetwork "
+                             "runs networks with input populations")
         self.ir: NetworkIR = net_ir
         self.neurons: dict[str, NeuronIR] = {l.neuron: neurons[l.neuron] for l in net_ir.layers}
         self.engine_name = engine
@@ -318,6 +322,12 @@ class SpikingNetwork(nn.Module):
     def layer_input(self, lay: _Layer, times: Tensor, channels: Tensor, outputs: dict) -> tuple[Tensor, Tensor]:
         """The events arriving at layer `lay`: each source's events (an input population's, or an
         earlier layer's spikes flattened in `outputs[name]`), merged with channel offsets per source."""
+        group = self.rec_plan.group_of.get(lay.name, ())
+        if len(group) > 1:
+            raise NotImplementedError(
+                f"layer {lay.name!r} runs jointly with its recurrent group {list(group)} and has no input events "
+                "of its own outside the network's forward (`init = auto(...)` cannot scale layers of or after "
+                "such a group yet: give their connections an explicit init)")
         ev_t, ev_c = [], []
         off = 0
         for src, size in zip(lay.sources, lay.source_sizes):

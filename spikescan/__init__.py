@@ -12,7 +12,8 @@ Public names (imported lazily, so ``spikescan check`` never imports torch):
 
 - networks: ``Network`` (alias ``SpikingNetwork``), ``NetworkOutput``, ``load_network``,
   ``network_from_checkpoint``, ``load_checkpoint``;
-- running: ``simulate`` (one neuron type, optional exact state trace), ``compile_model``,
+- running: ``simulate`` (one neuron type, optional exact state trace), ``run_sparse`` and
+  ``SparseModel`` (sparse autonomous networks, docs/sparse.md), ``compile_model``,
   ``load_model``, ``train``, ``TrainResult``, ``evaluate``;
 - losses: ``first_spike_ce``, ``readout_loss``, ``LossConfig``, ``value_ce``, ``count_ce``,
   ``count_regulariser``, ``fill_silent``, ``predict``, ``accuracy``;
@@ -64,6 +65,8 @@ _LAZY = {
     "plot_trace": ("spikescan.runtime.plot_trace", "plot_trace"),
     "plot_curves": ("spikescan.runtime.plots", "plot_curves"),
     "write_report": ("spikescan.runtime.report", "write_report"),
+    "run_sparse": ("spikescan.runtime.sparse", "run_sparse"),
+    "SparseModel": ("spikescan.runtime.sparse", "SparseModel"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "report": ("spikescan.runtime.cli_report", "write a one-page summary of a training run (curves, confusion, rates)"),
     "export": ("spikescan.runtime.nir_io.cli_export", "export a .snn network or a trained checkpoint to NIR (--nir out.nir)"),
     "import": ("spikescan.runtime.nir_io.cli_import", "import a NIR graph as a .snn model plus a checkpoint of its weights"),
+    "run": ("spikescan.runtime.sparse.cli", "simulate a sparse autonomous network exactly (spikes to .npz, JSON summary)"),
 }
 
 

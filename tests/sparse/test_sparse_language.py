@@ -31,8 +31,8 @@ def test_balanced_model_analysis():
     ee, ei = E.connections
     assert (ee.kind, ee.source, ee.k, ee.seed) == ("sparse", "E", 80, 1)
     assert (ei.source, ei.k, ei.seed) == ("I", 20, 2)
-    assert ee.init.kind == "constant" and ee.init.a == pytest.approx(1.0 / math.sqrt(100))
-    assert ei.init.a == pytest.approx(-5.0 / math.sqrt(100))
+    assert ee.init.kind == "constant" and ee.init.a == pytest.approx(0.5 / math.sqrt(100))
+    assert ei.init.a == pytest.approx(-16 * 0.5 / math.sqrt(100))
     assert E.state_init["v"].kind == "uniform" and (E.state_init["v"].a, E.state_init["v"].b) == (0.0, 1.0)
     nir = m.neurons["DrivenLIF"]
     assert str(nir.a0[0]) == "p_mu/p_tau_m"  # the constant drive is the a0 term
@@ -82,3 +82,10 @@ def test_dense_networks_unchanged():
     for net in m.networks.values():
         assert net.readout is not None
         assert all(c.kind != "sparse" and c.k == 0 for l in net.layers for c in l.connections)
+
+
+def test_spiking_network_refuses_sparse_networks():
+    from spikescan.runtime.network import SpikingNetwork
+
+    with pytest.raises(ValueError, match="spikescan run"):
+        SpikingNetwork(load_model(ROOT / "models" / "balanced_ei.snn"))

@@ -1,0 +1,170 @@
+"""The compiled event-driven sparse engine (compiler/backends/mlir_sparse.py, JIT-compiled for the
+CPU through torch-mlir's ExecutionEngine): O(K log N) per spike.
+
+Memory: per neuron 8 d (state) + 8 (last update) + 8 (refractory end) + 8 + 4 (heap key and
+neuron by heap position) + 4 (heap position) + 4 (layer) bytes, plus 8 bytes per neuron and
+outgoing connection (CSR row pointers); per synapse 4 bytes (int32 target; 12 with per-synapse
+random weights). `memory_bytes(model)` returns the exact figures.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch_mlir import execution_engine, passmanager
+
+from spikescan.compiler.backends.cpu_jit import LOWER, ir_key, memref_of
+from spikescan.compiler.backends.mlir_sparse import INIT_ARGS, RUN_ARGS, build_sparse_module
+from spikescan.compiler.ir import NeuronIR
+
+from .model import SparseModel
+from .result import SpikeTrain
+
+_CACHE: dict[str, "_Compiled"] = {}
+_LOCK = threading.Lock()
+CHUNK_SPIKES = 200_000  # spikes per call into the generated loop (the progress bar ticks between)
+
+
+class _Compiled:
+    def __init__(self, nir: NeuronIR):
+        t0 = time.perf_counter()
+        self.module = build_sparse_module(nir, "f64")
+        with self.module.context:
+            passmanager.PassManager.parse(LOWER).run(self.module.operation)
+            self.engine = execution_engine.ExecutionEngine(self.module, opt_level=3)
+        self.t_compile = time.perf_counter() - t0
+
+    def call(self, name: str, tensors: list) -> None:
+        descs = [memref_of(t) for t in tensors]
+        self.engine.invoke(name, *[ctypes.pointer(ctypes.pointer(d)) for d in descs])
+
+
+def compiled(nir: NeuronIR) -> _Compiled:
+    if nir.c is None or nir.theta is None:
+        raise NotImplementedError(f"{nir.name}: the sparse engine needs a neuron with a threshold")
+    key = "sparse:" + ir_key(nir, "f64", None)
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = _Compiled(nir)
+        return _CACHE[key]
+
+
+def memory_bytes(model: SparseModel) -> dict:
+    """Bytes of the engine's arrays: per neuron (state, times, heap) and per synapse (CSR)."""
+    N, d = model.n, model.neuron.d
+    per_neuron = 8 * d + 8 + 8 + 8 + 4 + 4 + 4
+    rows = sum(c.indptr.nbytes for c in model.csr)
+    syn = sum(c.targets.nbytes + (0 if c.weights is None else c.weights.nbytes) for c in model.csr)
+    S = max(model.n_synapses, 1)
+    return {"neurons": N, "synapses": model.n_synapses, "state_bytes_per_neuron": per_neuron,
+            "csr_row_bytes_per_neuron": rows / max(N, 1), "bytes_per_synapse": syn / S,
+            "total_bytes": per_neuron * N + rows + syn}
+
+
+class SparseSimulation:
+    """A running simulation: the state persists between `run` calls (continue a run)."""
+
+    def __init__(self, model: SparseModel, duration_ms: float):
+        self.model, self.t_end = model, float(duration_ms)
+        nir = model.neuron
+        self.engine = compiled(nir)
+        N = model.n
+        f64, i32, i64 = torch.float64, torch.int32, torch.int64
+        self.x = torch.from_numpy(model.x0.copy())
+        self.tl = torch.zeros(N, dtype=f64)
+        self.ref = torch.full((N,), -float("inf"), dtype=f64)
+        self.pop = torch.from_numpy(model.pop_ids())
+        self.params = torch.from_numpy(np.ascontiguousarray(model.params))
+        ports = list(nir.ports)
+        info, cw, ptrs, tgts, ws = [], [], [], [], []
+        pbase = tbase = wbase = 0
+        for c in model.csr:
+            info.append([c.src_offset, c.n_src, pbase, tbase, ports.index(c.port)])
+            ptrs.append(c.indptr)
+            tgts.append(c.targets)
+            if c.weights is not None:
+                if wbase != tbase:  # per-synapse weights share the targets' numbering
+                    ws.append(np.zeros(tbase - wbase))
+                ws.append(c.weights)
+                wbase = tbase + c.n_synapses
+                cw.append(float("nan"))
+            else:
+                cw.append(c.weight)
+            pbase += c.indptr.shape[0]
+            tbase += c.n_synapses
+        self.cinfo = torch.tensor(info, dtype=i64).reshape(-1, 5)
+        self.cw = torch.tensor(cw, dtype=f64)
+        self.indptr = torch.from_numpy(np.concatenate(ptrs) if ptrs else np.zeros(1, np.int64))
+        self.targets = torch.from_numpy(np.concatenate(tgts) if tgts else np.zeros(1, np.int32))
+        self.weights = torch.from_numpy(np.concatenate(ws)) if ws else torch.zeros(1, dtype=f64)
+        self.ctl = torch.tensor([self.t_end, 0.0], dtype=f64)
+        keys = torch.empty(N, dtype=f64)
+        t0 = time.perf_counter()
+        self.engine.call("sparse_init", [self.x, self.tl, self.ref, self.pop, self.params, keys, self.ctl])
+        # a sorted array is a valid heap: order by (key, neuron index)
+        order = np.lexsort((np.arange(N), keys.numpy()))
+        self.hkey = torch.from_numpy(np.ascontiguousarray(keys.numpy()[order]))
+        self.hid = torch.from_numpy(order.astype(np.int32))
+        hpos = np.empty(N, dtype=np.int32)
+        hpos[order] = np.arange(N, dtype=np.int32)
+        self.hpos = torch.from_numpy(hpos)
+        self.t_init = time.perf_counter() - t0
+        self.times: list[np.ndarray] = []
+        self.neurons: list[np.ndarray] = []
+        self.count = 0
+
+    @property
+    def next_time(self) -> float:
+        return float(self.hkey[0])
+
+    def step(self, max_spikes: int) -> int:
+        """Simulate up to max_spikes more spikes (fewer if t_end comes first); returns how many."""
+        out_t = torch.empty(max(max_spikes, 1), dtype=torch.float64)
+        out_n = torch.empty(max(max_spikes, 1), dtype=torch.int32)
+        cnt = torch.tensor([0, max_spikes], dtype=torch.int64)
+        self.engine.call("sparse_run", [self.x, self.tl, self.ref, self.pop, self.params, self.hkey,
+                                        self.hid, self.hpos, self.cinfo, self.cw, self.indptr,
+                                        self.targets, self.weights, out_t, out_n, self.ctl, cnt])
+        n = int(cnt[0])
+        self.times.append(out_t[:n].numpy().copy())
+        self.neurons.append(out_n[:n].numpy().astype(np.int64))
+        self.count += n
+        return n
+
+    def result(self, wall_s: float, complete: bool = True) -> SpikeTrain:
+        times = np.concatenate(self.times) if self.times else np.zeros(0)
+        neurons = np.concatenate(self.neurons) if self.neurons else np.zeros(0, np.int64)
+        t_end = self.t_end if complete else (float(times[-1]) if len(times) else 0.0)
+        return SpikeTrain(times, neurons, self.model, wall_s=wall_s, complete=complete, t_end=t_end,
+                          stats={"t_compile_s": self.engine.t_compile, "t_init_s": self.t_init})
+
+
+def run_compiled(model: SparseModel, duration_ms: float, max_spikes: Optional[int] = None,
+                 time_limit_s: Optional[float] = None,
+                 progress: Optional[Callable[[float, int], None]] = None,
+                 chunk: int = CHUNK_SPIKES) -> SpikeTrain:
+    """Spikes in [0, duration_ms] (at most max_spikes: then SpikeTrain.complete is False unless
+    the run ended anyway); the wall time excludes compiling the engine (cached per neuron)."""
+    compiled(model.neuron)
+    t0 = time.perf_counter()
+    sim = SparseSimulation(model, duration_ms)
+    complete = True
+    while True:
+        want = chunk if max_spikes is None else min(chunk, max_spikes - sim.count)
+        if want <= 0:
+            complete = not sim.next_time <= sim.t_end
+            break
+        n = sim.step(want)
+        if progress is not None:
+            progress(float(sim.times[-1][-1]) if n else sim.t_end, sim.count)
+        if n < want:
+            break
+        if time_limit_s is not None and time.perf_counter() - t0 > time_limit_s:
+            complete = not sim.next_time <= sim.t_end
+            break
+    return sim.result(time.perf_counter() - t0, complete)

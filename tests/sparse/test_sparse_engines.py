@@ -1,0 +1,135 @@
+"""The compiled O(log N) sparse engine against the plain O(N) exact loop (same neurons, times to a
+few ulp, rates and CV), and both against an independent mpmath simulation of a small LIF network."""
+
+import math
+
+import mpmath as mp
+import numpy as np
+import pytest
+
+from spikescan.runtime.sparse import SparseModel, run_sparse
+from spikescan.runtime.sparse.engine import memory_bytes
+from spikescan.runtime.sparse.reference import run_reference
+
+from sparse_nets import CUBA, LIF, network, write
+
+
+def _same(a, b, n, tol=1e-12):
+    assert len(a) >= n and len(b) >= n, (len(a), len(b))
+    assert np.array_equal(a.neurons[:n], b.neurons[:n])
+    err = np.abs(a.times[:n] - b.times[:n])
+    assert np.all(err <= tol * np.maximum(1.0, np.abs(b.times[:n]))), err.max()
+
+
+def test_lif_1000_neurons_first_1000_spikes(tmp_path):
+    m = SparseModel.load(write(tmp_path, network(LIF, 800, 200, 100, 0.5)), seed=3)
+    assert m.n == 1000 and m.n_synapses == 100_000
+    fast = run_sparse(m, duration=1000.0, max_spikes=1000)
+    ref = run_reference(m, 1000.0, max_spikes=1000)
+    _same(fast, ref, 1000)
+    assert fast.times[-1] > 5.0  # not one avalanche at t = 0: the solver path is exercised
+
+
+def test_cuba_general_path_against_reference(tmp_path):
+    """CubaLIF: no closed form, the isolation-chain solver of the IR (NeuronEmitter.first_crossing)."""
+    m = SparseModel.load(write(tmp_path, network(CUBA, 160, 40, 20, 2.5)), seed=1)
+    fast = run_sparse(m, duration=200.0, max_spikes=400)
+    ref = run_reference(m, 200.0, max_spikes=400)
+    _same(fast, ref, 400)
+    assert fast.times[-1] > 5.0
+
+
+def _rates_cv(tmp_path, n_e, n_i, k, ms, seed):
+    m = SparseModel.load(write(tmp_path, network(LIF, n_e, n_i, k, 0.5)), seed=seed)
+    fast = run_sparse(m, duration=ms)
+    ref = run_reference(m, ms)
+    assert fast.complete and ref.complete and len(fast) > 5 * m.n
+    np.testing.assert_allclose(fast.rates_hz(), ref.rates_hz(), rtol=0.05)
+    assert abs(fast.cv_isi() - ref.cv_isi()) < 0.1
+    _same(fast, ref, 300)
+
+
+def test_rates_and_cv_over_a_longer_run(tmp_path):
+    _rates_cv(tmp_path, 80, 20, 10, 150.0, seed=2)
+
+
+@pytest.mark.slow
+def test_rates_and_cv_over_seconds(tmp_path):
+    _rates_cv(tmp_path, 160, 40, 20, 2000.0, seed=2)
+
+
+def test_continuing_in_chunks_equals_one_run(tmp_path):
+    from spikescan.runtime.sparse.engine import run_compiled
+
+    m = SparseModel.load(write(tmp_path, network(LIF, 80, 20, 10, 0.5)), seed=0)
+    one = run_compiled(m, 100.0)
+    chunked = run_compiled(m, 100.0, chunk=7)
+    assert np.array_equal(one.neurons, chunked.neurons) and np.array_equal(one.times, chunked.times)
+
+
+def test_random_weights_and_seeds(tmp_path):
+    text = network(LIF, 80, 20, 10, 0.5).replace("constant(J / sqrt(K))", "normal(J / sqrt(K), 0.05)", 1)
+    m = SparseModel.load(write(tmp_path, text), seed=0)
+    assert m.csr[0].weights is not None and m.csr[1].weights is None
+    assert memory_bytes(m)["bytes_per_synapse"] > 4
+    _same(run_sparse(m, duration=100.0, max_spikes=300), run_reference(m, 100.0, max_spikes=300), 300)
+    # the initial state follows the run seed, the connectivity the file's seeds
+    m2 = SparseModel.load(write(tmp_path, text), seed=1)
+    assert not np.array_equal(m.x0, m2.x0)
+    assert np.array_equal(m.csr[0].targets, m2.csr[0].targets)
+
+
+# ----------------------------------------------------------------------------- mpmath reference
+
+def _mp_lif_network(model, t_end, max_spikes, dps=40):
+    """Independent O(N) simulation in mpmath of a network of LIF neurons with drive
+    (dv/dt = (mu - v) / tau, jumps v += w, threshold 1, reset 0, refractory t_ref), from the
+    model's initial state and adjacency. Closed forms written here, not from the compiler."""
+    with mp.workdps(dps):
+        p = model.param_dict(0)
+        tau, mu, th, vr = (mp.mpf(p[k]) for k in ("tau_m", "mu", "v_th", "v_reset"))
+        t_ref = mp.mpf(2)
+        N = model.n
+        v = [mp.mpf(float(x)) for x in model.x0[:, 0]]
+        ref = [mp.mpf("-inf")] * N
+        out = [[] for _ in range(N)]
+        for c in model.csr:
+            for local in range(c.n_src):
+                for s in range(c.indptr[local], c.indptr[local + 1]):
+                    w = c.weights[s] if c.weights is not None else c.weight
+                    out[c.src_offset + local].append((int(c.targets[s]), mp.mpf(float(w))))
+        t = mp.mpf(0)
+        spikes = []
+        while len(spikes) < max_spikes:
+            best, bj = mp.inf, -1
+            for i in range(N):
+                lo = max(ref[i] - t, mp.mpf(0))
+                vl = mu + (v[i] - mu) * mp.exp(-lo / tau)
+                if vl >= th:
+                    D = lo
+                elif mu > th:
+                    D = lo + tau * mp.log((mu - vl) / (mu - th))
+                else:
+                    D = mp.inf
+                if D < best:
+                    best, bj = D, i
+            if t + best > t_end:
+                break
+            t += best
+            v = [mu + (x - mu) * mp.exp(-best / tau) for x in v]
+            spikes.append((t, bj))
+            v[bj] = vr
+            ref[bj] = t + t_ref
+            for i, w in out[bj]:
+                v[i] += w
+        return spikes
+
+
+def test_against_mpmath_20_neurons(tmp_path):
+    m = SparseModel.load(write(tmp_path, network(LIF, 16, 4, 5, 0.5)), seed=5)
+    ref = _mp_lif_network(m, 60, 150)
+    assert len(ref) == 150
+    for train in (run_sparse(m, duration=60.0, max_spikes=150), run_reference(m, 60.0, max_spikes=150)):
+        assert [j for _, j in ref] == train.neurons.tolist()
+        err = max(abs(float(t) - tt) / max(1.0, float(t)) for (t, _), tt in zip(ref, train.times))
+        assert err < 1e-13, err
