@@ -6,6 +6,10 @@
 - with the event-outer adjoint (runtime/engines/adjoint_events.py) and with the per-neuron one
   it replaced (sequential_cpu.USE_EVENT_ADJOINT = False), gradients compared;
 - on 1 and on 2 engine threads (runtime/engines/parallel.py; torch keeps 1 intra-op thread);
+- the readout layer alone (20 LI, max potential, on the hidden layer's spikes), forward and
+  forward+backward, compiled (runtime/engines/readout_cpu.py, generated MLIR) and replayed
+  (runtime/engines/observe_replay.py, torch ops; readout_cpu.USE_COMPILED_READOUT = False), values
+  and gradients compared;
 - the floor: a plain C loop doing the same exact forward state updates with the shared
   propagator (no root solves), compiled here with the system compiler (`cc -O3`).
 
@@ -95,6 +99,45 @@ def time_it(fn, repeats: int) -> tuple[float, float, list]:
     return statistics.median(wall), min(cpu), wall
 
 
+def time_readout(em, eng, pb, hid, repeats: int, sizes: dict) -> dict:
+    """The readout layer alone on the hidden layer's spikes: compiled vs replayed, same run."""
+    from spikescan.runtime.engines import parallel, readout_cpu
+
+    t2, c2 = spikes_to_events(hid.times)
+
+    def readout(backward: bool):
+        tt = t2.detach().requires_grad_(backward)
+        W2 = pb.W2.detach().requires_grad_(backward)
+        with torch.set_grad_enabled(backward):
+            out = eng.run_layer(pb.li, {}, tt, c2, W2, max_spikes=64, on_overflow="raise",
+                                observe="max_potential", t_end=pb.t_end)
+            if backward:
+                torch.nn.functional.cross_entropy(out.observed, pb.labels).backward()
+        return out.observed.detach(), tt.grad, W2.grad
+
+    res, vals = {}, {}
+    for mode, threads in (("compiled", 1), ("compiled", 2), ("replay", 1)):
+        readout_cpu.USE_COMPILED_READOUT = mode == "compiled"
+        parallel.set_threads(threads)
+        try:
+            for name, fn in (("readout-forward", lambda: readout(False)),
+                             ("readout-forward+backward", lambda: readout(True))):
+                wall, cpu, allw = time_it(fn, repeats)
+                res[(mode, threads, name)] = wall
+                em.emit(kind="timing", engine="sequential-cpu, readout layer", readout_impl=mode, engine_threads=threads,
+                        stage=name, ms_wall=wall * 1e3, ms_cpu=cpu * 1e3, all_wall_s=allw,
+                        readout_events_per_sample=float(torch.isfinite(t2).sum()) / t2.shape[0], **sizes)
+            vals[mode] = readout(True)
+        finally:
+            readout_cpu.USE_COMPILED_READOUT = True
+    rel = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+              for a, b in zip(vals["compiled"], vals["replay"]) if b is not None)
+    for name in ("readout-forward", "readout-forward+backward"):
+        em.emit(kind="ratio", what=f"readout replay / compiled, {name}, 1 thread",
+                ratio=res[("replay", 1, name)] / res[("compiled", 1, name)], max_rel_grad_difference=rel, **sizes)
+    return res
+
+
 def main(argv=None):
     p = base_parser(__doc__, "cpu_step")
     p.add_argument("--batch", type=int, default=None)
@@ -147,10 +190,12 @@ def main(argv=None):
                     continue
                 wall, cpu, allw = time_it(fn, repeats)
                 results[(adjoint, threads, name)] = wall
-                em.emit(kind="timing", engine="sequential-cpu", adjoint=adjoint, engine_threads=threads, stage=name,
+                em.emit(kind="timing", engine="sequential-cpu", adjoint=adjoint, readout_impl="compiled",
+                        engine_threads=threads, stage=name,
                         ms_wall=wall * 1e3, ms_cpu=cpu * 1e3, all_wall_s=allw, hidden_rate_hz=rate, **sizes)
             grads[adjoint] = network(True)[1]
     sequential_cpu.USE_EVENT_ADJOINT = True
+    time_readout(em, eng, pb, hid, repeats, sizes)
     parallel.set_threads(None)
     rel = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(grads["event-outer"], grads["per-neuron"]))
 

@@ -232,6 +232,16 @@ def section_cpu_forward(recs, title) -> str:
     return "\n".join(out) + "\n"
 
 
+RO_OLD = ("The engine threads run batch slices of the compiled loops; the readout layer's replay "
+          "(runtime/engines/observe_replay.py, torch ops) stays on one thread, which bounds the whole "
+          "step's 1 -> 2 thread ratio. ")
+RO_NEW = ("The engine threads run batch slices of the compiled loops, the readout layer's included "
+          "(compiled readout, generated MLIR: runtime/engines/readout_cpu.py). The readout layer is also "
+          "timed alone on the hidden layer's spikes, compiled and replayed (runtime/engines/"
+          "observe_replay.py, torch ops on one thread, the reference the compiled one is checked "
+          "against), in the same run. ")
+
+
 def section_cpu_step(recs, title) -> str:
     """bench/cpu_step.py: the full training step on sequential-cpu, both adjoints, 1 and 2 engine
     threads, and the C floor, with the same-run ratios."""
@@ -240,18 +250,19 @@ def section_cpu_step(recs, title) -> str:
     if not t:
         return "\n".join(out + skipped_lines(recs)) + "\n"
     r0 = t[0]
+    has_ro = any("readout_impl" in r for r in t)  # records from before the compiled readout lack it
     out.append(f"Sizes: batch {r0['batch']}, {r0['events_per_sample']:.0f} events per sample, {r0['inputs']} inputs "
                f"-> {r0['hidden']} CubaLIF -> {r0.get('readout', 20)} LI readouts (max potential), "
                f"{r0['dtype']}, {r0.get('hidden_rate_hz', 0):.1f} Hz hidden rate; median wall time. Adjoints: "
-               "event-outer (runtime/engines/adjoint_events.py) and per-neuron (mlir_adjoint.py). The engine "
-               "threads run batch slices of the compiled loops; the readout layer's replay "
-               "(runtime/engines/observe_replay.py, torch ops) stays on one thread, which bounds the whole "
-               "step's 1 -> 2 thread ratio. The C floor does the same exact state updates without root "
-               "solves. Discrete-time peers are in the peers sections, from their own runs.")
+               "event-outer (runtime/engines/adjoint_events.py) and per-neuron (mlir_adjoint.py). " +
+               (RO_NEW if has_ro else RO_OLD) +
+               "The C floor does the same exact state updates without root solves. Discrete-time peers are "
+               "in the peers sections, from their own runs.")
     out.append("")
-    rows = [[r["engine"], r.get("adjoint", "-"), r["engine_threads"], r["stage"], fmt_s(r["ms_wall"] / 1e3)]
-            for r in t]
-    out.append(table(["engine", "adjoint", "engine threads", "pass", "time (median)"], rows))
+    rows = [[r["engine"], r.get("adjoint", "-")] + ([r.get("readout_impl", "-")] if has_ro else [])
+            + [r["engine_threads"], r["stage"], fmt_s(r["ms_wall"] / 1e3)] for r in t]
+    out.append(table(["engine", "adjoint"] + (["readout"] if has_ro else [])
+                     + ["engine threads", "pass", "time (median)"], rows))
     ratios = [r for r in recs if r.get("kind") == "ratio"]
     if ratios:
         out += ["", "Same-run ratios:", ""]

@@ -337,3 +337,9 @@ def test_cpu_step_quick_smoke(tmp_path):
     ratio = next(r for r in recs if r.get("kind") == "ratio" and r["what"].startswith("per-neuron"))
     assert ratio["max_rel_grad_difference"] < 1e-12
     assert any(r.get("engine", "").startswith("C loop") or r.get("skipped") for r in recs)
+    ro = [r for r in recs if r.get("kind") == "timing" and r["engine"] == "sequential-cpu, readout layer"]
+    assert {(r["readout_impl"], r["engine_threads"], r["stage"]) for r in ro} == {
+        (m, th, s) for m, th in (("compiled", 1), ("compiled", 2), ("replay", 1))
+        for s in ("readout-forward", "readout-forward+backward")}
+    ratio = next(r for r in recs if r.get("kind") == "ratio" and r["what"].startswith("readout replay"))
+    assert ratio["max_rel_grad_difference"] < 1e-12 and ratio["ratio"] > 0
