@@ -270,6 +270,8 @@ def test_network_with_feedback_runs_the_group_jointly(tmp_path):
     assert h2.weights[0].grad is not None and h1.d_rec_1.grad is None  # fixed delays: no gradient
     with pytest.raises(NotImplementedError, match="recurrent group"):
         net.run_layer(h1, times, ch, engine=None)
+    with pytest.raises(NotImplementedError, match="explicit init"):  # what auto_init would ask for
+        net.layer_input(h2, times, ch, {})
     # engine sequential-cpu runs `side` and `out` compiled and hands the group to the same exact loop
     out_cpu = _net(tmp_path, engine="sequential-cpu", on_overflow="flag")(times, ch, t_end=50.0)
     for a, b, ca, cb in zip(out.spikes, out_cpu.spikes, out.counts, out_cpu.counts):
