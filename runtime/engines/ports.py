@@ -112,7 +112,8 @@ def apply_jump(x: list, Bvec: list, w: Tensor) -> list:
     return [v if b is None else v + b * w for v, b in zip(x, Bvec)]
 
 
-def refuse(engine: str, what: str = "", instead: str = "torch") -> None:
+def refuse(engine: str, instead: str) -> None:
+    """The clear error of an engine that cannot take a PortMap, naming what can."""
     raise NotImplementedError(
-        f"engine {engine!r}{' (' + what + ')' if what else ''} does not support layers whose input "
-        f"channels use several ports (a PortMap); use engine {instead!r}")
+        f"engine {engine!r} does not support layers whose input channels use several ports (a "
+        f"PortMap); use {instead}")

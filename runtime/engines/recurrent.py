@@ -73,7 +73,7 @@ def run_recurrent_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, w
     if lay.Bvec is None:  # a PortMap (runtime/engines/ports.py)
         from spikescan.runtime.engines.ports import refuse
 
-        refuse("recurrent", instead="torch (a layer without recurrent connection)")
+        refuse("recurrent", instead="the recurrent-group loop (runtime/engines/recurrent_group.py), which SpikingNetwork uses for such layers")
     if not kern.spiking:
         raise ValueError(f"neuron {ir.name!r} has no threshold: a recurrent connection needs a spiking neuron")
     if w_rec.shape != (N, N):

@@ -170,7 +170,7 @@ def run_recurrent_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, w
     if lay.Bvec is None:  # a PortMap (runtime/engines/ports.py)
         from spikescan.runtime.engines.ports import refuse
 
-        refuse("sequential-cpu (recurrent)", instead="torch (a layer without recurrent connection)")
+        refuse("sequential-cpu (recurrent)", instead="the recurrent-group loop (runtime/engines/recurrent_group.py), which SpikingNetwork uses for such layers")
     if w_rec.shape != (N, N):
         raise ValueError(f"w_rec must be [N, N] = [{N}, {N}], got {tuple(w_rec.shape)}")
     Lk = ev.length

@@ -108,8 +108,19 @@ def _in_order(ir, name):
     return A, Bp, c, theta, R, r
 
 
-def mp_ports(ir, name, events, t_end, dps=40):
-    """Spike times (floats) of one neuron for events [(t, w, port)] in input order."""
+_MP_CACHE: dict = {}
+
+
+def mp_ports(ir, name, events, t_end, dps=30):
+    """Spike times (floats) of one neuron for events [(t, w, port)] in input order (cached: every
+    engine is checked against the same cases)."""
+    key = (name, tuple(ir.state), tuple(events), float(t_end), dps)
+    if key not in _MP_CACHE:
+        _MP_CACHE[key] = _mp_ports(ir, name, events, t_end, dps)
+    return _MP_CACHE[key]
+
+
+def _mp_ports(ir, name, events, t_end, dps):
     A, Bp, c, theta, R, r = _in_order(ir, name)
     with mp.workdps(dps):
         d = len(c)
@@ -236,7 +247,12 @@ def _loss(res):
     return torch.where(torch.isfinite(t), t, torch.zeros_like(t)).sum()
 
 
-@pytest.mark.parametrize("engine", _engines())
+def _slow_reference(engines):
+    """The torch-sequential reference is checked in full elsewhere: its heavy variants are slow."""
+    return [pytest.param(e, marks=pytest.mark.slow) if e == "torch-sequential" else e for e in engines]
+
+
+@pytest.mark.parametrize("engine", _slow_reference(_engines()))
 def test_gradients_finite_differences(engine, eilif):
     """d loss / d (weights, input times, tau_e, tau_i) against central differences."""
     times, ch = _random_layer(5, B=2, n=14, C=4, N=3, ties=False)
@@ -294,7 +310,7 @@ def test_network_builds_the_port_map():
     assert net.layers["out"].port == "exc"
 
 
-@pytest.mark.parametrize("engine", _engines())
+@pytest.mark.parametrize("engine", _slow_reference(_engines()))
 def test_network_forward_backward(engine, eilif):
     """The hidden layer equals a direct run_layer call on the merged inputs with the port map, and
     its gradients reach both connections' weights."""
@@ -387,3 +403,15 @@ def test_readouts_with_two_ports(engine, kind, eilif):
     (o, gw), (o_ref, gw_ref) = run(engine), run("torch-sequential")
     assert torch.allclose(o, o_ref, rtol=1e-10, atol=1e-12)
     assert torch.allclose(gw, gw_ref, rtol=1e-8, atol=1e-10)
+
+
+def test_plain_recurrent_engines_refuse_a_port_map(eilif):
+    """The plain self-recurrent loops take one port; a PortMap gets a clear error naming the
+    recurrent-group loop (which SpikingNetwork uses for layers whose ports differ)."""
+    from spikescan.runtime.engines.recurrent import run_recurrent_layer
+
+    times, ch = _random_layer(12, B=1, n=6, C=2, N=2, ties=False)
+    W = torch.ones(2, 2, dtype=F64)
+    pm = PortMap(("exc", "inh"), torch.tensor([0, 1]))
+    with pytest.raises(NotImplementedError, match="recurrent_group"):
+        run_recurrent_layer(eilif, {}, times, ch, W, torch.zeros(2, 2, dtype=F64), port=pm, t_end=20.0)
