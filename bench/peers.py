@@ -134,5 +134,6 @@ def run_others(args, out, wl, hidden, repeats, max_s, timeout) -> None:
         python=peer_compare.peer_python(args.peer_python), threads=args.threads, repeats=repeats,
         max_seconds=max_s, device=args.device, timeout=args.peer_timeout or timeout)
 
+
 if __name__ == "__main__":
     main()
