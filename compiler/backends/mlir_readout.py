@@ -238,8 +238,9 @@ def build_forward(rd: _Readout):
                     x = [memref.load(xs, [o.ci(q), j]) for q in range(d)]
                     xp = em.materialize([o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)])
                     if is_max:
-                        _max_step(rd, x, xp, D, t_prev, b, j, k64, e64, real, e_prev, real_prev,
-                                  obs, estar, off, tidx, tcoef)
+                        m1 = arith.constant(i64, -1)
+                        _max_step(rd, x, xp, D, t_prev, b, j, k64, arith.select(real, e64, m1),
+                                  arith.select(real_prev, e_prev, m1), (obs, estar, off, tidx, tcoef))
                     else:  # int_0^D u = q . (x(D) - x - a0 D), q = c^T A^{-1}
                         diff = [o.sub(o.sub(xp[i], x[i]), o.mul(em.a0[i], D)) for i in range(d)]
                         g = o.z(o.dot(rd.q, diff))
@@ -255,10 +256,12 @@ def build_forward(rd: _Readout):
     return fn
 
 
-def _max_step(rd: _Readout, x, xp, D, t_prev, b, j, k64, e64, real, e_prev, real_prev,
-              obs, estar, off, tidx, tcoef):
-    """One interval of one neuron: the interval's maximum and, if it beats the running one, the
-    record of where it is and how it moves (module docstring)."""
+def _max_step(rd: _Readout, x, xp, D, t_prev, b, j, k64, end_ref, start_ref, recs, sub=None):
+    """One interval (or, with spikes, one piece of it) of one neuron from state x (length D, end
+    state xp before the end's action): its maximum and, if it beats the running one, the record
+    of where it is and how it moves (module docstring). end_ref / start_ref: the tidx of what the
+    piece's end / start moves with (-1: fixed). recs: (obs, estar, off, tidx, tcoef[, sub])."""
+    obs, estar, off, tidx, tcoef = recs[:5]
     em = rd.em
     o = em.o
     ft = o.ft
@@ -303,8 +306,7 @@ def _max_step(rd: _Readout, x, xp, D, t_prev, b, j, k64, e64, real, e_prev, real
     at_end = o.and_(o.and_(o.not_(startwins), o.gt(D, zero)), o.not_(interior))
     at_start = o.and_(o.not_(at_end), o.not_(interior))
     m1 = arith.constant(i64, -1)
-    tid = arith.select(at_end, arith.select(real, e64, m1),
-                       arith.select(at_start, arith.select(real_prev, e_prev, m1), m1))
+    tid = arith.select(at_end, end_ref, arith.select(at_start, start_ref, m1))
     tco = o.sel(at_end, de, o.sel(at_start, ds, zero))
     best = memref.load(obs, [b, j])
 
@@ -314,6 +316,8 @@ def _max_step(rd: _Readout, x, xp, D, t_prev, b, j, k64, e64, real, e_prev, real
         memref.store(loc, off, [b, j])
         memref.store(tid, tidx, [b, j])
         memref.store(tco, tcoef, [b, j])
+        if sub is not None:
+            memref.store(sub, recs[5], [b, j])
 
     o.if_void(o.gt(val, best), record)
 
@@ -465,7 +469,12 @@ def compiled_readout(nir: NeuronIR, kind: str, dtype: str = "f64", port: Optiona
     key = (ir_key(nir, dtype, port), kind)
     with _LOCK:
         if key not in _ENGINES:
-            mod = build_readout_module(nir, kind, dtype, port)
+            if nir.c is not None and nir.theta is not None:  # a spiking layer: its spikes as resets
+                from spikescan.compiler.backends.mlir_readout_spikes import build_module
+
+                mod = build_module(nir, kind, dtype, port)
+            else:
+                mod = build_readout_module(nir, kind, dtype, port)
             with mod.context:
                 passmanager.PassManager.parse(LOWER).run(mod.operation)
                 eng = execution_engine.ExecutionEngine(mod, opt_level=3)

@@ -1,13 +1,15 @@
 """Compiled readouts on the sequential-cpu engine (issue 10 item 3): `max_potential` and
-`li_integral` of a layer without threshold, forward and exact backward in generated MLIR
-(compiler/backends/mlir_readout.py), as one autograd Function, run over fixed batch slices on the
-engine's threads (runtime/engines/parallel.py: bit-identical for any thread count).
+`li_integral`, forward and exact backward in generated MLIR, as one autograd Function, run over
+fixed batch slices on the engine's threads (runtime/engines/parallel.py: bit-identical for any
+thread count). A layer without threshold: compiler/backends/mlir_readout.py. A spiking layer (the
+first-spike loss's max potential, observe_vmax): compiler/backends/mlir_readout_spikes.py, with
+the spikes the compiled layer found as resets; its spike times get the readout's partial
+gradient, and the layer's own adjoint carries them on.
 
 `applicable` says when it is used; otherwise sequential_cpu falls back to the vectorised torch
-replay (observe_replay.py), which stays the reference:
+replay (observe_replay.py), which stays the reference (and also where a recorded spike does not
+replay consistently):
 
-- the neuron has no threshold (spiking readouts, e.g. first_spike with observe_vmax, are replayed
-  from the compiled layer's spikes);
 - no delays, a plain port name (not a per-channel port map), CPU float32/float64 tensors;
 - parameters shared by all neurons (scalars) and none of them learned (no tensor parameter that
   requires a gradient);
@@ -38,6 +40,8 @@ def _unsupported(ir: NeuronIR, kind: str) -> Optional[str]:
     key = (id(ir), kind)
     hit = _WHY.get(key)
     if hit is None or hit[0] is not ir:
+        if ir.c is not None and ir.theta is not None:  # a spiking layer: its spikes as resets
+            from spikescan.compiler.backends.mlir_readout_spikes import unsupported
         hit = (ir, unsupported(ir, kind))
         _WHY[key] = hit
     return hit[1]
@@ -119,12 +123,13 @@ def _chunks(B: int) -> tuple[list, Tensor]:
 
 
 class _ReadoutFn(torch.autograd.Function):
-    """obs [B, N] from the forward kernel; the backward kernel gives dL/dW and dL/d times."""
+    """obs [B, N] from the forward kernel; the backward kernel gives dL/dW, dL/d times and, for a
+    spiking layer, the partial dL/d spike times (their own gradient is the layer's adjoint)."""
 
     @staticmethod
-    def forward(ctx, obs, sv, times, weight):
+    def forward(ctx, obs, sv, times, weight, spikes):
         ctx.sv = sv
-        ctx.shapes = [(times.shape, times.dtype, times.device), (weight.shape, weight.dtype, weight.device)]
+        ctx.shapes = [(v.shape, v.dtype, v.device) if v is not None else None for v in (times, weight, spikes)]
         return obs.clone()
 
     @staticmethod
@@ -141,29 +146,45 @@ class _ReadoutFn(torch.autograd.Function):
         # shared weight: one gradient row per slice; per-sample weights: one per sample
         gw = torch.zeros((int(of[-1]) + 1 if B else 1, C, N) if shared_w else (B, C, N), dtype=dt)
         grow = of if shared_w else torch.arange(B, dtype=torch.int64)
+        gs = None if sv.spikes is None else torch.zeros(sv.spikes.shape, dtype=dt)
         d = sv.d
 
         def chunk_backward(part):
             b0, b1 = part
-            _call(sv.eng, "readout_backward",
-                  [sv.t[b0:b1], sv.ch[b0:b1], sv.order[b0:b1], sv.W3[b0:b1] if sv.W3.shape[0] > 1 else sv.W3,
-                   sv.nvalid[b0:b1], sv.horizon[b0:b1], *sv.pvec, g[b0:b1], sv.estar[b0:b1], sv.off[b0:b1],
-                   sv.tidx[b0:b1], sv.tcoef[b0:b1], gw, grow[b0:b1], gt[b0:b1], torch.empty((d, N), dtype=dt),
-                   torch.empty((d, N), dtype=dt)])
+            head = [sv.t[b0:b1], sv.ch[b0:b1], sv.order[b0:b1], sv.W3[b0:b1] if sv.W3.shape[0] > 1 else sv.W3,
+                    sv.nvalid[b0:b1], sv.horizon[b0:b1], *sv.pvec, g[b0:b1], sv.estar[b0:b1], sv.off[b0:b1],
+                    sv.tidx[b0:b1], sv.tcoef[b0:b1]]
+            lam, seed = torch.empty((d, N), dtype=dt), torch.empty((d, N), dtype=dt)
+            if sv.spikes is None:
+                _call(sv.eng, "readout_backward", head + [gw, grow[b0:b1], gt[b0:b1], lam, seed])
+            else:
+                _call(sv.eng, "readout_spikes_backward",
+                      head + [sv.sub[b0:b1], sv.spikes[b0:b1], sv.scount[b0:b1], sv.xrec[b0:b1], gw, grow[b0:b1],
+                              gt[b0:b1], gs[b0:b1], lam, seed, torch.empty((N,), dtype=torch.int64)])
 
         parallel.run(chunk_backward, chunks)
         if shared_w:
             gw = _ordered_sum(list(gw))
-        (tshape, tdt, tdev), (wshape, wdt, wdev) = ctx.shapes
-        gtimes = gt[:, : tshape[1]].reshape(tshape).to(dtype=tdt, device=tdev) if ctx.needs_input_grad[2] else None
-        gweight = gw.reshape(wshape).to(dtype=wdt, device=wdev) if ctx.needs_input_grad[3] else None
-        return None, None, gtimes, gweight
+
+        def put(val, k):
+            if not ctx.needs_input_grad[2 + k] or ctx.shapes[k] is None:
+                return None
+            shape, dtype, dev = ctx.shapes[k]
+            return val.reshape(shape).to(dtype=dtype, device=dev)
+
+        ts = ctx.shapes[0][0]
+        return (None, None, put(gt[:, : ts[1]], 0), put(gw, 1),
+                None if gs is None else put(gs[:, :, : ctx.shapes[2][0][2]] if ctx.shapes[2] else gs, 2))
 
 
 def observe(ir: NeuronIR, params: Optional[dict], times: Tensor, channels: Tensor, weight: Tensor,
-            port: Optional[str], observe: str, t_end: float) -> Tensor:
-    """The readout [B, N] over [0, t_end] (differentiable in times and weight). The caller checked
-    `applicable` and validated the inputs (sequential_cpu._run_observed)."""
+            port: Optional[str], observe: str, t_end: float, spikes: Optional[Tensor] = None,
+            counts: Optional[Tensor] = None) -> Optional[Tensor]:
+    """The readout [B, N] over [0, t_end] (differentiable in times, weight and, for a spiking
+    layer, its spike times `spikes` [B, N, S] (+inf padding) with `counts` [B, N], as the compiled
+    layer returned them). None when a recorded spike does not replay consistently (u below theta
+    just before it; the caller then falls back). The caller checked `applicable` and validated
+    the inputs (sequential_cpu._run_observed)."""
     from spikescan.compiler.backends.mlir_readout import compiled_readout
     from spikescan.runtime.engines.sequential_cpu import _param_vectors
 
@@ -194,18 +215,37 @@ def observe(ir: NeuronIR, params: Optional[dict], times: Tensor, channels: Tenso
     tidx = torch.empty((B, N), dtype=torch.int64)
     tcoef = torch.empty((B, N), dtype=dtype)
     d = ir.d
+    spk = scount = sub = xrec = bad = None
+    if spikes is not None:
+        spk = spikes.detach().cpu().to(dtype).contiguous()
+        if spk.shape[2] == 0:
+            spk = torch.full((B, N, 1), math.inf, dtype=dtype)
+        scount = counts.detach().cpu().to(torch.int64).contiguous()
+        sub = torch.empty((B, N), dtype=torch.int64)
+        xrec = torch.empty((*spk.shape, d), dtype=dtype)
+        bad = torch.empty((B, N), dtype=torch.int64)
 
     def chunk_forward(part):
         b0, b1 = part
-        _call(eng, "readout_forward",
-              [t[b0:b1], ch[b0:b1], order[b0:b1], W3[b0:b1] if W3.shape[0] > 1 else W3, nvalid[b0:b1],
-               horizon[b0:b1], *pvec, obs[b0:b1], estar[b0:b1], off[b0:b1], tidx[b0:b1], tcoef[b0:b1],
-               torch.empty((d, N), dtype=dtype)])
+        head = [t[b0:b1], ch[b0:b1], order[b0:b1], W3[b0:b1] if W3.shape[0] > 1 else W3, nvalid[b0:b1],
+                horizon[b0:b1], *pvec]
+        recs = [obs[b0:b1], estar[b0:b1], off[b0:b1], tidx[b0:b1], tcoef[b0:b1]]
+        if spk is None:
+            _call(eng, "readout_forward", head + recs + [torch.empty((d, N), dtype=dtype)])
+        else:
+            _call(eng, "readout_spikes_forward",
+                  head + [spk[b0:b1], scount[b0:b1]] + recs + [sub[b0:b1], xrec[b0:b1], bad[b0:b1],
+                                                               torch.empty((d, N), dtype=dtype),
+                                                               torch.empty((N,), dtype=torch.int64)])
 
     parallel.run(chunk_forward, _chunks(B)[0])
+    if bad is not None and bool(bad.any()):
+        return None
     out = obs.to(times.device)
-    if torch.is_grad_enabled() and (times.requires_grad or weight.requires_grad):
+    need = [v for v in (times, weight, spikes) if v is not None and v.requires_grad]
+    if torch.is_grad_enabled() and need:
         sv = _Saved(eng=eng, t=t, ch=ch, order=order, W=W, W3=W3, nvalid=nvalid, horizon=horizon, pvec=pvec,
-                    estar=estar, off=off, tidx=tidx, tcoef=tcoef, dtype=dtype, d=d)
-        out = _ReadoutFn.apply(out, sv, times, weight)
+                    estar=estar, off=off, tidx=tidx, tcoef=tcoef, dtype=dtype, d=d, spikes=spk, scount=scount,
+                    sub=sub, xrec=xrec)
+        out = _ReadoutFn.apply(out, sv, times, weight, spikes)
     return out

@@ -323,11 +323,14 @@ def _run_observed(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, w
         raise ValueError("the sequential-cpu engine needs CPU tensors")
     P = kern.param_tensors(params, N, dtype, dev)
     w = weight.to(dtype)
-    if spikes is None and readout_cpu.applicable(ir, params, times, w, delays, port, observe):
-        # no threshold: the compiled readout (forward and backward in generated MLIR)
+    if readout_cpu.applicable(ir, params, times, w, delays, port, observe):
+        # the compiled readout (forward and backward in generated MLIR; a spiking layer's own
+        # spikes are resets in it); None: a recorded spike did not replay consistently
         readout_cpu.check_inputs(times, channels, w, t_end)
-        obs = readout_cpu.observe(ir, params, times, channels, w, port, observe, t_end)
-        return LayerResult(times=res.times, counts=res.counts, overflow=res.overflow, observed=obs)
+        obs = readout_cpu.observe(ir, params, times, channels, w, port, observe, t_end, spikes=spikes,
+                                  counts=None if spikes is None else res.counts)
+        if obs is not None:
+            return LayerResult(times=res.times, counts=res.counts, overflow=res.overflow, observed=obs)
     ev = build_events(times, channels, w, None if delays is None else delays.to(dtype), t_end, kern.slowest_tau(P))
     obs = observe_known_spikes(kern, P, port, ev, spikes, observe, B, N)
     if obs is None:  # the replay disagreed with the recorded spikes: the exact Python reference
