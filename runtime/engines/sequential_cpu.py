@@ -2,9 +2,10 @@
 IR and JIT-compiled for the CPU (compiler/backends/cpu_jit.py). Differentiable: the backward
 is the JIT-compiled adjoint event loop (compiler/backends/mlir_adjoint.py), exact gradients to
 input times, weights, delays and tensor parameters (IFT at every spike). Readouts (observe=...,
-neurons without threshold): max_potential / li_integral of a layer without threshold are
-compiled (runtime/engines/readout_cpu.py, forward and backward in generated MLIR) where that
-applies; otherwise the compiled loop finds the spikes, then runtime/engines/observe_replay.py
+neurons without threshold): max_potential / li_integral are compiled (runtime/engines/
+readout_cpu.py, forward and backward in generated MLIR; a spiking layer's spikes from the
+compiled loop are resets in it) where that applies; otherwise the compiled loop finds the
+spikes, then runtime/engines/observe_replay.py
 computes the observable from the known spikes, vectorised, with exact adjoint gradients (falls
 back to "torch-sequential" only if the replay is inconsistent).
 
