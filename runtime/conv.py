@@ -75,6 +75,9 @@ def gather_lanes(times: Tensor, channels: Tensor, lane_of: Tensor, local_of: Ten
     dev = times.device
     fin = torch.isfinite(times)
     ch = torch.where(fin, channels, torch.zeros_like(channels))
+    if ch.numel() and (int(ch.min()) < 0 or int(ch.max()) >= lane_of.shape[0]):
+        raise ValueError(f"input channels span [{int(ch.min())}, {int(ch.max())}] but the conv2d / pool2d "
+                         f"source has {lane_of.shape[0]} channels")
     g, l = lane_of[ch], local_of[ch]  # [B, n, F]
     bi, ei, fi = ((g >= 0) & fin.unsqueeze(-1)).nonzero(as_tuple=True)  # (sample, event, f) order
     lane = bi * G + g[bi, ei, fi]
