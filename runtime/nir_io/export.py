@@ -123,6 +123,10 @@ def network_graph(net, area_s: float = 1.0):
     if getattr(ir, "discrete", None):
         raise NirError(f"network '{ir.name}' is a discrete-time (PSN) network; NIR's neurons are continuous-time ODEs, "
                        "so it has no exact NIR form (docs/nir.md)")
+    conv = [l.name for l in ir.layers if any(getattr(c, "conv", None) is not None for c in l.connections)]
+    if conv:
+        raise NirError(f"layer '{conv[0]}' is fed by conv2d / pool2d, which the NIR export does not write yet "
+                       "(NIR's Conv2d / SumPool2d nodes); export a network of dense layers")
     names = _Names(list(ir.inputs) + [l.name for l in ir.layers])
     nodes, edges, kinds = {}, [], {}
     for pop, size in ir.inputs.items():

@@ -267,3 +267,11 @@ def test_nmnist_conv_trains_on_a_tiny_subset(tmp_path):
               out=str(tmp_path / "run"), seed=0)
     first, second = (h["train_loss"] for h in r.history)
     assert second < 0.9 * first, r.history
+
+
+def test_nir_export_refuses_conv_layers(tmp_path):
+    pytest.importorskip("nir")
+    from spikescan.runtime.nir_io.export import NirError, network_graph
+
+    with pytest.raises(NirError, match="conv2d / pool2d"):
+        network_graph(_net(tmp_path))
