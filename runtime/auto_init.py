@@ -10,9 +10,15 @@ neurons fire at the target mean rate
     rate(s) = (spikes of the layer on the batch) / (samples x neurons x t_end)
 
 Each layer is scaled with the earlier layers already at their final scale, so its input is the
-one training will see. Weights start from the default draw normal(0, 1/sqrt(fan_in)) (the
-network's seed), so only the scale is data-dependent, and the result is deterministic: the same
-batch, seed and engine give the same scales, bit for bit.
+one training will see. Weights start from the draw normal(1/sqrt(fan_in), 1/sqrt(fan_in)) (the
+network's seed; runtime/network.init_weight), so only the scale is data-dependent, and the
+result is deterministic: the same batch, seed and engine give the same scales, bit for bit.
+The mean equals the standard deviation because a zero-mean draw scaled to the same mean rate
+fires very unevenly: on an N-MNIST batch (models/nmnist.snn at 10 Hz) 29% of the (sample,
+output neuron) pairs were silent and one of the 10 output neurons fired half of the spikes, so
+first-spike training started without gradient for many labels; with mean = std none was silent
+and the top 10% of neurons fired 11-12% of the spikes. Calling auto_init again rescales from the
+current weights, so a second call finds a factor near 1.
 
 Search (a few forwards of that one layer on its cached input events):
 1. bracket: from s = 1, multiply or divide s by BRACKET_STEP until the rate crosses the target
@@ -24,8 +30,8 @@ Search (a few forwards of that one layer on its cached input events):
 Forwards run with a spike cap of at least twice the target count per neuron (a neuron that hits
 it counts as firing at the cap, which is above the target anyway, so the bracket stays right).
 
-Non-spiking layers (no threshold, e.g. LI readouts of `max_potential` / `li_integral`) keep the
-default init: they have no rate to match, their readout is a continuous value whose gradient
+Non-spiking layers (no threshold, e.g. LI readouts of `max_potential` / `li_integral`) keep their
+unscaled draw: they have no rate to match, their readout is a continuous value whose gradient
 never vanishes (they cannot stall training), and the loss's `value_scale` sets the scale of their
 logits. A layer whose target cannot be reached (no input event reaches it, or a non-auto
 connection alone already drives it above the target) keeps the closest scale found, and its
@@ -177,7 +183,7 @@ def auto_init(net, times: Tensor, channels: Tensor, t_end: float, *, tol: float 
             res = None
             if target is not None and not spiking:
                 record["layers"].append({"layer": name, "target_hz": target * 1000.0,
-                                         "skipped": "no threshold: keeps the default init"})
+                                         "skipped": "no threshold: keeps the unscaled init"})
             elif target is not None:
                 res = _scale_layer(net, lay, name, t_in, c_in, engine, target, t_end, tol, int(max_forwards),
                                    record)
@@ -218,7 +224,7 @@ def _scale_layer(net, lay, name, t_in, c_in, engine, target, t_end, tol, max_for
 
 def _line(r: dict) -> str:
     if "skipped" in r:
-        return f"auto init: {r['layer']} keeps the default init ({r['skipped'].split(':')[0]})"
+        return f"auto init: {r['layer']} keeps its unscaled init ({r['skipped'].split(':')[0]})"
     note = "" if r["converged"] else " (not reached: closest found)"
     return (f"auto init: {r['layer']} weights x{r['scale']:.4g} -> {r['rate_hz']:.3g} Hz (target "
             f"{r['target_hz']:g} Hz, {r['forwards']} forwards){note}")

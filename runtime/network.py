@@ -44,8 +44,9 @@ class NetworkOutput:
 
 def init_weight(spec: InitSpec, fan_in: int, fan_out: int, gen: Optional[torch.Generator]) -> Tensor:
     """Initial weights [fan_in, fan_out] from an InitSpec. "default": normal(0, 1/sqrt(fan_in))
-    (a Kaiming-like scale; .snn files for a given neuron usually set their own). "auto" starts
-    from the same draw; SpikingNetwork.auto_init scales it to a target rate on data."""
+    (a Kaiming-like scale; .snn files for a given neuron usually set their own). "auto":
+    normal(1/sqrt(fan_in), 1/sqrt(fan_in)), which SpikingNetwork.auto_init scales to a target rate
+    on data."""
     shape = (fan_in, fan_out)
     if spec.kind == "normal":
         return torch.randn(shape, generator=gen, dtype=DTYPE) * spec.b + spec.a
@@ -53,8 +54,10 @@ def init_weight(spec: InitSpec, fan_in: int, fan_out: int, gen: Optional[torch.G
         return torch.rand(shape, generator=gen, dtype=DTYPE) * (spec.b - spec.a) + spec.a
     if spec.kind == "constant":  # `init = constant(v)`: a = b = v
         return torch.full(shape, float(spec.a), dtype=DTYPE)
-    if spec.kind in ("default", "auto"):  # "auto": scaled later by SpikingNetwork.auto_init
+    if spec.kind == "default":
         return torch.randn(shape, generator=gen, dtype=DTYPE) / math.sqrt(max(fan_in, 1))
+    if spec.kind == "auto":  # mean = std: every neuron gets net excitation (see runtime/auto_init.py)
+        return (torch.randn(shape, generator=gen, dtype=DTYPE) + 1.0) / math.sqrt(max(fan_in, 1))
     raise ValueError(f"unknown weight init kind {spec.kind!r} (normal|uniform|constant|default|auto)")
 
 

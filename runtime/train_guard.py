@@ -45,7 +45,8 @@ def _stalled(outp, where: str, batches: int = 1, silent_slope: float = 0.0,
     hidden = [n for n in silent if n != readout]
     if hidden:
         hints.append(f"increase the weight init of {', '.join(hidden)} in the .snn file (e.g. `dense(x, init = "
-                     "normal(MEAN, STD))` with a larger MEAN)")
+                     "normal(MEAN, STD))` with a larger MEAN, or `init = auto(rate = 20 Hz)`, which scales the weights "
+                     "to that rate on the first batch)")
     if kind == "first_spike" and readout in silent:
         if silent_slope <= 0:
             hints.append("give silent label neurons a gradient through their max potential with --loss "

@@ -85,7 +85,7 @@ def test_rate_after_auto_init_is_the_target_on_a_real_batch(tmp_path):
     assert abs(before["hidden"] - 50.0) > 0.1 * 50.0
 
 
-def test_auto_init_is_deterministic_and_scales_the_default_draw(tmp_path):
+def test_auto_init_is_deterministic_and_scales_the_initial_draw(tmp_path):
     times, channels, _ = _batch(16)
     path = _model(tmp_path)
     a, b, plain = _net(path), _net(path), _net(path)
@@ -97,18 +97,24 @@ def test_auto_init_is_deterministic_and_scales_the_default_draw(tmp_path):
         assert torch.allclose(wa, w0 * scale, rtol=1e-15, atol=0), name  # only the scale is data-dependent
 
 
-def test_python_network_keeps_the_default_draw_until_auto_init_is_called(tmp_path):
-    from spikescan.runtime.network import init_weight
-
+def test_python_network_keeps_the_unscaled_draw_until_auto_init_is_called(tmp_path):
     net = _net(_model(tmp_path, hidden=""))
-    gen = torch.Generator().manual_seed(0)
-    w_hidden = init_weight(InitSpec("default"), 5, 24, gen)
-    w_out = init_weight(InitSpec("default"), 24, 3, gen)
+    gen = torch.Generator().manual_seed(0)  # the network's seed: normal(1/sqrt(fan_in), 1/sqrt(fan_in))
+    w_hidden = (torch.randn((5, 24), generator=gen, dtype=torch.float64) + 1.0) / math.sqrt(5)
+    w_out = (torch.randn((24, 3), generator=gen, dtype=torch.float64) + 1.0) / math.sqrt(24)
     assert torch.equal(net.layers["hidden"].weights[0].detach(), w_hidden)
     assert torch.equal(net.layers["out"].weights[0].detach(), w_out)
 
 
-def test_li_readout_keeps_the_default_init(tmp_path):
+def test_a_second_auto_init_finds_a_factor_near_one(tmp_path):
+    times, channels, _ = _batch(16)
+    net = _net(_model(tmp_path))
+    net.auto_init(times, channels, T_END)
+    again = net.auto_init(times, channels, T_END)
+    assert all(r["converged"] and r["forwards"] == 1 and r["scale"] == 1.0 for r in again["layers"]), again
+
+
+def test_li_readout_keeps_its_unscaled_init(tmp_path):
     times, channels, _ = _batch(16)
     net = _net(_model(tmp_path, out="LI", readout="max_potential"))
     w_out = net.layers["out"].weights[0].detach().clone()
