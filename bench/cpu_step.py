@@ -6,7 +6,8 @@
 - with the event-outer adjoint (runtime/engines/adjoint_events.py) and with the per-neuron one
   it replaced (sequential_cpu.USE_EVENT_ADJOINT = False), gradients compared;
 - on 1 and on 2 engine threads (runtime/engines/parallel.py; torch keeps 1 intra-op thread);
-- the readout layer alone (20 LI, max potential, on the hidden layer's spikes), forward and
+- the readout layer alone (20 LI, max potential, on the hidden layer's spikes; and 20 spiking
+  CubaLIF outputs, the max potential a first-spike loss reads), forward and
   forward+backward, compiled (runtime/engines/readout_cpu.py, generated MLIR) and replayed
   (runtime/engines/observe_replay.py, torch ops; readout_cpu.USE_COMPILED_READOUT = False), values
   and gradients compared;
@@ -99,17 +100,21 @@ def time_it(fn, repeats: int) -> tuple[float, float, list]:
     return statistics.median(wall), min(cpu), wall
 
 
-def time_readout(em, eng, pb, hid, repeats: int, sizes: dict) -> dict:
-    """The readout layer alone on the hidden layer's spikes: compiled vs replayed, same run."""
+def time_readout(em, eng, pb, hid, repeats: int, sizes: dict, spiking: bool = False) -> dict:
+    """The readout layer alone on the hidden layer's spikes: compiled vs replayed, same run.
+    spiking=False: the 20 LI readouts; True: 20 CubaLIF outputs (weights 3 W2 + 0.1: a few spikes
+    each), the max potential a first-spike loss reads (observe_vmax), the spikes as resets."""
     from spikescan.runtime.engines import parallel, readout_cpu
 
     t2, c2 = spikes_to_events(hid.times)
+    neuron, W2base = (pb.cuba, pb.W2 * 3.0 + 0.1) if spiking else (pb.li, pb.W2)
+    label = "CubaLIF outputs (first-spike vmax)" if spiking else "LI"
 
     def readout(backward: bool):
         tt = t2.detach().requires_grad_(backward)
-        W2 = pb.W2.detach().requires_grad_(backward)
+        W2 = W2base.detach().requires_grad_(backward)
         with torch.set_grad_enabled(backward):
-            out = eng.run_layer(pb.li, {}, tt, c2, W2, max_spikes=64, on_overflow="raise",
+            out = eng.run_layer(neuron, {}, tt, c2, W2, max_spikes=64, on_overflow="raise",
                                 observe="max_potential", t_end=pb.t_end)
             if backward:
                 torch.nn.functional.cross_entropy(out.observed, pb.labels).backward()
@@ -125,7 +130,7 @@ def time_readout(em, eng, pb, hid, repeats: int, sizes: dict) -> dict:
                 wall, cpu, allw = time_it(fn, repeats)
                 res[(mode, threads, name)] = wall
                 em.emit(kind="timing", engine="sequential-cpu, readout layer", readout_impl=mode, engine_threads=threads,
-                        stage=name, ms_wall=wall * 1e3, ms_cpu=cpu * 1e3, all_wall_s=allw,
+                        readout_neuron=label, stage=name, ms_wall=wall * 1e3, ms_cpu=cpu * 1e3, all_wall_s=allw,
                         readout_events_per_sample=float(torch.isfinite(t2).sum()) / t2.shape[0], **sizes)
             vals[mode] = readout(True)
         finally:
@@ -133,7 +138,7 @@ def time_readout(em, eng, pb, hid, repeats: int, sizes: dict) -> dict:
     rel = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
               for a, b in zip(vals["compiled"], vals["replay"]) if b is not None)
     for name in ("readout-forward", "readout-forward+backward"):
-        em.emit(kind="ratio", what=f"readout replay / compiled, {name}, 1 thread",
+        em.emit(kind="ratio", what=f"readout replay / compiled, {label}, {name}, 1 thread",
                 ratio=res[("replay", 1, name)] / res[("compiled", 1, name)], max_rel_grad_difference=rel, **sizes)
     return res
 
@@ -196,6 +201,7 @@ def main(argv=None):
             grads[adjoint] = network(True)[1]
     sequential_cpu.USE_EVENT_ADJOINT = True
     time_readout(em, eng, pb, hid, repeats, sizes)
+    time_readout(em, eng, pb, hid, repeats, sizes, spiking=True)
     parallel.set_threads(None)
     rel = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(grads["event-outer"], grads["per-neuron"]))
 

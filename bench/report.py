@@ -259,7 +259,8 @@ def section_cpu_step(recs, title) -> str:
                "The C floor does the same exact state updates without root solves. Discrete-time peers are "
                "in the peers sections, from their own runs.")
     out.append("")
-    rows = [[r["engine"], r.get("adjoint", "-")] + ([r.get("readout_impl", "-")] if has_ro else [])
+    rows = [[r["engine"] + (f" ({r['readout_neuron']})" if "readout_neuron" in r else ""),
+             r.get("adjoint", "-")] + ([r.get("readout_impl", "-")] if has_ro else [])
             + [r["engine_threads"], r["stage"], fmt_s(r["ms_wall"] / 1e3)] for r in t]
     out.append(table(["engine", "adjoint"] + (["readout"] if has_ro else [])
                      + ["engine threads", "pass", "time (median)"], rows))
