@@ -208,6 +208,7 @@ def _network_summary(net: NetworkIR) -> dict:
                         "port": c.port,
                         "delays": None if c.delays is None else vars(c.delays).copy(),
                         "init": vars(c.init).copy(),
+                        **({"conv": vars(c.conv).copy()} if getattr(c, "conv", None) is not None else {}),
                         **({"k": c.k, "seed": c.seed} if c.kind == "sparse" else {}),
                     }
                     for c in l.connections
