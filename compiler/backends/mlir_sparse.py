@@ -43,10 +43,21 @@ from spikescan.compiler.backends.mlir_emit import CLEANUP, NeuronEmitter, _memre
 from spikescan.compiler.backends.mlir_ops import ExprPrinter, add_helpers, float_type
 
 INF = float("inf")
-RUN_ARGS = ("x", "tl", "ref", "pop", "params", "hkey", "hid", "hpos", "cinfo", "cw", "indptr",
-            "targets", "weights", "out_t", "out_n", "ctl", "cnt")
-INIT_ARGS = ("x", "tl", "ref", "pop", "params", "keys", "ctl")
+RUN_ARGS = ("S", "H", "params", "cinfo", "cw", "indptr", "targets", "weights", "out_t", "out_n", "ctl", "cnt")
+INIT_ARGS = ("S", "params", "keys", "ctl")
 _X = sympy.Symbol("__spikescan_x0", real=True)
+ARITY = 4  # heap arity: the 4 children of a node fill one 64-byte line (16-byte entries)
+HEAP_PAD = ARITY - 1  # slot = position + HEAP_PAD, so that children groups start on a line
+PREFETCH = 8  # targets ahead whose records are prefetched (their heap entries: half as far)
+
+
+def record_layout(d: int) -> dict:
+    """Columns of the per-neuron record S[i, :] (f64): the state, the last update time, the end of
+    the refractory period, the layer index and the heap position, padded to 8 or 16 entries so
+    that one neuron's record is one cache line (d <= 4) or two."""
+    cols = {"x": 0, "tl": d, "ref": d + 1, "pop": d + 2, "hpos": d + 3}
+    cols["width"] = 8 if d + 4 <= 8 else 16 * ((d + 4 + 15) // 16)
+    return cols
 
 
 def closed_form(nir: NeuronIR) -> Optional[sympy.Expr]:
@@ -69,28 +80,39 @@ class SparseEmitter:
         self.nir = nir
         self.closed = closed_form(nir)
         self.ports = list(nir.ports)
+        self.col = record_layout(nir.d)
 
     # ------------------------------------------------------------------ small helpers
-    def i32(self):
-        return ir.IntegerType.get_signless(32)
-
     def i64(self):
         return ir.IntegerType.get_signless(64)
 
     def idx(self, v):
         return arith.index_cast(ir.IndexType.get(), v)
 
+    def f2idx(self, v):
+        """An integer stored as f64 (exact below 2^53) -> index."""
+        return self.idx(arith.fptosi(self.i64(), v))
+
+    def idx2f(self, v):
+        return arith.sitofp(self.o.ft, arith.index_cast(self.i64(), v))
+
+    def rec(self, A, i, name):
+        return memref.load(A.S, [i, self.o.ci(self.col[name])])
+
+    def set_rec(self, A, i, name, v):
+        memref.store(v, A.S, [i, self.o.ci(self.col[name])])
+
     def setup(self, A, i):
         """Print the parameter-dependent constants of neuron i's layer."""
-        p = self.idx(memref.load(A.pop, [i]))
+        p = self.f2idx(self.rec(A, i, "pop"))
         self.em.setup({n: memref.load(A.params, [p, self.o.ci(q)]) for q, n in enumerate(self.em.pnames)})
 
     def load_x(self, A, i):
-        return [memref.load(A.x, [i, self.o.ci(q)]) for q in range(self.em.d)]
+        return [memref.load(A.S, [i, self.o.ci(q)]) for q in range(self.em.d)]
 
     def store_x(self, A, i, x):
         for q, v in enumerate(self.em.materialize(x)):
-            memref.store(v, A.x, [i, self.o.ci(q)])
+            memref.store(v, A.S, [i, self.o.ci(q)])
 
     # ------------------------------------------------------------------ next crossing
     def next_offset(self, x, lo, hi, t):
@@ -114,77 +136,91 @@ class SparseEmitter:
     def key_of(self, A, x, t, i, t_end):
         """Absolute time of neuron i's next crossing from state x at time t (+inf if none)."""
         o = self.o
-        lo = o.fmax(arith.subf(memref.load(A.ref, [i]), t), o.c(0.0))
+        lo = o.fmax(arith.subf(self.rec(A, i, "ref"), t), o.c(0.0))
         hi = arith.subf(t_end, t)
         live = o.le(lo, hi)
         D = o.if_(live, lambda: [self.next_offset(x, lo, hi, t)], lambda: [o.c(INF)], [o.ft])[0]
         return arith.addf(t, D)
 
     # ------------------------------------------------------------------ heap
+    # H[slot, 0] = key (absolute time), H[slot, 1] = neuron index (as f64); slot = pos + HEAP_PAD.
+    # Ordered by (key, neuron): ties fire in neuron order. S[i, hpos] is neuron i's position.
     def less(self, ka, ia, kb, ib):
         o = self.o
         eq = arith.cmpf(arith.CmpFPredicate.OEQ, ka, kb)
-        return o.or_(o.lt(ka, kb), o.and_(eq, arith.cmpi(arith.CmpIPredicate.slt, ia, ib)))
+        return o.or_(o.lt(ka, kb), o.and_(eq, o.lt(ia, ib)))
 
     def build_update(self):
-        """func @heap_update(hkey, hid, hpos, neuron i32, key f64): set the key and restore the heap."""
+        """func @heap_update(S, H, neuron f64, key f64): set the neuron's key, restore the heap."""
         o = self.o
-        ft, i32 = o.ft, self.i32()
+        ft = o.ft
         idxt = ir.IndexType.get()
-        types = [_memref(1, ft), _memref(1, i32), _memref(1, i32), i32, ft]
+        i1 = ir.IntegerType.get_signless(1)
+        types = [_memref(2, ft), _memref(2, ft), ft, ft]
         fn = func.FuncOp("heap_update", ir.FunctionType.get(types, []))
         fn.attributes["sym_visibility"] = ir.StringAttr.get("private")
         blk = fn.add_entry_block()
         with ir.InsertionPoint(blk):
-            hkey, hid, hpos, nid, k = blk.arguments
-            n = memref.dim(hkey, o.ci(0))
-            p0 = self.idx(memref.load(hpos, [self.idx(nid)]))
-            old = memref.load(hkey, [p0])
+            S, H, nid, k = blk.arguments
+            A = _Args({"S": S})
+            c0, c1 = o.ci(0), o.ci(1)
+            pad = o.ci(HEAP_PAD)
+            n = arith.subi(memref.dim(H, c0), pad)
+            ni = self.f2idx(nid)
+            p0 = self.f2idx(self.rec(A, ni, "hpos"))
+            old = memref.load(H, [arith.addi(p0, pad), c0])
             up = self.less(k, nid, old, nid)
 
-            def move(src, dst):  # the element at src moves to the hole at dst
-                mid = memref.load(hid, [src])
-                memref.store(memref.load(hkey, [src]), hkey, [dst])
-                memref.store(mid, hid, [dst])
-                memref.store(arith.index_cast(i32, dst), hpos, [self.idx(mid)])
+            def key(p):
+                return memref.load(H, [arith.addi(p, pad), c0])
+
+            def ident(p):
+                return memref.load(H, [arith.addi(p, pad), c1])
+
+            def move(src, dst):  # the entry at position src moves to the hole at dst
+                mid = ident(src)
+                memref.store(key(src), H, [arith.addi(dst, pad), c0])
+                memref.store(mid, H, [arith.addi(dst, pad), c1])
+                self.set_rec(A, self.f2idx(mid), "hpos", self.idx2f(dst))
 
             def sift_up():
-                w = scf.WhileOp([idxt], [p0])
+                w = scf.WhileOp([idxt, idxt], [p0])
                 before = w.before.blocks.append(idxt)
                 with ir.InsertionPoint(before):
                     p = before.arguments[0]
-                    pos = arith.cmpi(arith.CmpIPredicate.ugt, p, o.ci(0))
-                    q = arith.divui(arith.subi(arith.maxui(p, o.ci(1)), o.ci(1)), o.ci(2))
-                    go = o.if_(pos, lambda: [self.less(k, nid, memref.load(hkey, [q]), memref.load(hid, [q]))],
-                               lambda: [o.i1(False)], [ir.IntegerType.get_signless(1)])[0]
-                    scf.condition(go, [p])
-                after = w.after.blocks.append(idxt)
+                    pos = arith.cmpi(arith.CmpIPredicate.ugt, p, c0)
+                    q = arith.divui(arith.subi(arith.maxui(p, c1), c1), o.ci(ARITY))
+                    go = o.if_(pos, lambda: [self.less(k, nid, key(q), ident(q))], lambda: [o.i1(False)], [i1])[0]
+                    scf.condition(go, [p, q])
+                after = w.after.blocks.append(idxt, idxt)
                 with ir.InsertionPoint(after):
-                    p = after.arguments[0]
-                    q = arith.divui(arith.subi(p, o.ci(1)), o.ci(2))
+                    p, q = after.arguments
                     move(q, p)
                     scf.yield_([q])
                 return [w.results[0]]
 
-            def smaller_child(p):
-                """(has a child, the smaller child) of position p."""
-                c1 = arith.addi(arith.muli(p, o.ci(2)), o.ci(1))
-                c2 = arith.addi(c1, o.ci(1))
-                has = arith.cmpi(arith.CmpIPredicate.ult, c1, n)
-                has2 = arith.cmpi(arith.CmpIPredicate.ult, c2, n)
-                c1s = arith.select(has, c1, p)  # never load past the end
-                c2s = arith.select(has2, c2, c1s)
-                right = o.and_(has2, self.less(memref.load(hkey, [c2s]), memref.load(hid, [c2s]),
-                                               memref.load(hkey, [c1s]), memref.load(hid, [c1s])))
-                return has, arith.select(right, c2s, c1s)
+            def smallest_child(p):
+                """(has a child, its smallest child) of position p."""
+                first = arith.addi(arith.muli(p, o.ci(ARITY)), c1)
+                has = arith.cmpi(arith.CmpIPredicate.ult, first, n)
+                c = arith.select(has, first, p)  # never load past the end
+                bk, bi = key(c), ident(c)
+                for a in range(1, ARITY):
+                    ca = arith.addi(first, o.ci(a))
+                    ok = arith.cmpi(arith.CmpIPredicate.ult, ca, n)
+                    cs = arith.select(ok, ca, c)
+                    ka, ia = key(cs), ident(cs)
+                    better = o.and_(ok, self.less(ka, ia, bk, bi))
+                    c, bk, bi = arith.select(better, cs, c), o.sel(better, ka, bk), o.sel(better, ia, bi)
+                return has, c, bk, bi
 
             def sift_down():
                 w = scf.WhileOp([idxt, idxt], [p0])
                 before = w.before.blocks.append(idxt)
                 with ir.InsertionPoint(before):
                     p = before.arguments[0]
-                    has, c = smaller_child(p)
-                    go = o.and_(has, self.less(memref.load(hkey, [c]), memref.load(hid, [c]), k, nid))
+                    has, c, ck, cid = smallest_child(p)
+                    go = o.and_(has, self.less(ck, cid, k, nid))
                     scf.condition(go, [p, c])
                 after = w.after.blocks.append(idxt, idxt)
                 with ir.InsertionPoint(after):
@@ -194,22 +230,20 @@ class SparseEmitter:
                 return [w.results[0]]
 
             p = o.if_(up, sift_up, sift_down, [idxt])[0]
-            memref.store(k, hkey, [p])
-            memref.store(nid, hid, [p])
-            memref.store(arith.index_cast(i32, p), hpos, [self.idx(nid)])
+            memref.store(k, H, [arith.addi(p, pad), c0])
+            memref.store(nid, H, [arith.addi(p, pad), c1])
+            self.set_rec(A, ni, "hpos", self.idx2f(p))
             func.ReturnOp([])
         return fn
 
     # ------------------------------------------------------------------ the event loop
     def _types(self, names):
         o = self.o
-        ft, i32, i64 = o.ft, self.i32(), self.i64()
-        t = {"x": _memref(2, ft), "tl": _memref(1, ft), "ref": _memref(1, ft), "pop": _memref(1, i32),
-             "params": _memref(2, ft), "hkey": _memref(1, ft), "hid": _memref(1, i32),
-             "hpos": _memref(1, i32), "cinfo": _memref(2, i64), "cw": _memref(1, ft),
-             "indptr": _memref(1, i64), "targets": _memref(1, i32), "weights": _memref(1, ft),
-             "out_t": _memref(1, ft), "out_n": _memref(1, i32), "ctl": _memref(1, ft),
-             "cnt": _memref(1, i64), "keys": _memref(1, ft)}
+        ft, i32, i64 = o.ft, ir.IntegerType.get_signless(32), self.i64()
+        t = {"S": _memref(2, ft), "H": _memref(2, ft), "params": _memref(2, ft), "cinfo": _memref(2, i64),
+             "cw": _memref(1, ft), "indptr": _memref(1, i64), "targets": _memref(1, i32),
+             "weights": _memref(1, ft), "out_t": _memref(1, ft), "out_n": _memref(1, i32),
+             "ctl": _memref(1, ft), "cnt": _memref(1, i64), "keys": _memref(1, ft)}
         return [t[n] for n in names]
 
     def build_init(self):
@@ -220,64 +254,93 @@ class SparseEmitter:
         with ir.InsertionPoint(blk):
             A = _Args(dict(zip(INIT_ARGS, blk.arguments)))
             t_end = memref.load(A.ctl, [o.ci(0)])
-            n = memref.dim(A.x, o.ci(0))
+            n = memref.dim(A.S, o.ci(0))
             loop = scf.ForOp(o.ci(0), n, o.ci(1))
             with ir.InsertionPoint(loop.body):
                 i = loop.induction_variable
                 self.setup(A, i)
-                t = memref.load(A.tl, [i])
+                t = self.rec(A, i, "tl")
                 memref.store(self.key_of(A, self.load_x(A, i), t, i, t_end), A.keys, [i])
                 scf.yield_([])
             func.ReturnOp([])
         return fn
 
+    def deliver_row(self, A, update_fn, a, b, wc, per_syn, port, ts, t_end, shared: bool):
+        """Targets a..b-1 of one CSR row: advance, jump, re-solve, move in the heap."""
+        o, em = self.o, self.em
+        ft = o.ft
+        i64 = self.i64()
+        nsyn = memref.dim(A.targets, o.ci(0))
+        loop = scf.ForOp(a, b, o.ci(1))
+        with ir.InsertionPoint(loop.body):
+            s = loop.induction_variable
+            # prefetch: the record of the target PREFETCH ahead, the heap entry of the one half
+            # as far ahead (its record, prefetched earlier, tells where the entry is)
+            far = arith.minui(arith.addi(s, o.ci(PREFETCH)), arith.subi(nsyn, o.ci(1)))
+            memref.prefetch(A.S, [self.idx(memref.load(A.targets, [far])), o.ci(0)], False, 3, True)
+            near = arith.minui(arith.addi(s, o.ci(PREFETCH // 2)), arith.subi(nsyn, o.ci(1)))
+            hp = self.f2idx(self.rec(A, self.idx(memref.load(A.targets, [near])), "hpos"))
+            memref.prefetch(A.H, [arith.addi(hp, o.ci(HEAP_PAD)), o.ci(0)], True, 3, True)
+            i = self.idx(memref.load(A.targets, [s]))
+            wt = o.if_(per_syn, lambda: [memref.load(A.weights, [s])], lambda: [wc], [ft])[0]
+            if not shared:
+                self.setup(A, i)
+            xi = em.materialize(em.propagate(self.load_x(A, i), arith.subf(ts, self.rec(A, i, "tl"))))
+            for pi, pname in enumerate(self.ports):
+                if len(self.ports) == 1:
+                    wq = wt
+                else:
+                    wq = o.sel(arith.cmpi(arith.CmpIPredicate.eq, port, arith.constant(i64, pi)), wt, o.c(0.0))
+                xi = em.materialize(em.jump(xi, wq, pname))
+            self.store_x(A, i, xi)
+            self.set_rec(A, i, "tl", ts)
+            func.CallOp(update_fn, [A.S, A.H, self.idx2f(i), self.key_of(A, xi, ts, i, t_end)])
+            scf.yield_([])
+
     def build_run(self, update_fn):
         o, em = self.o, self.em
-        ft, i32, i64 = o.ft, self.i32(), self.i64()
-        i1 = ir.IntegerType.get_signless(1)
+        ft, i64 = o.ft, self.i64()
+        i32 = ir.IntegerType.get_signless(32)
         fn = func.FuncOp("sparse_run", ir.FunctionType.get(self._types(RUN_ARGS), []))
         fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
         blk = fn.add_entry_block()
         with ir.InsertionPoint(blk):
             A = _Args(dict(zip(RUN_ARGS, blk.arguments)))
-            c0 = o.ci(0)
+            c0, c1 = o.ci(0), o.ci(1)
+            top = o.ci(HEAP_PAD)
             t_end = memref.load(A.ctl, [c0])
-            cap = memref.load(A.cnt, [o.ci(1)])
+            shared = o.gt(memref.load(A.ctl, [c1]), o.c(0.0))  # every layer has the same params
+            cap = memref.load(A.cnt, [c1])
             nC = memref.dim(A.cinfo, c0)
-            one64 = arith.constant(i64, 1)
-
-            def heap_update(nid, key):
-                func.CallOp(update_fn, [A.hkey, A.hid, A.hpos, nid, key])
 
             w = scf.WhileOp([i64], [memref.load(A.cnt, [c0])])
             before = w.before.blocks.append(i64)
             with ir.InsertionPoint(before):
                 s = before.arguments[0]
-                ts = memref.load(A.hkey, [c0])
+                ts = memref.load(A.H, [top, c0])
                 go = o.and_(o.le(ts, t_end), arith.cmpi(arith.CmpIPredicate.slt, s, cap))
                 scf.condition(go, [s])
             after = w.after.blocks.append(i64)
             with ir.InsertionPoint(after):
                 s = after.arguments[0]
-                ts = memref.load(A.hkey, [c0])
-                jid = memref.load(A.hid, [c0])
-                j = self.idx(jid)
+                ts = memref.load(A.H, [top, c0])
+                jf = memref.load(A.H, [top, c1])
+                j = self.f2idx(jf)
                 memref.store(ts, A.out_t, [self.idx(s)])
-                memref.store(jid, A.out_n, [self.idx(s)])
+                memref.store(arith.fptosi(i32, jf), A.out_n, [self.idx(s)])
                 # the spiking neuron: advance to ts, reset, refractory, next crossing
                 self.setup(A, j)
-                x = em.propagate(self.load_x(A, j), arith.subf(ts, memref.load(A.tl, [j])))
+                x = em.propagate(self.load_x(A, j), arith.subf(ts, self.rec(A, j, "tl")))
                 xr = em.materialize(em.reset(em.materialize(x)))
                 self.store_x(A, j, xr)
-                memref.store(ts, A.tl, [j])
-                memref.store(arith.addf(ts, o.z(em.t_ref)), A.ref, [j])
-                heap_update(jid, self.key_of(A, xr, ts, j, t_end))
+                self.set_rec(A, j, "tl", ts)
+                self.set_rec(A, j, "ref", arith.addf(ts, o.z(em.t_ref)))
+                func.CallOp(update_fn, [A.S, A.H, jf, self.key_of(A, xr, ts, j, t_end)])
                 # its targets, connection by connection
-                cl = scf.ForOp(c0, nC, o.ci(1))
+                cl = scf.ForOp(c0, nC, c1)
                 with ir.InsertionPoint(cl.body):
                     c = cl.induction_variable
-                    info = [memref.load(A.cinfo, [c, o.ci(q)]) for q in range(5)]
-                    src_off, n_src, pbase, tbase, port = info
+                    src_off, n_src, pbase, tbase, port = [memref.load(A.cinfo, [c, o.ci(q)]) for q in range(5)]
                     local = arith.subi(arith.index_cast(i64, j), src_off)
                     inside = o.and_(arith.cmpi(arith.CmpIPredicate.sge, local, arith.constant(i64, 0)),
                                     arith.cmpi(arith.CmpIPredicate.slt, local, n_src))
@@ -285,34 +348,25 @@ class SparseEmitter:
                     def deliver():
                         row = self.idx(arith.addi(pbase, local))
                         a = self.idx(arith.addi(memref.load(A.indptr, [row]), tbase))
-                        b = self.idx(arith.addi(memref.load(A.indptr, [arith.addi(row, o.ci(1))]), tbase))
+                        b = self.idx(arith.addi(memref.load(A.indptr, [arith.addi(row, c1)]), tbase))
                         wc = memref.load(A.cw, [c])
                         per_syn = arith.cmpf(arith.CmpFPredicate.UNO, wc, wc)
-                        tl_ = scf.ForOp(a, b, o.ci(1))
-                        with ir.InsertionPoint(tl_.body):
-                            sidx = tl_.induction_variable
-                            iid = memref.load(A.targets, [sidx])
-                            i = self.idx(iid)
-                            wt = o.if_(per_syn, lambda: [memref.load(A.weights, [sidx])], lambda: [wc], [ft])[0]
-                            self.setup(A, i)
-                            xi = em.materialize(em.propagate(self.load_x(A, i),
-                                                             arith.subf(ts, memref.load(A.tl, [i]))))
-                            for pi, pname in enumerate(self.ports):
-                                if len(self.ports) == 1:
-                                    wq = wt
-                                else:
-                                    on = arith.cmpi(arith.CmpIPredicate.eq, port, arith.constant(i64, pi))
-                                    wq = o.sel(on, wt, o.c(0.0))
-                                xi = em.materialize(em.jump(xi, wq, pname))
-                            self.store_x(A, i, xi)
-                            memref.store(ts, A.tl, [i])
-                            heap_update(iid, self.key_of(A, xi, ts, i, t_end))
-                            scf.yield_([])
+
+                        def hoisted():  # one parameter set: its constants once per spike
+                            self.setup(A, j)
+                            self.deliver_row(A, update_fn, a, b, wc, per_syn, port, ts, t_end, True)
+                            return []
+
+                        def per_target():
+                            self.deliver_row(A, update_fn, a, b, wc, per_syn, port, ts, t_end, False)
+                            return []
+
+                        o.if_(shared, hoisted, per_target, [])
                         return None
 
                     o.if_void(inside, deliver)
                     scf.yield_([])
-                scf.yield_([arith.addi(s, one64)])
+                scf.yield_([arith.addi(s, arith.constant(i64, 1))])
             memref.store(w.results[0], A.cnt, [c0])
             func.ReturnOp([])
         return fn

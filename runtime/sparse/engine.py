@@ -1,10 +1,11 @@
 """The compiled event-driven sparse engine (compiler/backends/mlir_sparse.py, JIT-compiled for the
 CPU through torch-mlir's ExecutionEngine): O(K log N) per spike.
 
-Memory: per neuron 8 d (state) + 8 (last update) + 8 (refractory end) + 8 + 4 (heap key and
-neuron by heap position) + 4 (heap position) + 4 (layer) bytes, plus 8 bytes per neuron and
-outgoing connection (CSR row pointers); per synapse 4 bytes (int32 target; 12 with per-synapse
-random weights). `memory_bytes(model)` returns the exact figures.
+Memory: per neuron one record of 8 f64 (64 bytes, one cache line, for up to 4 state variables:
+state, last update, refractory end, layer, heap position; 16 f64 beyond) and one heap entry
+(key, neuron: 16 bytes), plus 8 bytes per neuron and outgoing connection (CSR row pointers); per
+synapse 4 bytes (int32 target; 12 with per-synapse random weights). `memory_bytes(model)`
+returns the exact figures.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from torch_mlir import execution_engine, passmanager
 
 from spikescan.compiler.backends.cpu_jit import LOWER, ir_key, memref_of
-from spikescan.compiler.backends.mlir_sparse import INIT_ARGS, RUN_ARGS, build_sparse_module
+from spikescan.compiler.backends.mlir_sparse import HEAP_PAD, build_sparse_module, record_layout
 from spikescan.compiler.ir import NeuronIR
 
 from .model import SparseModel
@@ -59,7 +60,7 @@ def compiled(nir: NeuronIR) -> _Compiled:
 def memory_bytes(model: SparseModel) -> dict:
     """Bytes of the engine's arrays: per neuron (state, times, heap) and per synapse (CSR)."""
     N, d = model.n, model.neuron.d
-    per_neuron = 8 * d + 8 + 8 + 8 + 4 + 4 + 4
+    per_neuron = 8 * record_layout(d)["width"] + 16  # the record and one heap entry (key, neuron)
     rows = sum(c.indptr.nbytes for c in model.csr)
     syn = sum(c.targets.nbytes + (0 if c.weights is None else c.weights.nbytes) for c in model.csr)
     S = max(model.n_synapses, 1)
@@ -75,13 +76,18 @@ class SparseSimulation:
         self.model, self.t_end = model, float(duration_ms)
         nir = model.neuron
         self.engine = compiled(nir)
-        N = model.n
-        f64, i32, i64 = torch.float64, torch.int32, torch.int64
-        self.x = torch.from_numpy(model.x0.copy())
-        self.tl = torch.zeros(N, dtype=f64)
-        self.ref = torch.full((N,), -float("inf"), dtype=f64)
-        self.pop = torch.from_numpy(model.pop_ids())
+        N, d = model.n, nir.d
+        f64, i64 = torch.float64, torch.int64
+        col = record_layout(d)
+        # one record per neuron (a cache line for d <= 4): state, last update, refractory end,
+        # layer, heap position
+        S = np.zeros((N, col["width"]), dtype=np.float64)
+        S[:, :d] = model.x0
+        S[:, col["ref"]] = -np.inf
+        S[:, col["pop"]] = model.pop_ids()
+        self.S = torch.from_numpy(S)
         self.params = torch.from_numpy(np.ascontiguousarray(model.params))
+        shared = bool(np.all(model.params == model.params[:1]))
         ports = list(nir.ports)
         info, cw, ptrs, tgts, ws = [], [], [], [], []
         pbase = tbase = wbase = 0
@@ -104,17 +110,17 @@ class SparseSimulation:
         self.indptr = torch.from_numpy(np.concatenate(ptrs) if ptrs else np.zeros(1, np.int64))
         self.targets = torch.from_numpy(np.concatenate(tgts) if tgts else np.zeros(1, np.int32))
         self.weights = torch.from_numpy(np.concatenate(ws)) if ws else torch.zeros(1, dtype=f64)
-        self.ctl = torch.tensor([self.t_end, 0.0], dtype=f64)
+        self.ctl = torch.tensor([self.t_end, 1.0 if shared else 0.0], dtype=f64)
         keys = torch.empty(N, dtype=f64)
         t0 = time.perf_counter()
-        self.engine.call("sparse_init", [self.x, self.tl, self.ref, self.pop, self.params, keys, self.ctl])
-        # a sorted array is a valid heap: order by (key, neuron index)
+        self.engine.call("sparse_init", [self.S, self.params, keys, self.ctl])
+        # a sorted array is a valid heap: order by (key, neuron index); slot = position + HEAP_PAD
         order = np.lexsort((np.arange(N), keys.numpy()))
-        self.hkey = torch.from_numpy(np.ascontiguousarray(keys.numpy()[order]))
-        self.hid = torch.from_numpy(order.astype(np.int32))
-        hpos = np.empty(N, dtype=np.int32)
-        hpos[order] = np.arange(N, dtype=np.int32)
-        self.hpos = torch.from_numpy(hpos)
+        H = np.full((N + HEAP_PAD, 2), np.nan)
+        H[HEAP_PAD:, 0] = keys.numpy()[order]
+        H[HEAP_PAD:, 1] = order
+        self.H = torch.from_numpy(H)
+        S[order, col["hpos"]] = np.arange(N)
         self.t_init = time.perf_counter() - t0
         self.times: list[np.ndarray] = []
         self.neurons: list[np.ndarray] = []
@@ -122,15 +128,14 @@ class SparseSimulation:
 
     @property
     def next_time(self) -> float:
-        return float(self.hkey[0])
+        return float(self.H[HEAP_PAD, 0])
 
     def step(self, max_spikes: int) -> int:
         """Simulate up to max_spikes more spikes (fewer if t_end comes first); returns how many."""
         out_t = torch.empty(max(max_spikes, 1), dtype=torch.float64)
         out_n = torch.empty(max(max_spikes, 1), dtype=torch.int32)
         cnt = torch.tensor([0, max_spikes], dtype=torch.int64)
-        self.engine.call("sparse_run", [self.x, self.tl, self.ref, self.pop, self.params, self.hkey,
-                                        self.hid, self.hpos, self.cinfo, self.cw, self.indptr,
+        self.engine.call("sparse_run", [self.S, self.H, self.params, self.cinfo, self.cw, self.indptr,
                                         self.targets, self.weights, out_t, out_n, self.ctl, cnt])
         n = int(cnt[0])
         self.times.append(out_t[:n].numpy().copy())
