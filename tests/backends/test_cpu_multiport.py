@@ -35,7 +35,7 @@ def _case(seed, B=3, n=40, C=6, N=11):
     times[:, n // 2: n // 2 + n // 4] = times[:, : n // 4]  # mixed ports at equal times
     times[0, -2:] = math.inf
     ch = torch.randint(0, C, (B, n), generator=g)
-    W = torch.rand(C, N, generator=g, dtype=F64) * 3.0
+    W = torch.rand(C, N, generator=g, dtype=F64) * 5.0
     return times, ch, W, PortMap(("exc", "inh"), torch.tensor([0, 1, 1, 0, 1, 0]))
 
 
@@ -60,7 +60,7 @@ def test_per_neuron_adjoint_with_delays(eilif):
 
     def grads(engine):
         Wr, dr, tr = W.clone().requires_grad_(), dl.clone().requires_grad_(), times.clone().requires_grad_()
-        tm = torch.full((4,), 10.0, dtype=F64, requires_grad=True)
+        tm = torch.full((4,), 20.0, dtype=F64, requires_grad=True)
         res = get_engine(engine).run_layer(eilif, {"tau_m": tm}, tr, ch, Wr, dr, port=pm, t_end=60.0)
         t = res.times
         loss = torch.where(torch.isfinite(t), t * t, torch.zeros_like(t)).sum()

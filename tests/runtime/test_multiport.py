@@ -82,8 +82,8 @@ def twoport():
 def _mp_model(name: str):
     """(state names, A, B per port, c, theta, R, r) written from the equations, not the IR."""
     m = mp.mpf
-    if name == "EILIF":  # state (ge, gi, v); tau_m 10, tau_e 5, tau_i 8
-        tm, te, ti = m(10), m(5), m(8)
+    if name == "EILIF":  # state (ge, gi, v); tau_m 20, tau_e 5, tau_i 10
+        tm, te, ti = m(20), m(5), m(10)
         A = [[-1 / te, 0, 0], [0, -1 / ti, 0], [1 / tm, -1 / tm, -1 / tm]]
         Bp = {"exc": [1, 0, 0], "inh": [0, 1, 0]}
         return ("ge", "gi", "v"), A, Bp, [0, 0, 1], m(1), [[1, 0, 0], [0, 1, 0], [0, 0, 0]], [0, 0, 0]
@@ -212,7 +212,7 @@ def test_against_mpmath(engine, name, eilif, twoport):
     ir = eilif if name == "EILIF" else twoport
     times, ch = _random_layer(1)
     g = torch.Generator().manual_seed(2)
-    W = torch.rand(6, 4, generator=g, dtype=F64) * (2.5 if name == "EILIF" else 1.2) - 0.1
+    W = torch.rand(6, 4, generator=g, dtype=F64) * (5.0 if name == "EILIF" else 1.2) - 0.1
     ports = ("exc", "inh") if name == "EILIF" else ("direct", "syn")
     pm = PortMap(ports, torch.tensor([0, 1, 0, 1, 0, 0]))
     res = get_engine(engine).run_layer(ir, {}, times, ch, W, port=pm, t_end=80.0, chunk=5)
@@ -257,9 +257,9 @@ def test_gradients_finite_differences(engine, eilif):
     """d loss / d (weights, input times, tau_e, tau_i) against central differences."""
     times, ch = _random_layer(5, B=2, n=14, C=4, N=3, ties=False)
     g = torch.Generator().manual_seed(6)
-    W = torch.rand(4, 3, generator=g, dtype=F64) * 3.0 + 0.5
+    W = torch.rand(4, 3, generator=g, dtype=F64) * 5.0 + 1.0
     pm = PortMap(("exc", "inh"), torch.tensor([0, 1, 0, 1]))
-    tau = {"tau_e": torch.full((3,), 5.0, dtype=F64), "tau_i": torch.full((3,), 8.0, dtype=F64)}
+    tau = {"tau_e": torch.full((3,), 5.0, dtype=F64), "tau_i": torch.full((3,), 10.0, dtype=F64)}
     run = get_engine(engine).run_layer
 
     def f(Wv, tv, pv):

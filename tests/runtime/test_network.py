@@ -161,9 +161,20 @@ def test_merged_sources_offsets_and_delays():
     assert lay.delays[0][0, 0].item() == 5.0 and lay.delays[0][0, 1].item() == 0.0
 
 
-def test_several_ports_in_one_layer_raise_clear_error():
-    with pytest.raises(NotImplementedError, match="several input ports"):
-        SpikingNetwork(two_layer_ir(hidden_port="input_inh"), engine=FakeEngine())
+def test_several_ports_in_one_layer_pass_a_port_map():
+    """Connections on two ports: the engine gets one call with a PortMap (the port of every
+    merged channel: x's 5 on `input`, y's 2 on `input_inh`; tests/runtime/test_multiport.py runs
+    the real engines)."""
+    from spikescan.runtime.engines.ports import PortMap
+
+    eng = FakeEngine()
+    net = SpikingNetwork(two_layer_ir(hidden_port="input_inh"), engine=eng)
+    times, chans = batch()
+    net(times, chans)
+    port = eng.calls[0].port
+    assert isinstance(port, PortMap) and port.names == ("input", "input_inh")
+    assert port.index.tolist() == [0] * 5 + [1] * 2
+    assert eng.calls[1].port == "input"
 
 
 def test_two_input_populations_split_channels():
