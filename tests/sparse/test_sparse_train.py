@@ -174,9 +174,9 @@ def test_example_task_loss_decreases():
     student, target = _example_task()
     assert len(target) >= 3
     w0 = [w.detach().clone() for w in student.weights]
-    hist = fit_spike_times(student, target, 20.0, epochs=5, lr=1e-3, weight_lr=1e-4, tau=5.0)
+    hist = fit_spike_times(student, target, 20.0, epochs=4, lr=1e-3, weight_lr=1e-4, tau=5.0)
     assert hist.losses[0] > 0.3
-    assert hist.losses[-1] < 0.75 * hist.losses[0]
+    assert hist.losses[-1] < 0.8 * hist.losses[0]
     assert all(b < a for a, b in zip(hist.losses, hist.losses[1:]))
     assert all(float((w.detach() - w_0).abs().max()) > 0 for w, w_0 in zip(student.weights, w0))  # recurrent ones learn too
 
