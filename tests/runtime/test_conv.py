@@ -275,3 +275,20 @@ def test_nir_export_refuses_conv_layers(tmp_path):
 
     with pytest.raises(NirError, match="conv2d / pool2d"):
         network_graph(_net(tmp_path))
+
+
+@pytest.mark.parametrize("observe", ["max_potential", "li_integral"])
+def test_observed_readout_of_a_conv_layer(tmp_path, observe):
+    """A conv layer read out by its potential: the lanes give the dense path's values, in the
+    layer's neuron order."""
+    net = _net(tmp_path, engine="sequential-cpu")
+    c = net.layers["c"]
+    t, ch = _events(72, n=40, seed=6)
+    eng = get_engine("sequential-cpu")
+    kw = dict(max_spikes=16, on_overflow="flag", observe=observe, t_end=60.0)
+    lanes = c.run(eng, net.neurons[c.neuron], t, ch, **kw)
+    c.path = "dense"
+    dense = c.run(eng, net.neurons[c.neuron], t, ch, **kw)
+    assert lanes.observed.shape == dense.observed.shape == (2, c.size)
+    assert torch.allclose(lanes.observed, dense.observed, rtol=1e-12, atol=1e-12)
+    assert lanes.observed.std() > 0
