@@ -40,6 +40,7 @@ from spikescan.runtime.engines.spike_time import first_crossing
 from spikescan.runtime.kernels import densify
 
 Tensor = torch.Tensor
+LOOKAHEAD = True  # lanes take their own events ahead within their smallest incoming delay (tests switch it off)
 
 
 @dataclass
@@ -214,6 +215,13 @@ def run_recurrent_group(layers: list[GroupLayer], couplings: list[Coupling], *, 
         S.append(st)
     rows = [_Rows(c, lays[c.dst].kern.B(c.port, tuple(lays[c.dst].P)), lays[c.dst].N, dt, dev) for c in couplings]
     inf_b = torch.full((B,), math.inf, dtype=dt, device=dev)
+    for k, st in enumerate(S):  # lookahead of each lane: its smallest incoming coupling delay
+        st.dmin = torch.full((st.L,), math.inf, dtype=dt, device=dev)
+        for R in rows:
+            if R.c.dst == k:
+                col = R.D.detach().min(0).values if R.D is not None else torch.zeros(st.N, dtype=dt, device=dev)
+                st.dmin = torch.minimum(st.dmin, col.repeat(B))
+        st.ahead = LOOKAHEAD and bool((st.dmin > 0).any())
     big = torch.iinfo(torch.long).max
 
     while True:
@@ -241,6 +249,8 @@ def run_recurrent_group(layers: list[GroupLayer], couplings: list[Coupling], *, 
         if not (any(bool((~st.done).any()) for st in S) or bool(pend_b.any())):
             break
         T_b = torch.where(pend_b, r_b, e_b)
+        if any(st.ahead for st in S):
+            _next_coupled(S, rows, B)
 
         # 1. earliest crossing of every lane of the group before the sample's next due event
         s_b = inf_b
@@ -251,8 +261,12 @@ def run_recurrent_group(layers: list[GroupLayer], couplings: list[Coupling], *, 
             st.D = st.cand.clone()
             tc = st.t_cur.detach()
             lo = (st.ref_end.detach() - tc).clamp(min=0)
-            hi = T_l - tc
-            chk = ~st.done & ~st.rec.dead & torch.isfinite(T_l) & ~st.blocked & ((lo < hi) | (lo <= 0))
+            if st.ahead:  # up to the lane's next event, within its lookahead window (see _window_moves)
+                st.a = torch.minimum(st.te, st.rc)
+                hi = torch.where(st.dmin > 0, torch.minimum(st.a, T_l + st.dmin), T_l) - tc
+            else:
+                hi = T_l - tc
+            chk = ~st.done & ~st.rec.dead & torch.isfinite(T_l) & ~st.blocked & ((lo < hi) | (lo <= 0)) & (hi >= 0)
             safe = no_cross_safe(kern, [v.detach() for v in st.x], st.Pl_all, st.theta_all)
             if safe is not None:
                 chk = chk & ~safe
@@ -263,7 +277,7 @@ def run_recurrent_group(layers: list[GroupLayer], couplings: list[Coupling], *, 
                 st.D = st.D.index_put((ci,), D)
                 st.cand = st.cand.index_put((ci,), tc[ci] + D)
             s_b = torch.minimum(s_b, st.cand.view(B, N).min(1).values)
-        act_spike = torch.isfinite(s_b)
+        act_spike = torch.isfinite(s_b) & (s_b <= T_b)  # a crossing at t comes before arrivals at t
         if bool(act_spike.any()):
             for k, st in enumerate(S):
                 N = st.N
@@ -320,4 +334,63 @@ def run_recurrent_group(layers: list[GroupLayer], couplings: list[Coupling], *, 
                     t_to, w = _arrival(st.lay.ev, lanes, p, N)
                     st.deliver(lanes, t_to, w, _external_jump(st, lanes, p))
                     st.ptr = st.ptr.index_put((lanes,), p + 1)
+        # 4. lanes ahead: their own next event inside their lookahead window
+        if any(st.ahead for st in S) and bool((~act_spike).any()):
+            _window_moves(S, rows, T_b, ~act_spike, B, dev)
     return [st.rec.result(dt, dev, st.obs.result()) for st in S]
+
+
+def _next_coupled(S: list, rows: list, B: int) -> None:
+    """st.rc [L]: each lane's next coupled arrival; st.rc_c: the coupling it comes from (the
+    first coupling at equal times, rule 3)."""
+    for st in S:
+        st.rc = torch.full((st.L,), math.inf, dtype=st.t_cur.dtype, device=st.t_cur.device)
+        st.rc_c = torch.full((st.L,), -1, dtype=torch.long, device=st.t_cur.device)
+    for ci, R in enumerate(rows):
+        st = S[R.c.dst]
+        if not st.ahead or not R.rb.numel():
+            continue
+        flat = (R.rb[:, None] * R.Nd + torch.arange(R.Nd, device=R.rb.device)).reshape(-1)
+        m = torch.full_like(st.rc, math.inf).scatter_reduce(0, flat, R.arr.reshape(-1), "amin")
+        better = m < st.rc
+        st.rc = torch.where(better, m, st.rc)
+        st.rc_c = torch.where(better, torch.full_like(st.rc_c, ci), st.rc_c)
+
+
+def _window_moves(S: list, rows: list, T_b: Tensor, free_b: Tensor, B: int, dev) -> None:
+    """Conservative lookahead (exact): every spike from now on happens at >= T (the sample's
+    next due time: no lane crosses before it) and reaches lane k no earlier than T + dmin_k, its
+    smallest incoming delay. So a lane whose own next event a_k lies in (T, T + dmin_k), with no
+    crossing before it, takes that event now, in its own order (coupled before external, then by
+    coupling, source neuron, spike order). With zero delays nothing moves ahead: the loop is then
+    step for step the one above."""
+    for st in S:
+        if not st.ahead:
+            continue
+        N = st.N
+        T_l = T_b.repeat_interleave(N)
+        mv = (free_b.repeat_interleave(N) & ~st.done & ~st.blocked & torch.isinf(st.cand) & torch.isfinite(st.a)
+              & (st.a > T_l) & (st.a < T_l + st.dmin))
+        lanes = mv.nonzero().squeeze(1)
+        if not lanes.numel():
+            continue
+        coupled = st.rc[lanes] <= st.te[lanes]
+        for ci, R in enumerate(rows):
+            sel = lanes[coupled & (st.rc_c[lanes] == ci)]
+            if not sel.numel():
+                continue
+            b, k = sel // N, sel % N
+            n = R.rb.numel()
+            due = (R.rb[:, None] == b[None, :]) & (R.arr[:, k] == st.rc[sel][None, :])  # [rows, lanes]
+            score = torch.where(due, (R.rj * n + torch.arange(n, device=dev))[:, None], torch.iinfo(torch.long).max)
+            r = score.min(0).indices
+            j = R.rj[r]
+            t_to = R.rt[r] + R.D[j, k] if R.D is not None else R.rt[r]
+            st.deliver(sel, t_to, R.W[j, k], R.Bvec)
+            R.arr = R.arr.index_put((r, k), torch.full_like(t_to.detach(), math.inf))
+        ext = lanes[~coupled]
+        if ext.numel():
+            p = st.ptr[ext]
+            t_to, w = _arrival(st.lay.ev, ext, p, N)
+            st.deliver(ext, t_to, w, _external_jump(st, ext, p))
+            st.ptr = st.ptr.index_put((ext,), p + 1)
