@@ -2,8 +2,10 @@
 through the event sequence (issue 13, item 5).
 
 It is the O(N) reference loop (reference.py) step for step, with the same kernels, solver and
-order of floating-point operations, so its spikes equal the reference's bit for bit; on top of
-it every quantity the loss can see is a differentiable function of the learnable tensors:
+order of floating-point operations, so its spikes equal the reference's bit for bit (one
+difference: a neuron whose refractory period outlasts the horizon does not spike at the horizon
+here, as in the compiled engine); on top of it every quantity the loss can see is a
+differentiable function of the learnable tensors:
 
 - the weights of every sparse connection (one per synapse on the stored CSR, or one tied scalar
   per connection), the initial state x0 [N, d] and the per-layer neuron params [L, n_params]
@@ -122,8 +124,10 @@ def simulate(model: SparseModel, duration_ms: float, weights: Optional[Sequence[
     while True:
         lo = torch.clamp(ref_end.detach() - t, min=0.0)
         hi = torch.full((N,), duration_ms - t, dtype=f64)
+        still_refractory = lo > hi  # at the horizon: no spike (the solver would see u(hi) >= theta)
         lo = torch.minimum(lo, hi)
         D = first_crossing(kern, [v.detach() for v in x], Pd, lo, hi, torch.full((N,), abs(t), dtype=f64))
+        D = torch.where(still_refractory, torch.full_like(D, float("inf")), D)
         j = int(torch.argmin(D))
         Dj = float(D[j])
         if not Dj <= duration_ms - t:

@@ -49,6 +49,39 @@ def test_spikes_equal_reference(random_ee):
         np.testing.assert_array_equal(s2.times.numpy(), ref.times)
 
 
+ONE = """
+neuron D {
+    params { tau_m = 10 ms  mu = 20.0 }
+    state { v = 0.0 }
+    dynamics { dv/dt = (mu - v) / tau_m }
+    on input(w) { v += w }
+    spike when v >= 1.0
+    on spike { v = 0.0 }
+    refractory 5 ms
+}
+network one { layer E[2] = D() <- sparse(E, k = 1, init = constant(0.0), seed = 1) }
+"""
+
+
+def test_refractory_past_the_horizon(tmp_path):
+    """A neuron still refractory at the horizon does not spike there (its u(t_end) >= theta), and
+    one whose refractory period ends inside spikes at its end, with that time's gradient."""
+    from spikescan.runtime.sparse.model import SparseModel
+
+    (tmp_path / "one.snn").write_text(ONE)
+    m = SparseModel.load(tmp_path / "one.snn")
+    t1 = 10.0 * np.log(20.0 / 19.0)  # closed form: v(t) = 20 (1 - exp(-t / 10)) reaches 1
+    s = simulate(m, 3.0)
+    np.testing.assert_allclose(s.times.numpy(), [t1, t1], rtol=1e-14)
+    pr = torch.from_numpy(m.params.copy()).requires_grad_()
+    s = simulate(m, 6.0, params=pr)
+    np.testing.assert_allclose(s.times.detach().numpy(), [t1, t1, t1 + 5.0, t1 + 5.0], rtol=1e-14)
+    assert s.immediate.tolist() == [False, True, True, True]  # the twin fires at the same instant
+    s.times[2].backward()  # d(t1 + 5)/d mu = d t1 / d mu = -10 / (mu (mu - 1))
+    mu = [p.name for p in m.neuron.params].index("mu")
+    assert float(pr.grad[0, mu]) == pytest.approx(-10.0 / (20.0 * 19.0), rel=1e-12)
+
+
 def test_gradients_match_finite_differences(model):
     ws = [w.requires_grad_() for w in default_weights(model)]
     x0 = torch.from_numpy(model.x0.copy()).requires_grad_()
