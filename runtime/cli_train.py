@@ -27,11 +27,11 @@ DATASET_OPTIONS = {
     "ssc": ("tonic files (--data-root): speech commands, 700 channels",
             "t_max time_bin max_events cap_mode downsample val_fraction split_seed cache"),
     "nmnist": ("tonic files (--data-root): N-MNIST, 34x34x2 = 2312 channels",
-               "t_max time_bin max_events cap_mode downsample merge_polarity val_fraction test_fraction "
+               "t_max time_bin max_events cap_mode downsample merge_polarity chw val_fraction test_fraction "
                "split_seed cache"),
     "dvsgesture": ("tonic files (--data-root): DVS Gesture, 128x128x2",
-                   "t_max time_bin max_events cap_mode downsample merge_polarity val_fraction test_fraction "
-                   "split_seed cache"),
+                   "t_max time_bin max_events cap_mode downsample merge_polarity chw val_fraction "
+                   "test_fraction split_seed cache"),
 }
 
 # --loss keys: the fields of runtime/losses.py LossConfig (checked by the same test)

@@ -12,7 +12,8 @@ with W' = ceil(W / k), H' = ceil(H / k) and n_channels = W' * H' * P'. P' = P an
 with ``merge_polarity`` or P == 1 (then P' = 1 and p is ignored: tonic's audio sets SHD / SSC
 carry p = 1 on sensor (700, 1, 1)). So a cochlea (W, 1, 1) gives channel = x // k; an event
 camera (34, 34, 2) gives x * 68 + y * 2 + p. An array without y needs H == 1, one without p
-needs P == 1 or ``merge_polarity``.
+needs P == 1 or ``merge_polarity``. ``chw=True`` numbers the channels p' * H' * W' + y' * W' + x'
+instead, the layout of a `.snn` input `x[P', H', W']` for conv2d (docs/language.md).
 
 Events outside the sensor, non-integer coordinates and NaN, infinite or negative times raise
 ValueError; nothing is clipped or dropped.
@@ -31,7 +32,7 @@ class ToSpikescan:
     """tonic transform: structured events (t in us) -> (times in ms, channels), see the module
     docstring for the channel layout. ``n_channels`` and ``layout`` (W', H', P') describe it."""
 
-    def __init__(self, sensor_size, downsample=1, merge_polarity=False):
+    def __init__(self, sensor_size, downsample=1, merge_polarity=False, chw=False):
         size = tuple(int(s) for s in sensor_size)
         if len(size) != 3 or min(size) < 1 or size != tuple(sensor_size):
             raise ValueError(f"sensor_size must be three positive integers (W, H, P) as tonic's "
@@ -39,6 +40,7 @@ class ToSpikescan:
         self.sensor_size = size
         self.merge_polarity = bool(merge_polarity) or size[2] == 1
         self.downsample = int(downsample)
+        self.chw = bool(chw)
         self.layout = camera_layout(size, downsample, self.merge_polarity)
         self.n_channels = int(np.prod(self.layout))
 
@@ -72,10 +74,10 @@ class ToSpikescan:
         if bad.any():
             raise ValueError(f"ToSpikescan: {int(bad.sum())} event times are NaN, infinite or "
                              f"negative (the first: {t[np.argmax(bad)]} ms)")
-        ch = camera_channels(x, y, pol, self.sensor_size, self.downsample, self.merge_polarity)
+        ch = camera_channels(x, y, pol, self.sensor_size, self.downsample, self.merge_polarity, self.chw)
         times, channels, _ = make_sample(t, ch, 0)
         return times, channels
 
     def __repr__(self):
         return (f"ToSpikescan(sensor_size={self.sensor_size}, downsample={self.downsample}, "
-                f"merge_polarity={self.merge_polarity})")
+                f"merge_polarity={self.merge_polarity}{', chw=True' if self.chw else ''})")
