@@ -177,13 +177,23 @@ def _common_types(em: NeuronEmitter):
              _memref(1, ft)] + [_memref(1, ft)] * npar)
 
 
+def forward_types(em: NeuronEmitter) -> list:
+    """@readout_forward's arguments: the common ones, obs, estar, off, tidx, tcoef, xs[d,N] and the
+    scratch idxs[N] i64, xsave[d,N] (the vectorised max: flagged neurons, their start states)."""
+    ft = em.o.ft
+    i64 = ir.IntegerType.get_signless(64)
+    return _common_types(em) + [_dense(2, ft), _dense(2, i64), _dense(2, ft), _dense(2, i64), _dense(2, ft),
+                                _dense(2, ft), _dense(1, i64), _dense(2, ft)]
+
+
 def _func(name: str, types: list):
     fn = func.FuncOp(name, ir.FunctionType.get(types, []))
     fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
     return fn, fn.add_entry_block()
 
 
-def build_forward(rd: _Readout):
+def build_forward(rd: _Readout, name: str = "readout_forward"):
+    """The scalar forward (li_integral; and max_potential's reference for mlir_readout_vec.py)."""
     em = rd.em
     o = em.o
     ft = o.ft
@@ -191,14 +201,13 @@ def build_forward(rd: _Readout):
     i64 = ir.IntegerType.get_signless(64)
     idx = ir.IndexType.get()
     npar = len(em.pnames)
-    types = _common_types(em) + [_dense(2, ft), _dense(2, i64), _dense(2, ft), _dense(2, i64), _dense(2, ft),
-                                 _dense(2, ft)]
-    fn, blk = _func("readout_forward", types)
+    types = forward_types(em)
+    fn, blk = _func(name, types)
     with ir.InsertionPoint(blk):
         a = list(blk.arguments)
         times, chan, order, weight, nvalid, horizon = a[:6]
         pmem = a[6:6 + npar]
-        obs, estar, off, tidx, tcoef, xs = a[6 + npar:]
+        obs, estar, off, tidx, tcoef, xs, _, _ = a[6 + npar:]
         c0, c1 = o.ci(0), o.ci(1)
         nB, nN = memref.dim(obs, c0), memref.dim(obs, c1)
         wb = arith.cmpi(arith.CmpIPredicate.ugt, memref.dim(weight, c0), c1)
@@ -256,6 +265,34 @@ def build_forward(rd: _Readout):
     return fn
 
 
+def interior_max(rd: _Readout, x, D, t_prev, ds):
+    """(s, u(s)) at the stationary point s of u in (0, D) from x (u'(0) = ds > 0 > u'(D): one
+    zero of u' = l_0 Phi(s) (A x + a0)); s = 0 when the closed form puts it outside."""
+    em = rd.em
+    o = em.o
+    zero = o.c(0.0)
+    y0 = em.materialize(em.deriv(x))
+
+    def g(s):  # (u'(s), u''(s)) from the chain's first row
+        Phi_s, _ = em.phi_at(s)
+        ys = o.matvec(Phi_s, y0)
+        return o.z(o.dot(rd.l0, ys)), o.z(o.dot(rd.l0A, ys))
+
+    if not rd.closed:
+        s = solve(o, g, zero, D, o.c(-1.0), t_prev)
+    else:
+        # closed form (spike_time._bottom_root): u'(s) = e^{r0 s} (G + H s exprel(delta s)),
+        # G = l_0 y0, H = l_1 y0: s* = q log1prel(delta q), q = -G/H; 0 (no peak) if not in (0, D)
+        G, Hh = ds, o.z(o.dot(rd.l1, y0))
+        q = arith.negf(arith.divf(G, Hh))
+        z = arith.mulf(rd.delta, q)
+        l1r = o.sel(arith.cmpf(arith.CmpFPredicate.OEQ, z, zero), o.c(1.0), arith.divf(mmath.log1p(z), z))
+        sc = arith.mulf(q, l1r)
+        good = o.and_(o.and_(o.gt(q, zero), o.gt(z, o.c(-1.0))), o.and_(o.gt(sc, zero), o.lt(sc, D)))
+        s = o.sel(good, sc, zero)
+    return s, rd.u(em.materialize(em.propagate(x, s)))
+
+
 def _max_step(rd: _Readout, x, xp, D, t_prev, b, j, k64, end_ref, start_ref, recs, sub=None):
     """One interval (or, with spikes, one piece of it) of one neuron from state x (length D, end
     state xp before the end's action): its maximum and, if it beats the running one, the record
@@ -275,29 +312,9 @@ def _max_step(rd: _Readout, x, xp, D, t_prev, b, j, k64, end_ref, start_ref, rec
     interior = o.i1(False)
     if len(rd.rows) == 2:  # u' has at most one zero: an interior maximum needs u' from + to -
         cand = o.and_(o.and_(o.gt(D, zero), o.gt(ds, zero)), o.lt(de, zero))
-        y0 = em.materialize(em.deriv(x))
-
-        def g(s):  # (u'(s), u''(s)) from the chain's first row
-            Phi_s, _ = em.phi_at(s)
-            ys = o.matvec(Phi_s, y0)
-            return o.z(o.dot(rd.l0, ys)), o.z(o.dot(rd.l0A, ys))
-
-        def stationary():
-            if not rd.closed:
-                return solve(o, g, zero, D, o.c(-1.0), t_prev)
-            # closed form (spike_time._bottom_root): u'(s) = e^{r0 s} (G + H s exprel(delta s)),
-            # G = l_0 y0, H = l_1 y0: s* = q log1prel(delta q), q = -G/H; 0 (no peak) if not in (0, D)
-            G, Hh = ds, o.z(o.dot(rd.l1, y0))
-            q = arith.negf(arith.divf(G, Hh))
-            z = arith.mulf(rd.delta, q)
-            l1r = o.sel(arith.cmpf(arith.CmpFPredicate.OEQ, z, zero), o.c(1.0), arith.divf(mmath.log1p(z), z))
-            s = arith.mulf(q, l1r)
-            good = o.and_(o.and_(o.gt(q, zero), o.gt(z, o.c(-1.0))), o.and_(o.gt(s, zero), o.lt(s, D)))
-            return o.sel(good, s, zero)
 
         def peak():
-            s = stationary()
-            uc = rd.u(em.materialize(em.propagate(x, s)))
+            s, uc = interior_max(rd, x, D, t_prev, ds)
             better = o.gt(uc, val)
             return [o.sel(better, uc, val), o.sel(better, s, loc), better]
 
@@ -442,7 +459,13 @@ def build_readout_module(nir: NeuronIR, kind: str, dtype: str = "f64", port: Opt
         m = ir.Module.create()
         with ir.InsertionPoint(m.body):
             add_helpers(em.o)
-            build_forward(rd)
+            if kind == "max_potential":
+                from spikescan.compiler.backends.mlir_readout_vec import build_forward_vec
+
+                build_forward_vec(rd)
+                build_forward(rd, name="readout_forward_scalar")
+            else:
+                build_forward(rd)
             build_backward(rd)
         if not m.operation.verify():
             raise RuntimeError(f"{nir.name}: emitted readout MLIR does not verify")

@@ -231,7 +231,9 @@ def observe(ir: NeuronIR, params: Optional[dict], times: Tensor, channels: Tenso
                 horizon[b0:b1], *pvec]
         recs = [obs[b0:b1], estar[b0:b1], off[b0:b1], tidx[b0:b1], tcoef[b0:b1]]
         if spk is None:
-            _call(eng, "readout_forward", head + recs + [torch.empty((d, N), dtype=dtype)])
+            _call(eng, "readout_forward", head + recs + [torch.empty((d, N), dtype=dtype),
+                                                         torch.empty((N,), dtype=torch.int64),
+                                                         torch.empty((d, N), dtype=dtype)])
         else:
             _call(eng, "readout_spikes_forward",
                   head + [spk[b0:b1], scount[b0:b1]] + recs + [sub[b0:b1], xrec[b0:b1], bad[b0:b1],

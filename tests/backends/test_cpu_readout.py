@@ -230,3 +230,29 @@ def test_sorted_input_like_a_layers_spikes(li, kind):
     o1, gt1, gw1 = _run(li, times, ch, W, kind, True)
     o2, gt2, gw2 = _run(li, times, ch, W, kind, False)
     _close(o1, o2), _close(gt1, gt2), _close(gw1, gw2)
+
+
+@pytest.mark.parametrize("N", [7, 8])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_vector_forward_is_the_scalar_one_bit_for_bit(li, monkeypatch, N, dtype):
+    """compiler/backends/mlir_readout_vec.py against @readout_forward_scalar (same decisions, same
+    operations): every record equal, with a scalar tail (N = 7) and without (N = 8)."""
+    times, ch, W = _inputs(9, B=5, n=60, N=N)
+    times, W = times.to(dtype), W.to(dtype)
+    calls = []
+    real = readout_cpu._call
+
+    def spy(eng, name, tensors):
+        calls.append((eng, name, tensors))
+        real(eng, name, tensors)
+
+    monkeypatch.setattr(readout_cpu, "_call", spy)
+    o_vec = sequential_cpu.run_layer(li, {}, times, ch, W, observe="max_potential", t_end=T_END).observed
+    eng, name, tensors = calls[-1]
+    assert name == "readout_forward"
+    recs = [t.clone() for t in tensors[8:13]]  # obs, estar, off, tidx, tcoef
+    real(eng, "readout_forward_scalar", tensors)
+    for a, b in zip(recs, tensors[8:13]):
+        assert torch.equal(a, b)
+    assert torch.equal(o_vec, recs[0]) and bool((recs[3] >= 0).any()) and bool((recs[1] >= 0).all())
+    assert bool(((recs[3] == -1) & (recs[2] > 0)).any())  # some maxima are interior stationary points
