@@ -8,7 +8,9 @@ same chain runtime/kernels.py prints for observe_replay.py).
 
     @readout_forward(times[B,n], chan[B,n] i64, order[B,n] i64, weight[Bw,C,N], nvalid[B] i64,
                      horizon[B], p_1..p_P, obs[B,N], estar[B,N] i64, off[B,N], tidx[B,N] i64,
-                     tcoef[B,N], xs[d,N])
+                     tcoef[B,N], xs[d,N], idxs[N] i64, xsave[d,N])
+        (max_potential: vectorised over neurons, mlir_readout_vec.py; the scalar loop below is
+        @readout_forward_scalar, the same results bit for bit)
     @readout_backward(times, chan, order, weight, nvalid, horizon, p_1..p_P, g[B,N], estar, off,
                       tidx, tcoef, gw[G,C,N] (accumulated into row grow[b]), grow[B] i64,
                       gt[B,n] (accumulated, original event order), lam[d,N], seed[d,N])
