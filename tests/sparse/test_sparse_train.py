@@ -148,9 +148,16 @@ def test_tied_weight_gradient(model):
         assert fd == pytest.approx(float(ws[ci].grad), rel=1e-5, abs=1e-6)
 
 
-def test_readout_pipeline_gradient(model):
-    """van Rossum loss of the readout spikes: gradients to readout and recurrent weights."""
-    net = SparseSpikeNet(model, 2, readout_neuron=example_readout(), readout_init=(0.1, 0.05), seed=5)
+@pytest.mark.parametrize("tied", [False, True])
+def test_readout_pipeline_gradient(model, tied):
+    """van Rossum loss of the readout spikes: gradients to readout and recurrent weights (per
+    synapse; or tied, one scalar per connection, with x0 and the neuron params learned too)."""
+    if tied:
+        net = SparseSpikeNet(example_model(seed=0), 2, readout_neuron=example_readout(), readout_init=(0.1, 0.05),
+                             seed=5, per_synapse=False, learn=("weights", "readout", "x0", "params"))
+        assert all(p.dim() == 0 for p in net.weights) and len(list(net.parameters())) == 7
+    else:
+        net = SparseSpikeNet(model, 2, readout_neuron=example_readout(), readout_init=(0.1, 0.05), seed=5)
     target = torch.tensor([2.0, 5.5, 7.0], dtype=torch.float64)
     out = net(T)
     assert int(out.counts.min()) >= 1
