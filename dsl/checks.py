@@ -520,7 +520,7 @@ class NetworkChecks(_Checks):
                 if c.kind == "sparse":  # k partners per neuron, no dense matrix (dsl/sparse.py limits it)
                     continue
                 src = self.pops.get(c.source or layer.name)
-                total += conv_checks.weights_of(c, src, layer, self)
+                total += conv_checks.weights_of(c, src, layer)
             if total > MAX_WEIGHTS:
                 self.err("E053", f"the network has more than {MAX_WEIGHTS} weights (at least "
                          f"{total} up to layer `{layer.name}`)", layer.span,

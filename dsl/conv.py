@@ -64,12 +64,14 @@ def int_options(checks, c: ast.Connection) -> Optional[dict[str, int]]:
     missing, unknown, repeated or non-positive-integer option); None after an error."""
     spec = INT_OPTIONS[c.kind]
     out: dict[str, int] = {}
+    seen: set[str] = set()
     ok = True
     for key, value in c.options:
-        if key in out or (key in ("init", "port") and sum(k == key for k, _ in c.options) > 1):
-            checks.err("E080", f"option `{key}` given twice", value.span, None)
+        if key in seen:
+            checks.err("E080", f"option `{key}` given twice", value.span, "give each option once")
             ok = False
             continue
+        seen.add(key)
         if key in ("init", "port"):
             continue
         if key not in spec:
@@ -122,7 +124,8 @@ def check_connection(checks, layer: ast.Layer, c: ast.Connection, neuron,
                    f"a {c.kind} connection must be the layer's only input; add a layer for the "
                    "other connections")
     opts = int_options(checks, c)
-    for key, value in c.options:
+    once = len({k for k, _ in c.options}) == len(c.options)  # a repeated option is E080 already
+    for key, value in c.options if once else ():
         if key == "port":
             checks.port_option(value, neuron)
         elif key == "init":
@@ -165,7 +168,7 @@ def check_connection(checks, layer: ast.Layer, c: ast.Connection, neuron,
                    f"declare `layer {layer.name}[{', '.join(map(str, out))}]`")
 
 
-def weights_of(c: ast.Connection, src, layer: ast.Layer, checks) -> int:
+def weights_of(c: ast.Connection, src, layer: ast.Layer) -> int:
     """Number of weights a connection holds (for the E053 limit): source x target for dense and
     recurrent, the shared kernel for conv2d, one for pool2d."""
     src_size = getattr(src, "size", 0) or 0

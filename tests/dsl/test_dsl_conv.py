@@ -57,6 +57,8 @@ def test_valid_network_and_its_ir():
     ("layer c[4, 8, 8] = CubaLIF() <- conv2d(x, channels = 4, kernel = 3, padding = 1), recurrent(c)",
      "E083", "1 other"),
     ("layer c[4, 8, 8, 1] = CubaLIF() <- dense(x)", "E084", "4 dimensions"),
+    ("layer c[4, 8, 8] = CubaLIF() <- conv2d(x, channels = 4, kernel = 3, padding = 1, init = constant(1.0), "
+     "init = constant(2.0))", "E080", "given twice"),
 ])
 def test_invalid(body, code, words):
     codes = _codes(f"    input x[2, 8, 8]\n    {body}\n    readout c: first_spike\n")
