@@ -334,7 +334,7 @@ def test_nir_export_refuses_recurrent_groups():
     from spikescan.runtime.nir_io.export import NirError, network_graph
 
     net = SpikingNetwork.from_file(repo("models/shd_delays.snn"))
-    with pytest.raises(NirError, match="layer 'hidden1'.*recurrent group"):
+    with pytest.raises(NirError, match="layer 'hidden1'"):  # per-synapse recurrent delays: no exact NIR form
         network_graph(net)
 
 
