@@ -29,13 +29,18 @@ Search (a few forwards of that one layer on its cached input events):
    whose rate came closest.
 Forwards run with a spike cap of at least twice the target count per neuron (a neuron that hits
 it counts as firing at the cap, which is above the target anyway, so the bracket stays right).
+Afterwards the network's own spike cap (`max_spikes`, the size of the engines' spike buffers)
+is raised, if needed, to 4x the largest target count rounded up to a power of two
+(`spike_cap_for`), so that training does not re-run most samples with a doubled cap
+(runtime/spike_cap.py); the record keeps it as `spike_cap`, and a resumed run restores it.
 
 Non-spiking layers (no threshold, e.g. LI readouts of `max_potential` / `li_integral`) keep their
 unscaled draw: they have no rate to match, their readout is a continuous value whose gradient
 never vanishes (they cannot stall training), and the loss's `value_scale` sets the scale of their
-logits. A layer whose target cannot be reached (no input event reaches it, or a non-auto
-connection alone already drives it above the target) keeps the closest scale found, and its
-record says `converged: false`.
+logits. Layers of a recurrent group of several layers (feedback between layers) run only jointly
+and keep their unscaled draw too (recorded as skipped). A layer whose target cannot be reached
+(no input event reaches it, or a non-auto connection alone already drives it above the target)
+keeps the closest scale found, and its record says `converged: false`.
 
 A layer class takes part through `auto_rate` (target rate in 1/ms, None for no auto connection)
 and `auto_weights()` (the tensors to scale), as runtime/network._Layer does. For a layer class
@@ -56,6 +61,7 @@ MAX_BRACKET = 16  # at most 16 bracketing steps each way: s in [4^-16, 4^16]
 TOL = 0.1  # relative tolerance on the rate
 MAX_FORWARDS = 24  # forwards per layer, bracketing included
 MAX_SEARCH_CAP = 4096  # spikes per neuron and sample during the search (auto rates are <= 1 kHz)
+CAP_FACTOR = 4.0  # the network's spike cap after auto init: >= 4x the largest target count
 
 
 def target_rate(net, name: str, lay) -> Optional[float]:
@@ -157,7 +163,8 @@ def auto_init(net, times: Tensor, channels: Tensor, t_end: float, *, tol: float 
     """Scale the auto connections of `net` (a SpikingNetwork) on the batch (times [B, n] ms, +inf
     padded; channels [B, n]) so each spiking layer with such connections fires at its target
     rate over [0, t_end]. Returns {"batch": B, "t_end": t_end, "layers": [per-layer records]}:
-    layer, target_hz, then scale, rate_hz, forwards, converged (or skipped: why)."""
+    layer, target_hz, then scale, rate_hz, forwards, converged (or skipped: why); and spike_cap,
+    the network's spike cap afterwards (raised for high target rates, see spike_cap_for)."""
     if not (isinstance(t_end, (int, float)) and math.isfinite(t_end) and t_end > 0):
         raise ValueError(f"auto_init needs the trial length t_end > 0 (ms), got {t_end!r}")
     if not (tol > 0 and int(max_forwards) >= 1):
@@ -165,21 +172,38 @@ def auto_init(net, times: Tensor, channels: Tensor, t_end: float, *, tol: float 
     like = net.float_like()
     times = times.to(device=like.device, dtype=like.dtype)
     channels = channels.to(like.device).long()
-    names = list(net.layers)
+    names = net.run_order() if hasattr(net, "run_order") else list(net.layers)
     todo = [k for k, n in enumerate(names) if target_rate(net, n, net.layers[n]) is not None]
     record = {"batch": int(times.shape[0]), "t_end": float(t_end), "layers": []}
     if not todo:
+        record["spike_cap"] = int(net.max_spikes)
         return record
     engine = net._engine()
     old = (net.max_spikes, net.on_overflow)
     outputs: dict[str, tuple[Tensor, Tensor]] = {}
     try:
         net.on_overflow = "flag"
+        groups: dict = {}
         for k, name in enumerate(names[: todo[-1] + 1]):
             lay = net.layers[name]
             spiking = net.neurons[lay.neuron].c is not None
-            t_in, c_in = net.layer_input(lay, times, channels, outputs)
             target = target_rate(net, name, lay)
+            group = _group(net, name)
+            if group is not None:  # several layers in one recurrent loop: run jointly, not scaled
+                if target is not None:
+                    record["layers"].append({"layer": name, "target_hz": target * 1000.0, "skipped":
+                                             "in a recurrent group of several layers: keeps the unscaled init"})
+                if group not in groups:
+                    from spikescan.runtime import recurrent_net
+
+                    net.max_spikes = old[0]
+                    groups[group] = recurrent_net.run_group(net, group, outputs, times, channels, t_end=t_end,
+                                                            observe={n: None for n in group})
+                res = groups[group][name][0]
+                if spiking:
+                    outputs[name] = _flatten(res)
+                continue
+            t_in, c_in = net.layer_input(lay, times, channels, outputs)
             res = None
             if target is not None and not spiking:
                 record["layers"].append({"layer": name, "target_hz": target * 1000.0,
@@ -193,12 +217,36 @@ def auto_init(net, times: Tensor, channels: Tensor, t_end: float, *, tol: float 
                 if res is None:
                     net.max_spikes = old[0]
                     res = net.run_layer(lay, t_in, c_in, engine=engine, t_end=t_end)
-                from spikescan.runtime.network import flatten_spikes
-
-                outputs[name] = flatten_spikes(res.times, res.counts)
+                outputs[name] = _flatten(res)
     finally:
         net.max_spikes, net.on_overflow = old
+    counts = [r["target_hz"] * t_end / 1000.0 for r in record["layers"] if "scale" in r]
+    net.max_spikes = max(int(net.max_spikes), spike_cap_for(max(counts, default=0.0)))
+    record["spike_cap"] = int(net.max_spikes)
     return record
+
+
+def spike_cap_for(count: float) -> int:
+    """The network spike cap for layers firing `count` spikes per neuron and sample on average:
+    CAP_FACTOR times that, rounded up to a power of two (at most MAX_SEARCH_CAP). Below it, the
+    engines' buffers stay small; a sample over it is re-run whole with the cap doubled
+    (runtime/spike_cap.py), which doubled the step time of models/nmnist.snn when its output
+    layer's mean count sat at the default cap of 64."""
+    need = max(1, math.ceil(CAP_FACTOR * count))
+    return int(min(2 ** math.ceil(math.log2(need)), MAX_SEARCH_CAP))
+
+
+def _group(net, name: str) -> Optional[tuple]:
+    """The recurrent group of several layers that `name` runs in (runtime/recurrent_net.py), if any."""
+    plan = getattr(net, "rec_plan", None)
+    group = plan.group_of.get(name) if plan is not None else None
+    return group if group is not None and len(group) > 1 else None
+
+
+def _flatten(res):
+    from spikescan.runtime.network import flatten_spikes
+
+    return flatten_spikes(res.times, res.counts)
 
 
 def _scale_layer(net, lay, name, t_in, c_in, engine, target, t_end, tol, max_forwards, record):
@@ -235,9 +283,11 @@ def summary(record: dict) -> str:
     parts = []
     for r in record.get("layers", []):
         if "skipped" in r:
-            parts.append(f"{r['layer']} default (no threshold)")
+            parts.append(f"{r['layer']} unscaled ({r['skipped'].split(':')[0]})")
         else:
             parts.append(f"{r['layer']} x{r['scale']:.4g} -> {r['rate_hz']:.3g} Hz"
                          + ("" if r["converged"] else " (target not reached)"))
+    cap = record.get("spike_cap")
+    tail = f"; spike cap {cap} per neuron" if isinstance(cap, int) and cap > 64 else ""
     return (f"auto init on the first batch ({record.get('batch')} samples, t_end {record.get('t_end'):g} ms): "
-            + "; ".join(parts))
+            + "; ".join(parts) + tail)

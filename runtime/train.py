@@ -38,7 +38,7 @@ from spikescan.runtime.train_guard import (GRAD_BOUND, PARAM_BOUND, STALL_PATIEN
                                            TrainingDiverged, TrainingStalled)
 from spikescan.runtime.train_run import Run, plot, prepare_out, resume as resume_run, write_metrics
 from spikescan.runtime.train_step import train_batch
-from spikescan.runtime.train_auto import first_batch_auto_init, resumed_line, wants_auto_init
+from spikescan.runtime.train_auto import first_batch_auto_init, restore_cap, resumed_line, wants_auto_init
 from spikescan.runtime.train_report import layer_rates, mean_rates, summary_lines
 from spikescan.runtime.train_setup import (check_options, evaluate, loader as _loader, loss_config,
                                            resolve_engine, subset as _subset)
@@ -223,6 +223,7 @@ def train(
     # network the caller built (they call net.auto_init themselves) is not scaled here.
     if resume:
         if wants_auto_init(net):
+            restore_cap(net, run.auto_init, max_spikes)
             info(resumed_line(run.auto_init))
     elif not isinstance(model, SpikingNetwork):
         run.auto_init = first_batch_auto_init(net, splits["train"], batch_size, seed, t_end, info)

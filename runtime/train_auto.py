@@ -47,6 +47,14 @@ def checked_record(rec) -> Optional[dict]:
     return rec
 
 
+def restore_cap(net, rec: Optional[dict], max_spikes: int) -> None:
+    """A resumed run gets back the spike cap that auto init set (rebuilt from the .snn, the
+    network has the default one); bounded by --max-spikes."""
+    cap = (rec or {}).get("spike_cap")
+    if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
+        net.max_spikes = max(int(net.max_spikes), min(cap, int(max_spikes)))
+
+
 def resumed_line(rec: Optional[dict]) -> str:
     if rec is None:
         return "auto init: not redone on resume (the weights come from the checkpoint)"

@@ -35,14 +35,13 @@ _WHY: dict = {}
 
 
 def _unsupported(ir: NeuronIR, kind: str) -> Optional[str]:
-    from spikescan.compiler.backends.mlir_readout import unsupported
+    from spikescan.compiler.backends import mlir_readout, mlir_readout_spikes
 
     key = (id(ir), kind)
     hit = _WHY.get(key)
     if hit is None or hit[0] is not ir:
-        if ir.c is not None and ir.theta is not None:  # a spiking layer: its spikes as resets
-            from spikescan.compiler.backends.mlir_readout_spikes import unsupported
-        hit = (ir, unsupported(ir, kind))
+        spiking = ir.c is not None and ir.theta is not None  # a spiking layer: its spikes as resets
+        hit = (ir, (mlir_readout_spikes if spiking else mlir_readout).unsupported(ir, kind))
         _WHY[key] = hit
     return hit[1]
 
@@ -190,7 +189,7 @@ def observe(ir: NeuronIR, params: Optional[dict], times: Tensor, channels: Tenso
 
     dtype = times.dtype
     B, n = times.shape
-    C, N = weight.shape[-2], weight.shape[-1]
+    N = weight.shape[-1]
     t = times.detach().cpu()
     ch = channels.detach().cpu().to(torch.int64)
     if n == 0:  # one padding column keeps every index in range

@@ -124,6 +124,36 @@ def test_li_readout_keeps_its_unscaled_init(tmp_path):
     assert torch.equal(net.layers["out"].weights[0].detach(), w_out)
 
 
+def test_layers_of_a_recurrent_group_are_run_jointly_and_left_unscaled(tmp_path):
+    shutil.copy(ROOT / "models" / "cuba_lif.snn", tmp_path / "cuba_lif.snn")
+    src = tmp_path / "group.snn"
+    src.write_text('from "cuba_lif.snn" import CubaLIF\nnetwork g { input x[5]\n'
+                   '  layer a[8] = CubaLIF() <- dense(x, init = normal(1.5, 0.8)), recurrent(b, init = normal(0.0, 0.1))\n'
+                   '  layer b[8] = CubaLIF() <- dense(a), dense(x, init = normal(1.5, 0.8))\n'
+                   '  layer out[3] = CubaLIF() <- dense(b, init = auto(rate = 40 Hz))\n'
+                   '  readout out: first_spike }\n')
+    times, channels, _ = _batch(16)
+    net = _net(src)
+    w = net.layers["b"].weights[0].detach().clone()
+    rec = net.auto_init(times, channels, T_END)
+    assert [(r["layer"], "skipped" in r) for r in rec["layers"]] == [("b", True), ("out", False)]
+    assert torch.equal(net.layers["b"].weights[0].detach(), w)
+    r = rec["layers"][1]
+    assert r["converged"] and abs(_rates_hz(net, times, channels)["out"] - 40.0) <= 4.0
+
+
+def test_high_target_rates_raise_the_network_spike_cap(tmp_path):
+    from spikescan.runtime.auto_init import spike_cap_for
+
+    assert [spike_cap_for(c) for c in (0.0, 0.6, 16.0, 16.1, 30.0, 1e6)] == [1, 4, 64, 128, 128, 4096]
+    times, channels, _ = _batch(16)
+    net = _net(_model(tmp_path, hidden=", init = auto(rate = 500 Hz)"))  # 30 spikes per neuron in 60 ms
+    rec = net.auto_init(times, channels, T_END)
+    assert rec["layers"][0]["converged"] and rec["spike_cap"] == net.max_spikes == 128
+    low = _net(_model(tmp_path))  # 50 Hz and 10 Hz: 3 and 0.6 spikes, the default cap stays
+    assert low.auto_init(times, channels, T_END)["spike_cap"] == low.max_spikes == 64
+
+
 def test_bad_auto_init_arguments_are_refused(tmp_path):
     times, channels, _ = _batch(4)
     net = _net(_model(tmp_path))
@@ -166,7 +196,7 @@ def test_training_scales_once_and_resume_does_not_rescale(tmp_path, monkeypatch)
     from spikescan.runtime import auto_init as auto_mod
     from spikescan.runtime.checkpoint import load_checkpoint
 
-    path = _model(tmp_path)
+    path = _model(tmp_path, hidden=", init = auto(rate = 500 Hz)")  # raises the spike cap to 128
     said: list[str] = []
     calls = []
     real = auto_mod.auto_init
@@ -181,12 +211,15 @@ def test_training_scales_once_and_resume_does_not_rescale(tmp_path, monkeypatch)
     assert first["epoch"] == 1 and first["auto_init"] == rec
     assert res.history[0]["auto_init"] == rec
 
+    assert rec["spike_cap"] == 128 and res.model.max_spikes == 128
+
     said.clear()
     res2 = _train(path, tmp_path / "run", epochs=2, resume=True, log=said.append)
     assert calls == [1], "a resumed run must not scale again"
     assert any("not redone on resume" in line for line in said), said
     assert load_checkpoint(tmp_path / "run" / "last.pt")["auto_init"] == rec
     assert res2.epochs_run == 1
+    assert res2.model.max_spikes == 128  # the cap auto init set is restored on resume
 
 
 def test_training_a_given_network_does_not_scale_it(tmp_path, monkeypatch):
