@@ -292,3 +292,17 @@ def test_observed_readout_of_a_conv_layer(tmp_path, observe):
     assert lanes.observed.shape == dense.observed.shape == (2, c.size)
     assert torch.allclose(lanes.observed, dense.observed, rtol=1e-12, atol=1e-12)
     assert lanes.observed.std() > 0
+
+
+def test_refusals(tmp_path):
+    with pytest.raises(NotImplementedError, match="learnable time constants on conv2d / pool2d"):
+        _net(tmp_path).__class__(load_model(str(tmp_path / "tiny.snn")), learn_time_constants=True)
+    net = _net(tmp_path)
+    c = net.layers["c"]
+    c.path = "sparse"
+    t, ch = _events(72)
+    with pytest.raises(ValueError, match="path must be one of"):
+        c.run(get_engine("torch"), net.neurons[c.neuron], t, ch, t_end=60.0)
+    c.path = "lanes"
+    with pytest.raises(ValueError, match="source has 72 channels"):
+        c.run(get_engine("torch"), net.neurons[c.neuron], t, ch + 72, t_end=60.0)
