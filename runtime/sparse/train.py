@@ -154,12 +154,17 @@ class SparseSpikeNet(nn.Module):
             else:
                 self.register_buffer(name, t)
         ws = default_weights(model, per_synapse)
-        if "weights" in learn:
-            self.weights = nn.ParameterList([nn.Parameter(w) for w in ws])
-        else:
-            for i, w in enumerate(ws):
+        self._n_conn = len(ws)
+        for i, w in enumerate(ws):  # one tensor per connection of model.csr
+            if "weights" in learn:
+                setattr(self, f"weight_{i}", nn.Parameter(w))
+            else:
                 self.register_buffer(f"weight_{i}", w)
-            self.weights = [getattr(self, f"weight_{i}") for i in range(len(ws))]
+
+    @property
+    def weights(self) -> list:
+        """The connections' weights (model.csr order): [n_synapses] per synapse or 0-d tied."""
+        return [getattr(self, f"weight_{i}") for i in range(self._n_conn)]
 
     def run_network(self, duration_ms: float) -> DiffSpikes:
         return simulate(self.model, duration_ms, list(self.weights), self.x0, self.params, self.max_spikes)
