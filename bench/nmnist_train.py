@@ -9,8 +9,8 @@ Two variants in the same run, on the same samples:
   (hidden normal(0.02, 0.05), out normal(0.2, 0.3)): the output layer fired ~315 spikes per
   neuron at init, so most samples hit the spike cap and were re-run up to 4 times.
 
-One JSON line per (variant, epoch): samples/s from the epoch's wall time and from the process CPU
-time, spikes per neuron per layer, spike-cap re-runs, validation accuracy; the auto variant also
+One JSON line per (variant, epoch): samples/s from the epoch's wall time, the process CPU time of
+the epoch with its validation pass, spikes per neuron per layer, spike-cap re-runs, validation accuracy; the auto variant also
 records the auto-init time and factors. On a machine shared with other jobs, compare the
 variants of one run (and the CPU-time figures), not runs.
 
@@ -56,6 +56,8 @@ class _CpuClock:
     def log(self, line: str) -> None:
         if line.startswith("epoch "):
             self.marks.append(time.process_time())
+        elif len(self.marks) == 1:  # start-up lines (summary, auto init): epoch 1 starts after them
+            self.marks[0] = time.process_time()
 
 
 def run_variant(em, path: Path, name: str, args, out_dir: Path) -> None:
@@ -82,7 +84,7 @@ def run_variant(em, path: Path, name: str, args, out_dir: Path) -> None:
         cpu = clock.marks[k + 1] - clock.marks[k] if len(clock.marks) > k + 1 else float("nan")
         em.emit(variant=name, epoch=h["epoch"], samples=args.samples, threads=args.threads,
                 train_s=h["train_s"], samples_per_s=args.samples / h["train_s"],
-                cpu_s_epoch_incl_val=cpu, spikes_per_neuron=h["spikes_per_neuron"],
+                cpu_s_train_and_val=cpu, spikes_per_neuron=h["spikes_per_neuron"],
                 spike_cap_reruns=h["spike_cap_reruns"], overflow=h["overflow"], val_accuracy=h["val_accuracy"],
                 auto_init_s=timed.get("s") if k == 0 else None,
                 auto_init=h.get("auto_init") if k == 0 else None)
