@@ -366,3 +366,50 @@ def test_lookahead_gives_the_step_by_step_spike_trains(neurons, monkeypatch):
     assert (_fin(fast.times) - _fin(slow.times)).abs().max() <= 1e-12
     for a, b in zip(gf, gs):
         assert (a - b).abs().max() <= 1e-9 * max(1.0, float(b.abs().max()))
+
+
+EI_NET = EI + """
+network ei {
+    input  x[4]
+    layer  h[5] = CubaEI()
+               <- dense(x, port = exc, init = uniform(0.8, 1.8)),
+                  dense(x, port = inh, init = uniform(0.0, 0.5)),
+                  recurrent(h, port = exc, init = uniform(0.0, 0.6), delays = fixed(1 ms)),
+                  recurrent(h, port = inh, init = uniform(0.0, 0.4))
+    layer  out[2] = CubaEI() <- dense(h, init = normal(1.0, 0.2))
+    readout out: first_spike
+}
+"""
+
+
+def test_network_layer_with_two_input_ports_and_two_recurrent_ports(tmp_path):
+    """External events on two ports (a PortMap) and recurrent connections on two ports."""
+    from spikescan.runtime.engines import torch_sequential
+    from spikescan.runtime.engines.ports import PortMap
+
+    path = tmp_path / "ei.snn"
+    path.write_text(EI_NET)
+    net = SpikingNetwork.from_file(path, engine="torch-sequential", on_overflow="flag")
+    h = net.layers["h"]
+    assert net.rec_plan.group_of == {"h": ("h",)}
+    g = torch.Generator().manual_seed(3)
+    times = torch.rand(2, 12, generator=g, dtype=F64) * 20
+    ch = torch.randint(0, 4, (2, 12), generator=g)
+    out = net(times, ch, t_end=40.0)
+    assert int(out.counts[0].sum()) > 5
+    ir = net.neurons["CubaEI"]
+    t2, c2 = torch.cat([times, times], 1), torch.cat([ch, ch + 4], 1)
+    pm = PortMap.from_blocks(["exc", "inh"], [4, 4])
+    W = torch.cat([h.weights[0], h.weights[1]], 0)
+    direct = run_recurrent_group([GroupLayer(ir, h.params(), 5, t2, c2, W, port=pm)],
+                                 [Coupling(0, 0, h.w_rec, h.d_rec_0, "exc"), Coupling(0, 0, h.w_rec_1, None, "inh")],
+                                 t_end=40.0, on_overflow="flag")[0]
+    assert torch.equal(direct.counts, out.counts[0]) and torch.equal(direct.times, out.spikes[0])
+    # with the recurrent weights at zero the group loop is the feed-forward reference on a PortMap
+    zero = torch.zeros(5, 5, dtype=F64)
+    ff = run_recurrent_group([GroupLayer(ir, h.params(), 5, t2, c2, W, port=pm)],
+                             [Coupling(0, 0, zero, h.d_rec_0, "exc"), Coupling(0, 0, zero, None, "inh")], t_end=40.0)[0]
+    ref = torch_sequential.run_layer(ir, h.params(), t2, c2, W, port=pm, t_end=40.0)
+    assert int(ref.counts.sum()) > 3 and torch.equal(ff.counts, ref.counts)
+    S = ref.times.shape[2]
+    assert (_fin(ff.times[:, :, :S]) - _fin(ref.times)).abs().max() <= 1e-12
