@@ -1,6 +1,6 @@
 """Training sparse recurrent networks with exact gradients (docs/sparse.md, "Training").
 
-    net = SparseSpikeNet(SparseModel.load("net.snn"), n_out=1, readout_params={"mu": 0.0})
+    net = SparseSpikeNet(SparseModel.load("net.snn"), n_out=1, readout_neuron=example_readout())
     out = net(30.0)                     # network spikes + readout spike times, with autograd
     loss = van_rossum(out.readout_times(0), target, tau=5.0)
     loss.backward()                     # exact: backprop through the event sequence (autodiff.py)
@@ -184,8 +184,9 @@ class SparseSpikeNet(nn.Module):
 def van_rossum(times: Tensor, target: Tensor, tau: float) -> Tensor:
     """Squared van Rossum distance (1/tau) int (f - g)^2 dt between two spike trains, f and g the
     trains filtered with exp(-t/tau), over [0, inf): 1/2 sum_ij exp(-|a_i - a_j|/tau) + (same for
-    b) - sum_ij exp(-|a_i - b_j|/tau). Differentiable in the spike times; continuous when a spike
-    appears or vanishes at the end of the window, not when one appears in the middle."""
+    b) - sum_ij exp(-|a_i - b_j|/tau). Differentiable in the spike times; it jumps where a spike
+    appears or vanishes (as every loss of spike times), so a missing spike is learned only through
+    the others."""
     a = times.reshape(-1, 1)
     b = target.to(times.dtype).reshape(-1, 1)
 
