@@ -39,7 +39,7 @@ def _case(delays=False):
     times[:, 6:9] = times[:, :3]  # equal times, mixed ports
     times[1, -1] = math.inf
     ch = torch.randint(0, C, (B, n), generator=g)
-    W = torch.rand(C, N, generator=g, dtype=F64) * 3.0
+    W = torch.rand(C, N, generator=g, dtype=F64) * 5.0 + 0.5
     dl = torch.rand(C, N, generator=g, dtype=F64) * 3.0 if delays else None
     return times, ch, W, dl, PortMap(("exc", "inh"), torch.tensor([0, 1, 0, 1]))
 
