@@ -87,11 +87,15 @@ def default_weights(model: SparseModel, per_synapse: bool = True) -> list[Tensor
 
 def simulate(model: SparseModel, duration_ms: float, weights: Optional[Sequence[Tensor]] = None,
              x0: Optional[Tensor] = None, params: Optional[Tensor] = None,
-             max_spikes: int = 100_000) -> DiffSpikes:
+             max_spikes: int = 100_000, tape: Optional[list] = None) -> DiffSpikes:
     """Spikes in [0, duration_ms] of `model`, differentiable w.r.t. `weights` (list over model.csr of
     [n_synapses] or 0-d tensors; default the model's), `x0` ([N, d], default model.x0) and `params`
     ([L, n_params] in IR order, ms for times; default model.params). Raises SpikeBudgetExceeded
-    past max_spikes (a silently truncated sequence would give wrong gradients)."""
+    past max_spikes (a silently truncated sequence would give wrong gradients).
+
+    tape: a list that receives, per spike, (neuron, D, kind, state of all neurons at the spike
+    before the reset (d tensors [N])), kind 0 = solved crossing, 1 = at the end of the refractory
+    period, 2 = at the interval start otherwise; the hand-written adjoint (adjoint.py) reads it."""
     nir = model.neuron
     kern = NeuronKernels.from_ir(nir)
     N, f64 = model.n, torch.float64
@@ -142,6 +146,9 @@ def simulate(model: SparseModel, duration_ms: float, weights: Optional[Sequence[
             Dg = spike_offset(kern, D[j:j + 1], [v[j:j + 1] for v in x], tuple(p[j:j + 1] for p in P))[0]
         if Dj > 0:
             x = densify(kern.propagate(Dg, x, P), like)
+        if tape is not None:
+            kind = 0 if not imm else 1 if float(lo[j]) > 0 and float(lo[j]) < float(hi[j]) else 2
+            tape.append((j, Dj, kind, [v.detach() for v in x]))
         t = t + Dj
         tg = tg + Dg
         times.append(tg)

@@ -9,8 +9,8 @@
 synapse, or one tied scalar per connection), a readout layer of spiking neurons driven by every
 network neuron (dense weights [N, n_out]; its spikes do not feed back), and optionally the
 initial state and the per-layer neuron params (the constant drive mu, time constants, ...).
-The network runs in the exact autodiff loop (autodiff.simulate, the reference loop with
-autograd); the readout is an ordinary feed-forward layer of the exact torch engine
+The network runs in the exact reference loop, differentiated by the hand-written adjoint
+(adjoint.py) or by autograd (autodiff.py, needed for the params' gradients); the readout is an ordinary feed-forward layer of the exact torch engine
 (runtime/engines/torch_sequential.py), whose input events are the network's spikes, so the
 gradient reaches the recurrent weights through the input spike times.
 
@@ -30,11 +30,13 @@ from torch import nn
 from spikescan.compiler.ir import NeuronIR
 from spikescan.runtime.engines.torch_sequential import run_layer
 
+from .adjoint import simulate_adjoint
 from .autodiff import DiffSpikes, default_weights, simulate
 from .model import SparseModel
 
 Tensor = torch.Tensor
 LEARNABLE = ("weights", "readout", "x0", "params")
+BACKWARDS = ("auto", "adjoint", "autograd")
 
 
 EXAMPLE_SNN = """
@@ -128,16 +130,26 @@ class SparseSpikeNet(nn.Module):
     "weights", "readout", "x0", "params" are nn.Parameters (the others are buffers).
     readout_neuron: a NeuronIR with a threshold (default: the network's); readout_params: its
     parameter overrides (e.g. {"mu": 0.0}: no drive, it spikes only from its inputs);
-    readout_init: (mean, std) of the seeded normal readout weights."""
+    readout_init: (mean, std) of the seeded normal readout weights. backward: "adjoint" (the
+    hand-written adjoint of adjoint.py), "autograd" (autodiff.py; also the params' gradients) or
+    "auto" (adjoint unless the params are learned): the same gradients to rounding."""
 
     def __init__(self, model: SparseModel, n_out: int = 1, *, readout_neuron: Optional[NeuronIR] = None,
                  readout_params: Optional[dict] = None, readout_init: tuple = (0.02, 0.02),
                  per_synapse: bool = True, learn: Sequence[str] = ("weights", "readout"),
-                 seed: int = 0, max_spikes: int = 100_000, max_readout_spikes: int = 256):
+                 seed: int = 0, max_spikes: int = 100_000, max_readout_spikes: int = 256,
+                 backward: str = "auto"):
         super().__init__()
         bad = set(learn) - set(LEARNABLE)
         if bad:
             raise ValueError(f"learn: unknown {sorted(bad)}; choose from {LEARNABLE}")
+        if backward not in BACKWARDS:
+            raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+        if backward == "adjoint" and "params" in learn:
+            raise NotImplementedError("backward='adjoint' has no gradients to the neuron params: "
+                                      "use backward='autograd' (or 'auto') with learn=(..., 'params')")
+        # the hand-written adjoint (adjoint.py) is 5-7x faster backward; autograd also gives params
+        self.backward_kind = ("autograd" if "params" in learn else "adjoint") if backward == "auto" else backward
         self.model, self.n_out = model, int(n_out)
         self.readout_neuron = readout_neuron if readout_neuron is not None else model.neuron
         if self.readout_neuron.c is None or self.readout_neuron.theta is None:
@@ -167,7 +179,8 @@ class SparseSpikeNet(nn.Module):
         return [getattr(self, f"weight_{i}") for i in range(self._n_conn)]
 
     def run_network(self, duration_ms: float) -> DiffSpikes:
-        return simulate(self.model, duration_ms, list(self.weights), self.x0, self.params, self.max_spikes)
+        run = simulate_adjoint if self.backward_kind == "adjoint" else simulate
+        return run(self.model, duration_ms, list(self.weights), self.x0, self.params, self.max_spikes)
 
     def forward(self, duration_ms: float) -> SparseOutput:
         net = self.run_network(duration_ms)
@@ -202,7 +215,7 @@ def perturbed_teacher(student: SparseSpikeNet, weight_noise: float = 0.3, readou
     w (1 + weight_noise n) and each readout weight into r (1 + readout_noise n), n ~ N(0, 1)
     seeded: its readout spikes are a reachable target for the student."""
     t = SparseSpikeNet(student.model, student.n_out, readout_neuron=student.readout_neuron,
-                       readout_params=student.readout_params, per_synapse=True, learn=(),
+                       readout_params=student.readout_params, per_synapse=True, learn=(), backward="autograd",
                        max_spikes=student.max_spikes, max_readout_spikes=student.max_readout_spikes)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

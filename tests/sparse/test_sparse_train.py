@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from spikescan.runtime.sparse.adjoint import simulate_adjoint
 from spikescan.runtime.sparse.autodiff import SpikeBudgetExceeded, default_weights, simulate
 from spikescan.runtime.sparse.reference import run_reference
 from spikescan.runtime.sparse.train import (SparseSpikeNet, example_model, example_readout, fit_spike_times,
@@ -34,6 +35,17 @@ def _loss(s):
 def _direction(t, seed):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(t.shape, generator=g, dtype=torch.float64)
+
+
+def _assert_adjoint_equals_autograd(m, T, ws, x0, times):
+    """The hand-written adjoint: same spikes, same weight and x0 gradients as autograd (to rounding)."""
+    wa = [w.detach().clone().requires_grad_() for w in ws]
+    xa = x0.detach().clone().requires_grad_()
+    sa = simulate_adjoint(m, T, wa, xa)
+    np.testing.assert_array_equal(sa.times.detach().numpy(), times.detach().numpy())
+    _loss(sa).backward()
+    for a, b in zip([w.grad for w in wa] + [xa.grad], [w.grad for w in ws] + [x0.grad]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12 * float(b.abs().max()))
 
 
 @pytest.mark.parametrize("random_ee", [True, False])
@@ -80,6 +92,13 @@ def test_refractory_past_the_horizon(tmp_path):
     s.times[2].backward()  # d(t1 + 5)/d mu = d t1 / d mu = -10 / (mu (mu - 1))
     mu = [p.name for p in m.neuron.params].index("mu")
     assert float(pr.grad[0, mu]) == pytest.approx(-10.0 / (20.0 * 19.0), rel=1e-12)
+    # the adjoint through the refractory end: d(t1 + 5)/d v0 = -(dv(t1)/dv0) / v'(t1)
+    # = -exp(-t1 / 10) / ((20 - 1) / 10) = -(19 / 20) / 1.9 (neuron 0)
+    for run in (simulate_adjoint, simulate):
+        x0 = torch.from_numpy(m.x0.copy()).requires_grad_()
+        run(m, 6.0, x0=x0).times[2].backward()
+        assert float(x0.grad[0, 0]) == pytest.approx(-0.5, rel=1e-12)
+        assert float(x0.grad[1, 0]) == 0.0
 
 
 def test_gradients_match_finite_differences(model):
@@ -90,6 +109,7 @@ def test_gradients_match_finite_differences(model):
     assert 60 < len(s) and 0 < s.immediate.sum() < len(s)  # both kinds of spike are exercised
     _loss(s).backward()
     key = s.order_key()
+    _assert_adjoint_equals_autograd(model, T, ws, x0, s.times)
 
     def f(ws2=None, x02=None, pr2=None):
         with torch.no_grad():
@@ -166,6 +186,7 @@ def test_cuba_network_general_solver(tmp_path):
     np.testing.assert_array_equal(s.neurons, ref.neurons)
     np.testing.assert_array_equal(s.times.detach().numpy(), ref.times)
     _loss(s).backward()
+    _assert_adjoint_equals_autograd(m, 6.0, ws, x0, s.times)
     vs = [_direction(w, 40 + i) for i, w in enumerate(ws)]
     vx = _direction(x0, 50)
 
@@ -191,6 +212,10 @@ def test_tied_weight_gradient(model):
     _loss(simulate(m, T, wsyn)).backward()
     for wt, wsy in zip(ws, wsyn):
         assert float(wt.grad) == pytest.approx(float(wsy.grad.sum()), rel=1e-12, abs=1e-12)
+    wadj = [w.detach().clone().requires_grad_() for w in ws]
+    _loss(simulate_adjoint(m, T, wadj)).backward()
+    for wt, wa in zip(ws, wadj):
+        assert wa.shape == () and float(wa.grad) == pytest.approx(float(wt.grad), rel=1e-10, abs=1e-12)
     for ci in (0, 3):  # E->E and I->I
         def f(h):
             w2 = [w.detach().clone() for w in ws]
@@ -296,3 +321,7 @@ def test_errors(model):
         simulate(model, T, max_spikes=5)
     with pytest.raises(ValueError, match="learn"):
         SparseSpikeNet(model, learn=("delays",))
+    with pytest.raises(NotImplementedError, match="autograd"):
+        SparseSpikeNet(model, learn=("params",), backward="adjoint")
+    with pytest.raises(NotImplementedError, match="autodiff"):
+        simulate_adjoint(model, 1.0, params=torch.from_numpy(model.params.copy()).requires_grad_())
