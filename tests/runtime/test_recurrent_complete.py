@@ -413,3 +413,18 @@ def test_network_layer_with_two_input_ports_and_two_recurrent_ports(tmp_path):
     assert int(ref.counts.sum()) > 3 and torch.equal(ff.counts, ref.counts)
     S = ref.times.shape[2]
     assert (_fin(ff.times[:, :, :S]) - _fin(ref.times)).abs().max() <= 1e-12
+
+
+def test_automatic_horizon_is_shared_by_the_group(neurons):
+    """t_end=None: the latest automatic horizon of the group's layers (A: last input 21 ms + 60 x
+    tau_m 10 ms; the LIF layer, without outside events, 60 x 8 ms), the same for both layers."""
+    cuba, lif = neurons
+    b = _base()
+
+    def go(t_end):
+        layers = [GroupLayer(cuba, CUBA, 3, b["times"], torch.tensor([X_C]), b["W_x"]), GroupLayer(lif, LIFP, 2)]
+        couplings = [Coupling(0, 0, b["W_aa"], b["D_aa"]), Coupling(1, 0, b["W_ba"], b["D_ba"]), Coupling(0, 1, b["W_ab"])]
+        return run_recurrent_group(layers, couplings, t_end=t_end, max_spikes=64)
+
+    for x, y in zip(go(None), go(21.0 + 600.0)):
+        assert torch.equal(x.counts, y.counts) and torch.equal(x.times, y.times)
