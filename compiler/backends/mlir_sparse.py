@@ -133,14 +133,25 @@ class SparseEmitter:
         rest = o.sel(ok, arith.addf(lo, D), o.c(INF))
         return o.sel(imm, lo, rest)
 
-    def key_of(self, A, x, t, i, t_end):
-        """Absolute time of neuron i's next crossing from state x at time t (+inf if none)."""
+    def key_of(self, A, x, t, i, t_end, window):
+        """(heap key, heap tag) of neuron i from state x at time t: its next crossing (+inf if none)
+        and tag = i. The general solver searches [lo, lo + window] only (short brackets; most
+        targets are ruled out by the exact quick test on the window alone): without a crossing
+        there, the key is a wake-up at the window's end, tagged i + 0.5, when the neuron is
+        advanced and searched again. The closed form needs no window."""
         o = self.o
         lo = o.fmax(arith.subf(self.rec(A, i, "ref"), t), o.c(0.0))
         hi = arith.subf(t_end, t)
         live = o.le(lo, hi)
-        D = o.if_(live, lambda: [self.next_offset(x, lo, hi, t)], lambda: [o.c(INF)], [o.ft])[0]
-        return arith.addf(t, D)
+        idf = self.idx2f(i)
+        if self.closed is not None:
+            D = o.if_(live, lambda: [self.next_offset(x, lo, hi, t)], lambda: [o.c(INF)], [o.ft])[0]
+            return arith.addf(t, D), idf
+        hw = o.fmin(hi, arith.addf(lo, window))
+        D = o.if_(live, lambda: [self.next_offset(x, lo, hw, t)], lambda: [o.c(INF)], [o.ft])[0]
+        wake = o.and_(o.and_(live, o.gt(D, hw)), o.lt(hw, hi))
+        key = o.sel(wake, arith.addf(t, hw), arith.addf(t, D))
+        return key, o.sel(wake, arith.addf(idf, o.c(0.5)), idf)
 
     # ------------------------------------------------------------------ heap
     # H[slot, 0] = key (absolute time), H[slot, 1] = neuron index (as f64); slot = pos + HEAP_PAD.
@@ -243,7 +254,7 @@ class SparseEmitter:
         t = {"S": _memref(2, ft), "H": _memref(2, ft), "params": _memref(2, ft), "cinfo": _memref(2, i64),
              "cw": _memref(1, ft), "indptr": _memref(1, i64), "targets": _memref(1, i32),
              "weights": _memref(1, ft), "out_t": _memref(1, ft), "out_n": _memref(1, i32),
-             "ctl": _memref(1, ft), "cnt": _memref(1, i64), "keys": _memref(1, ft)}
+             "ctl": _memref(1, ft), "cnt": _memref(1, i64), "keys": _memref(2, ft)}
         return [t[n] for n in names]
 
     def build_init(self):
@@ -260,12 +271,14 @@ class SparseEmitter:
                 i = loop.induction_variable
                 self.setup(A, i)
                 t = self.rec(A, i, "tl")
-                memref.store(self.key_of(A, self.load_x(A, i), t, i, t_end), A.keys, [i])
+                key, tag = self.key_of(A, self.load_x(A, i), t, i, t_end, memref.load(A.ctl, [o.ci(2)]))
+                memref.store(key, A.keys, [i, o.ci(0)])
+                memref.store(tag, A.keys, [i, o.ci(1)])
                 scf.yield_([])
             func.ReturnOp([])
         return fn
 
-    def deliver_row(self, A, update_fn, a, b, wc, per_syn, port, ts, t_end, shared: bool):
+    def deliver_row(self, A, update_fn, a, b, wc, per_syn, port, ts, t_end, window, shared: bool):
         """Targets a..b-1 of one CSR row: advance, jump, re-solve, move in the heap."""
         o, em = self.o, self.em
         ft = o.ft
@@ -294,7 +307,8 @@ class SparseEmitter:
                 xi = em.materialize(em.jump(xi, wq, pname))
             self.store_x(A, i, xi)
             self.set_rec(A, i, "tl", ts)
-            func.CallOp(update_fn, [A.S, A.H, self.idx2f(i), self.key_of(A, xi, ts, i, t_end)])
+            key, tag = self.key_of(A, xi, ts, i, t_end, window)
+            func.CallOp(update_fn, [A.S, A.H, tag, key])
             scf.yield_([])
 
     def build_run(self, update_fn):
@@ -310,6 +324,7 @@ class SparseEmitter:
             top = o.ci(HEAP_PAD)
             t_end = memref.load(A.ctl, [c0])
             shared = o.gt(memref.load(A.ctl, [c1]), o.c(0.0))  # every layer has the same params
+            window = memref.load(A.ctl, [o.ci(2)])
             cap = memref.load(A.cnt, [c1])
             nC = memref.dim(A.cinfo, c0)
 
@@ -326,50 +341,72 @@ class SparseEmitter:
                 ts = memref.load(A.H, [top, c0])
                 jf = memref.load(A.H, [top, c1])
                 j = self.f2idx(jf)
-                memref.store(ts, A.out_t, [self.idx(s)])
-                memref.store(arith.fptosi(i32, jf), A.out_n, [self.idx(s)])
-                # the spiking neuron: advance to ts, reset, refractory, next crossing
-                self.setup(A, j)
-                x = em.propagate(self.load_x(A, j), arith.subf(ts, self.rec(A, j, "tl")))
-                xr = em.materialize(em.reset(em.materialize(x)))
-                self.store_x(A, j, xr)
-                self.set_rec(A, j, "tl", ts)
-                self.set_rec(A, j, "ref", arith.addf(ts, o.z(em.t_ref)))
-                func.CallOp(update_fn, [A.S, A.H, jf, self.key_of(A, xr, ts, j, t_end)])
-                # its targets, connection by connection
-                cl = scf.ForOp(c0, nC, c1)
-                with ir.InsertionPoint(cl.body):
-                    c = cl.induction_variable
-                    src_off, n_src, pbase, tbase, port = [memref.load(A.cinfo, [c, o.ci(q)]) for q in range(5)]
-                    local = arith.subi(arith.index_cast(i64, j), src_off)
-                    inside = o.and_(arith.cmpi(arith.CmpIPredicate.sge, local, arith.constant(i64, 0)),
-                                    arith.cmpi(arith.CmpIPredicate.slt, local, n_src))
+                wake = arith.cmpf(arith.CmpFPredicate.ONE, jf, self.idx2f(j))
 
-                    def deliver():
-                        row = self.idx(arith.addi(pbase, local))
-                        a = self.idx(arith.addi(memref.load(A.indptr, [row]), tbase))
-                        b = self.idx(arith.addi(memref.load(A.indptr, [arith.addi(row, c1)]), tbase))
-                        wc = memref.load(A.cw, [c])
-                        per_syn = arith.cmpf(arith.CmpFPredicate.UNO, wc, wc)
+                def wake_up():  # no crossing in the window: advance and search the next one
+                    self.setup(A, j)
+                    xw = em.materialize(em.propagate(self.load_x(A, j), arith.subf(ts, self.rec(A, j, "tl"))))
+                    self.store_x(A, j, xw)
+                    self.set_rec(A, j, "tl", ts)
+                    key, tag = self.key_of(A, xw, ts, j, t_end, window)
+                    func.CallOp(update_fn, [A.S, A.H, tag, key])
+                    return [s]
 
-                        def hoisted():  # one parameter set: its constants once per spike
-                            self.setup(A, j)
-                            self.deliver_row(A, update_fn, a, b, wc, per_syn, port, ts, t_end, True)
-                            return []
+                def spike():
+                    self.spike(A, update_fn, s, ts, j, t_end, window, shared, nC)
+                    return [arith.addi(s, arith.constant(i64, 1))]
 
-                        def per_target():
-                            self.deliver_row(A, update_fn, a, b, wc, per_syn, port, ts, t_end, False)
-                            return []
-
-                        o.if_(shared, hoisted, per_target, [])
-                        return None
-
-                    o.if_void(inside, deliver)
-                    scf.yield_([])
-                scf.yield_([arith.addi(s, arith.constant(i64, 1))])
+                scf.yield_(o.if_(wake, wake_up, spike, [i64]))
             memref.store(w.results[0], A.cnt, [c0])
             func.ReturnOp([])
         return fn
+
+    def spike(self, A, update_fn, s, ts, j, t_end, window, shared, nC):
+        """Record spike s of neuron j at ts, reset j, deliver to its targets."""
+        o, em = self.o, self.em
+        i32, i64 = ir.IntegerType.get_signless(32), self.i64()
+        c0, c1 = o.ci(0), o.ci(1)
+        memref.store(ts, A.out_t, [self.idx(s)])
+        memref.store(arith.index_cast(i32, j), A.out_n, [self.idx(s)])
+        # the spiking neuron: advance to ts, reset, refractory, next crossing
+        self.setup(A, j)
+        x = em.propagate(self.load_x(A, j), arith.subf(ts, self.rec(A, j, "tl")))
+        xr = em.materialize(em.reset(em.materialize(x)))
+        self.store_x(A, j, xr)
+        self.set_rec(A, j, "tl", ts)
+        self.set_rec(A, j, "ref", arith.addf(ts, o.z(em.t_ref)))
+        key, tag = self.key_of(A, xr, ts, j, t_end, window)
+        func.CallOp(update_fn, [A.S, A.H, tag, key])
+        # its targets, connection by connection
+        cl = scf.ForOp(c0, nC, c1)
+        with ir.InsertionPoint(cl.body):
+            c = cl.induction_variable
+            src_off, n_src, pbase, tbase, port = [memref.load(A.cinfo, [c, o.ci(q)]) for q in range(5)]
+            local = arith.subi(arith.index_cast(i64, j), src_off)
+            inside = o.and_(arith.cmpi(arith.CmpIPredicate.sge, local, arith.constant(i64, 0)),
+                            arith.cmpi(arith.CmpIPredicate.slt, local, n_src))
+
+            def deliver():
+                row = self.idx(arith.addi(pbase, local))
+                a = self.idx(arith.addi(memref.load(A.indptr, [row]), tbase))
+                b = self.idx(arith.addi(memref.load(A.indptr, [arith.addi(row, c1)]), tbase))
+                wc = memref.load(A.cw, [c])
+                per_syn = arith.cmpf(arith.CmpFPredicate.UNO, wc, wc)
+
+                def hoisted():  # one parameter set: its constants once per spike
+                    self.setup(A, j)
+                    self.deliver_row(A, update_fn, a, b, wc, per_syn, port, ts, t_end, window, True)
+                    return []
+
+                def per_target():
+                    self.deliver_row(A, update_fn, a, b, wc, per_syn, port, ts, t_end, window, False)
+                    return []
+
+                o.if_(shared, hoisted, per_target, [])
+                return None
+
+            o.if_void(inside, deliver)
+            scf.yield_([])
 
 
 class _Args:
