@@ -81,9 +81,8 @@ def check_inputs(times: Tensor, channels: Tensor, weight: Tensor, t_end) -> None
     check(times, weight, None, t_end, channels)
     C = weight.shape[-2]
     with torch.no_grad():
-        fin = torch.isfinite(times.detach())
-        chd = channels.detach()
-        if bool(((chd[fin] < 0) | (chd[fin] >= C)).any()):
+        chd = torch.where(torch.isfinite(times.detach()), channels.detach(), 0)  # padding: any channel
+        if bool(((chd < 0) | (chd >= C)).any()):
             raise ValueError(f"channels must lie in [0, {C}) for real events")
 
 
