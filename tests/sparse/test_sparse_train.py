@@ -118,16 +118,15 @@ def test_gradients_match_finite_differences(model):
         assert s2.order_key() == key, "the perturbation changed the event order: FD invalid"
         return float(_loss(s2))
 
-    # directional derivatives: all synapse weights at once, then the initial state
+    # the directional derivative along a random direction of all synapse weights and x0
     vs = [_direction(w, i) for i, w in enumerate(ws)]
-    fd = (f([w.detach() + H * v for w, v in zip(ws, vs)]) - f([w.detach() - H * v for w, v in zip(ws, vs)])) / (2 * H)
-    ad = sum(float((w.grad * v).sum()) for w, v in zip(ws, vs))
-    assert abs(fd) > 1e-3 and fd == pytest.approx(ad, rel=1e-5)
     v = _direction(x0, 9)
-    fd = (f(x02=x0.detach() + H * v) - f(x02=x0.detach() - H * v)) / (2 * H)
-    assert abs(fd) > 1e-3 and fd == pytest.approx(float((x0.grad * v).sum()), rel=1e-5)
-    # single synapses of the E->E (random) and I->E (constant) connections
-    for ci, k in [(0, int(torch.argmax(ws[0].grad.abs()))), (1, int(torch.argmax(ws[1].grad.abs())))]:
+    fd = (f([w.detach() + H * u for w, u in zip(ws, vs)], x0.detach() + H * v)
+          - f([w.detach() - H * u for w, u in zip(ws, vs)], x0.detach() - H * v)) / (2 * H)
+    ad = sum(float((w.grad * u).sum()) for w, u in zip(ws, vs)) + float((x0.grad * v).sum())
+    assert abs(fd) > 1e-3 and fd == pytest.approx(ad, rel=1e-5)
+    # one synapse of the I->E (constant) connection
+    for ci, k in [(1, int(torch.argmax(ws[1].grad.abs())))]:
         wp = [w.detach().clone() for w in ws]
         wm = [w.detach().clone() for w in ws]
         wp[ci][k] += H
@@ -294,9 +293,9 @@ def test_example_task_loss_decreases():
     student, target = _example_task()
     assert len(target) >= 3
     w0 = [w.detach().clone() for w in student.weights]
-    hist = fit_spike_times(student, target, 20.0, epochs=4, lr=1e-3, weight_lr=1e-4, tau=5.0)
+    hist = fit_spike_times(student, target, 20.0, epochs=3, lr=2e-3, weight_lr=2e-4, tau=5.0)
     assert hist.losses[0] > 0.3
-    assert hist.losses[-1] < 0.8 * hist.losses[0]
+    assert hist.losses[-1] < 0.7 * hist.losses[0]
     assert all(b < a for a, b in zip(hist.losses, hist.losses[1:]))
     assert all(float((w.detach() - w_0).abs().max()) > 0 for w, w_0 in zip(student.weights, w0))  # recurrent ones learn too
 
