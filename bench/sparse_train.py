@@ -9,10 +9,12 @@ by backpropagation through its event sequence.
 
 Records (JSON lines, bench/common.py):
 - kind "setup": neurons, synapses, target spike times, teacher network spikes;
-- kind "timing": the differentiable loop's forward, backward and the O(N) reference loop
-  (runtime/sparse/reference.py, no autograd) on the same network, in the same run;
-- kind "gradcheck": the directional derivative of the loss along a random direction of every
-  learnable tensor, autograd against central finite differences (event order asserted equal);
+- kind "timing": forward and backward of the network with autograd (autodiff.py) and with the
+  hand-written adjoint (adjoint.py), their gradients' agreement, and the O(N) reference loop
+  (runtime/sparse/reference.py, no gradients) on the same network, in the same run;
+- kind "gradcheck": the directional derivative of the readout loss along a random direction of
+  every learnable tensor (the student's backward: the adjoint) against central finite
+  differences, with whether the event order stayed the same;
 - kind "epoch": loss, readout spikes and network spikes per epoch;
 - kind "fit": first and last loss, their ratio.
 
@@ -48,6 +50,8 @@ def main(argv=None) -> int:
 
     import torch
 
+    from spikescan.runtime.sparse.adjoint import simulate_adjoint
+    from spikescan.runtime.sparse.autodiff import simulate
     from spikescan.runtime.sparse.reference import run_reference
     from spikescan.runtime.sparse.train import (SparseSpikeNet, example_model, example_readout, fit_spike_times,
                                                 perturbed_teacher, van_rossum)
@@ -61,22 +65,35 @@ def main(argv=None) -> int:
     em.emit(kind="setup", neurons=model.n, synapses=model.n_synapses, k=args.k, duration_ms=T,
             target_ms=[round(float(t), 4) for t in target], teacher_network_spikes=len(out_t.network))
 
-    # timings on the student, before training: forward (with graph), backward, the O(N) loop
-    t0 = time.perf_counter()
-    out = student(T)
-    loss = van_rossum(out.readout_times(0), target, 5.0)
-    fwd_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    loss.backward()
-    bwd_s = time.perf_counter() - t0
+    # timings of the network alone (loss: a smooth function of every spike time): autograd
+    # (autodiff.py) and the hand-written adjoint (adjoint.py) against the O(N) reference loop
+    def net_loss(sp):
+        return torch.cos(sp.times / 3.0).sum()
+
+    rec = {}
+    for name, run in (("autograd", simulate), ("adjoint", simulate_adjoint)):
+        ws = [w.detach().clone().requires_grad_() for w in student.weights]
+        t0 = time.perf_counter()
+        sp = run(model, T, ws)
+        fwd = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        net_loss(sp).backward()
+        rec[name] = (fwd, time.perf_counter() - t0, torch.cat([w.grad.reshape(-1) for w in ws]), len(sp))
     t0 = time.perf_counter()
     ref = run_reference(model, T)
     ref_s = time.perf_counter() - t0
-    S = len(out.network)
-    em.emit(kind="timing", neurons=model.n, network_spikes=S, forward_s=fwd_s, backward_s=bwd_s,
-            reference_forward_s=ref_s, forward_over_reference=fwd_s / ref_s,
-            forward_ms_per_spike=1e3 * fwd_s / max(S, 1), backward_ms_per_spike=1e3 * bwd_s / max(S, 1),
-            note="forward includes the readout layer; the reference loop is the network alone, no autograd")
+    ga, gj = rec["autograd"][2], rec["adjoint"][2]
+    S = rec["adjoint"][3]
+    em.emit(kind="timing", neurons=model.n, network_spikes=S, reference_forward_s=ref_s,
+            **{f"{k}_{w}_s": v[i] for k, v in rec.items() for i, w in ((0, "forward"), (1, "backward"))},
+            adjoint_backward_ms_per_spike=1e3 * rec["adjoint"][1] / max(S, 1),
+            autograd_backward_ms_per_spike=1e3 * rec["autograd"][1] / max(S, 1),
+            backward_speedup=rec["autograd"][1] / rec["adjoint"][1], same_spikes=len(ref) == S,
+            adjoint_vs_autograd_rel=float((ga - gj).abs().max() / ga.abs().max()))
+
+    out = student(T)
+    loss = van_rossum(out.readout_times(0), target, 5.0)
+    loss.backward()
 
     # gradient check along one random direction of all learnable tensors
     params = list(student.parameters())
@@ -99,7 +116,7 @@ def main(argv=None) -> int:
     (fp, sp), (fm, sm) = f(h), f(-h)
     fd = (fp - fm) / (2 * h)
     ad = sum(float((gr * v).sum()) for gr, v in zip(grads, vs))
-    em.emit(kind="gradcheck", autograd=ad, finite_difference=fd, rel_error=abs(ad - fd) / max(abs(fd), 1e-300),
+    em.emit(kind="gradcheck", backward=student.backward_kind, gradient=ad, finite_difference=fd, rel_error=abs(ad - fd) / max(abs(fd), 1e-300),
             same_event_order=bool(sp and sm), h=h)
     student.zero_grad()
 
