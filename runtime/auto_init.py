@@ -104,17 +104,18 @@ def _next_log_scale(lo, hi) -> float:
 
 
 def _search(run: Callable[[float], tuple[float, object]], target: float, tol: float, max_forwards: int):
-    """(scale, rate, result, forwards, converged): the scale whose rate on `run` is closest to target."""
-    seen: dict[float, tuple[float, object]] = {}
+    """(scale, rate, result, forwards, converged): the scale whose rate on `run` is closest to target
+    (only that forward's result is kept, not every one's spike buffers)."""
+    seen: dict[float, float] = {}
+    kept: dict = {}
 
     def rate_at(x: float) -> float:
         if x not in seen:
-            seen[x] = run(math.exp(x))
-        return seen[x][0]
-
-    def best():
-        x = min(seen, key=lambda k: (abs(seen[k][0] - target), k))
-        return x
+            rate, res = run(math.exp(x))
+            seen[x] = rate
+            if not kept or (abs(rate - target), x) < (abs(kept["rate"] - target), kept["x"]):
+                kept.update(x=x, rate=rate, res=res)
+        return seen[x]
 
     step = math.log(BRACKET_STEP)
     x = 0.0
@@ -145,16 +146,16 @@ def _search(run: Callable[[float], tuple[float, object]], target: float, tol: fl
                 break
             hi = (x, r)
     if lo is not None and hi is not None:
-        while not _close(seen[best()][0], target, tol) and len(seen) < max_forwards:
+        for _ in range(max_forwards):  # bounded even if the bracket stops shrinking in floating point
+            if _close(kept["rate"], target, tol) or len(seen) >= max_forwards:
+                break
             x = _next_log_scale((*lo, target), (*hi, target))
             r = rate_at(x)
             if r < target:
                 lo = (x, r)
             else:
                 hi = (x, r)
-    xb = best()
-    rb, res = seen[xb]
-    return math.exp(xb), rb, res, len(seen), _close(rb, target, tol)
+    return math.exp(kept["x"]), kept["rate"], kept["res"], len(seen), _close(kept["rate"], target, tol)
 
 
 @torch.no_grad()
