@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .errors import NirError
+from .export_paths import PathWriter, f64
 from .recognise import NeuronMap, recognise
 
 READOUT_KEY = "spikescan_readout"
@@ -66,11 +67,6 @@ def layer_maps(net, name: str, area_s: float) -> tuple[str, dict, np.ndarray]:
     if not isinstance(lay.port, str):  # a PortMap (runtime/engines/ports.py)
         raise NirError(f"{where}: its connections use several input ports {list(lay.port.names)}; a NIR "
                        "neuron node has one input, so the layer has no exact NIR counterpart")
-    group = getattr(net, "rec_plan", None) and net.rec_plan.group_of.get(name)
-    if group:  # runtime/recurrent_net.py: more than one zero-delay self-connection on the layer's port
-        raise NirError(f"{where}: its recurrent connections (delays, feedback from another layer, several "
-                       f"connections or another port; recurrent group {list(group)}) have no NIR export yet; "
-                       "only one zero-delay recurrent(itself) on the layer's port is exported")
     names, vals = _values(lay)
     uniq, inverse = np.unique(vals, axis=0, return_inverse=True) if vals.shape[1] else (vals[:1], np.zeros(lay.size, int))
     maps: list[NeuronMap] = [recognise(ir, dict(zip(names, row.tolist())), lay.port, area_s, where) for row in uniq]
@@ -87,19 +83,6 @@ def layer_maps(net, name: str, area_s: float) -> tuple[str, dict, np.ndarray]:
 def _neuron_node(nir, kind: str, p: dict, metadata: dict):
     cls = getattr(nir, kind)
     return cls(**p, metadata=metadata)
-
-
-def _delay_vectors(D: np.ndarray, where: str) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-    """(pre, post): per-source or per-target delay vectors (ms) equal to the synapse matrix D."""
-    if not D.size or not np.any(D):
-        return None, None
-    if np.all(D == D[:, :1]):
-        return D[:, 0].copy(), None
-    if np.all(D == D[:1, :]):
-        return None, D[0, :].copy()
-    raise NirError(f"{where}: its delays depend on both the source and the target neuron (per-synapse delays, "
-                   "e.g. learned ones); NIR's Delay node delays a signal channel, so only delays that depend on the "
-                   "source neuron alone or on the target neuron alone are exported")
 
 
 class _Names:
@@ -123,62 +106,64 @@ def network_graph(net, area_s: float = 1.0):
     if getattr(ir, "discrete", None):
         raise NirError(f"network '{ir.name}' is a discrete-time (PSN) network; NIR's neurons are continuous-time ODEs, "
                        "so it has no exact NIR form (docs/nir.md)")
-    conv = [l.name for l in ir.layers if any(getattr(c, "conv", None) is not None for c in l.connections)]
-    if conv:
-        raise NirError(f"layer '{conv[0]}' is fed by conv2d / pool2d, which the NIR export does not write yet "
-                       "(NIR's Conv2d / SumPool2d nodes); export a network of dense layers")
+    from spikescan.runtime.recurrent_net import rec_delays, rec_weights
+
     names = _Names(list(ir.inputs) + [l.name for l in ir.layers])
     nodes, edges, kinds = {}, [], {}
-    for pop, size in ir.inputs.items():
-        nodes[pop] = nir.Input(input_type=np.array([size]))
+    shapes = getattr(ir, "shapes", None) or {}
+    shape_of = {pop: tuple(shapes.get(pop) or (size,)) for pop, size in ir.inputs.items()}
+    for lir in ir.layers:  # a layer is a [C, H, W] neuron node when a conv2d / pool2d feeds it
+        conv = any(getattr(c, "conv", None) is not None for c in lir.connections)
+        shape_of[lir.name] = tuple(lir.shape) if conv and len(lir.shape or ()) == 3 else (lir.size,)
+    for pop in ir.inputs:
+        nodes[pop] = nir.Input(input_type=np.array(shape_of[pop]))
+    paths = PathWriter(nir, nodes, edges, names, shape_of)
     fed: set[str] = set()
+
+    def check_source(src: str, where: str) -> None:
+        if src not in ir.inputs and net.neurons[net.layers[src].neuron].c is None:
+            raise NirError(f"{where}: '{src}' does not spike (neuron {net.layers[src].neuron} has no threshold); "
+                           "spikescan layers exchange spikes only")
+        fed.add(src)
+
     for lir in ir.layers:
         lay = net.layers[lir.name]
         kind, params, bias = layer_maps(net, lir.name, area_s)
         kinds[lir.name] = kind
-        nodes[lir.name] = _neuron_node(nir, kind, params, {"spikescan_neuron": lay.neuron})
+        shape = shape_of[lir.name]
+        nodes[lir.name] = _neuron_node(nir, kind, {k: v.reshape(shape) for k, v in params.items()},
+                                       {"spikescan_neuron": lay.neuron})
         ff = [c for c in lir.connections if c.kind != "recurrent"]
+        if getattr(lay, "conv", None) is not None:  # runtime/conv.py: the layer's only connection
+            conn = ff[0]
+            where = f"layer '{lir.name}', {conn.kind} of '{conn.source}'"
+            check_source(conn.source, where)
+            paths.conv(lay, conn.source, lir.name, bias, where, f"{conn.source}_to_{lir.name}")
+            continue
         for k, (conn, W) in enumerate(zip(ff, lay.weights)):
             where = f"layer '{lir.name}', connection from '{conn.source}'"
-            src = conn.source
-            if src not in ir.inputs and net.neurons[net.layers[src].neuron].c is None:
-                raise NirError(f"{where}: '{src}' does not spike (neuron {net.layers[src].neuron} has no threshold); "
-                               "spikescan layers exchange spikes only")
-            fed.add(src)
-            w = W.detach().to(torch.float64).cpu().numpy()
+            check_source(conn.source, where)
             D = None
             if conn.delays is not None:
-                D = lay.delays[k].detach().clamp(0.0, lay.delay_max[k]).to(torch.float64).cpu().numpy()
-            pre, post = _delay_vectors(D if D is not None else np.zeros((0, 0)), where)
-            prev = src
-            if pre is not None:
-                dn = names.new(f"{src}_to_{lir.name}_delay")
-                nodes[dn] = nir.Delay(delay=pre / 1000.0)
-                edges.append((prev, dn))
-                prev = dn
-            wn = names.new(f"{src}_to_{lir.name}")
-            if k == 0 and np.any(bias):
-                nodes[wn] = nir.Affine(weight=np.ascontiguousarray(w.T), bias=bias.copy())
-            else:
-                nodes[wn] = nir.Linear(weight=np.ascontiguousarray(w.T))
-            edges.append((prev, wn))
-            prev = wn
-            if post is not None:
-                dn = names.new(f"{src}_to_{lir.name}_delay_post")
-                nodes[dn] = nir.Delay(delay=post / 1000.0)
-                edges.append((prev, dn))
-                prev = dn
-            edges.append((prev, lir.name))
-        if lay.w_rec is not None:
-            rn = names.new(f"{lir.name}_recurrent")
-            nodes[rn] = nir.Linear(weight=np.ascontiguousarray(lay.w_rec.detach().to(torch.float64).cpu().numpy().T))
-            edges += [(lir.name, rn), (rn, lir.name)]
-            fed.add(lir.name)
+                D = f64(lay.delays[k].detach().clamp(0.0, lay.delay_max[k]))
+            paths.dense(conn.source, lir.name, f64(W), D, bias.copy() if k == 0 and np.any(bias) else None, where,
+                        f"{conn.source}_to_{lir.name}")
+        rec = [c for c in lir.connections if c.kind == "recurrent"]
+        for k, (conn, W, D) in enumerate(zip(rec, rec_weights(lay), rec_delays(lay))):
+            src = conn.source or lir.name
+            where = f"layer '{lir.name}', recurrent connection from '{src}'"
+            if conn.port != lay.port:
+                raise NirError(f"{where}: it arrives on port '{conn.port}', the layer's other connections on "
+                               f"'{lay.port}'; a NIR neuron node has one input, so the layer has no exact NIR "
+                               "counterpart")
+            check_source(src, where)
+            paths.dense(src, lir.name, f64(W), None if D is None else f64(D), None, where,
+                        f"{lir.name}_recurrent" if src == lir.name else f"{src}_to_{lir.name}_recurrent")
     leaves = [l.name for l in ir.layers if l.name not in fed or l.name == ir.readout.layer]
     for name in leaves:
         on = names.new("output" if name == ir.readout.layer else f"{name}_output")
         kind = ir.readout.kind if name == ir.readout.layer else "none"
-        nodes[on] = nir.Output(output_type=np.array([net.layers[name].size]), metadata={READOUT_KEY: kind})
+        nodes[on] = nir.Output(output_type=np.array(shape_of[name]), metadata={READOUT_KEY: kind})
         edges.append((name, on))
     from spikescan import __version__
 

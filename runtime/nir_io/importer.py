@@ -86,28 +86,39 @@ def render(g, network: str, readout: str, ro_layer: str, area: float, src_name: 
            f"# Times in ms (NIR seconds x 1000); a NIR spike is an input event of area {num(area)} s.", ""]
     out += [b + "\n" for b in blocks]
     out.append(f"network {net_name} {{")
-    for n, size in g.inputs.items():
-        out.append(f"    input  {layer[n]}[{size}]")
+    for n, shape in g.inputs.items():
+        out.append(f"    input  {layer[n]}[{', '.join(map(str, shape))}]")
     for lay in g.layers:
         spec = specs[lay.node]
         base = defaults[spec.key]
         over = [f"{k} = {num(v)}{' ms' if k in spec.times else ''}" for k, v in spec.params.items() if base[k] != v]
-        conns = []
-        for c in lay.conns:
-            opt = ""
-            if c.delay is not None:
-                d = ms_array(c.delay)
-                opt = (f", delays = fixed({num(float(d.flat[0]))} ms)" if np.all(d == d.flat[0]) else
-                       f", delays = learnable(max = {num(float(d.max()))} ms)")
-            conns.append(f"dense({layer[c.source]}{opt})")
-        if lay.w_rec is not None:
-            conns.append("recurrent()")
-        out.append(f"    layer  {layer[lay.node]}[{lay.size}] = {neuron_names[spec.key]}({', '.join(over)})"
+        conns = [_conn_text(c, layer, lay.node) for c in lay.conns]
+        dims = ", ".join(map(str, lay.shape or (lay.size,)))
+        out.append(f"    layer  {layer[lay.node]}[{dims}] = {neuron_names[spec.key]}({', '.join(over)})"
                    f"  # NIR {lay.kind} '{lay.node}'")
         out.append(f"               <- {', '.join(conns)}")
     out.append(f"    readout {layer[ro_layer]}: {readout}")
     out.append("}")
     return "\n".join(out) + "\n", layer, specs
+
+
+def _conn_text(c, layer: dict, target: str) -> str:
+    src = layer[c.source]
+    if c.kind == "conv2d":
+        geo = c.geometry
+        return (f"conv2d({src}, channels = {geo['channels']}, kernel = {geo['kernel']}, stride = {geo['stride']}, "
+                f"padding = {geo['padding']})")
+    if c.kind == "pool2d":
+        init = f", init = constant({num(c.pool_weight)})" if c.pool_weight != 1 else ""
+        return f"pool2d({src}, {c.geometry['size']}{init})"
+    opt = ""
+    if c.delay is not None:
+        d = ms_array(c.delay)
+        opt = (f", delays = fixed({num(float(d.flat[0]))} ms)" if np.all(d == d.flat[0]) else
+               f", delays = learnable(max = {num(float(d.max()))} ms)")
+    if c.kind == "recurrent":
+        return "recurrent()" if c.source == target and not opt else f"recurrent({src}{opt})"
+    return f"dense({src}{opt})"
 
 
 def import_nir(path, out_snn, weights=None, network: Optional[str] = None, readout: Optional[str] = None,
@@ -172,15 +183,33 @@ def _network(out_snn: Path, g, lname: dict, area: float):
     net = SpikingNetwork(model, None, seed=0)
     with torch.no_grad():
         for lay in g.layers:
-            L = net.layers[lname[lay.node]]
-            for k, c in enumerate(lay.conns):
-                L.weights[k].copy_(torch.from_numpy(c.weight))
-                if c.delay is not None:
-                    L.delays[k].copy_(torch.from_numpy(ms_array(c.delay)))
-            if lay.w_rec is not None:
-                L.w_rec.copy_(torch.from_numpy(lay.w_rec))
+            _load(net.layers[lname[lay.node]], lay)
             _self_check(net, lname[lay.node], lay, area, layer_maps)
     return net
+
+
+def _load(L, lay) -> None:
+    """Copy a layer's NIR weights and delays into the compiled layer (connections in text order)."""
+    import torch
+
+    from spikescan.runtime.recurrent_net import rec_weight_name
+
+    ff = rec = 0
+    for c in lay.conns:
+        if c.kind == "conv2d":
+            L.kernel.copy_(torch.from_numpy(c.weight))
+        elif c.kind == "pool2d":
+            L.weight.fill_(c.pool_weight)
+        elif c.kind == "recurrent":
+            getattr(L, rec_weight_name(rec)).copy_(torch.from_numpy(c.weight))
+            if c.delay is not None:
+                getattr(L, f"d_rec_{rec}").copy_(torch.from_numpy(ms_array(c.delay)))
+            rec += 1
+        else:
+            L.weights[ff].copy_(torch.from_numpy(c.weight))
+            if c.delay is not None:
+                L.delays[ff].copy_(torch.from_numpy(ms_array(c.delay)))
+            ff += 1
 
 
 def _self_check(net, name, lay, area, layer_maps) -> None:

@@ -269,12 +269,14 @@ def test_nmnist_conv_trains_on_a_tiny_subset(tmp_path):
     assert second < 0.9 * first, r.history
 
 
-def test_nir_export_refuses_conv_layers(tmp_path):
-    pytest.importorskip("nir")
-    from spikescan.runtime.nir_io.export import NirError, network_graph
+def test_nir_export_writes_conv_layers(tmp_path):
+    """NIR Conv2d / SumPool2d export (round trips: tests/runtime/test_nir_conv.py)."""
+    nir = pytest.importorskip("nir")
+    from spikescan.runtime.nir_io.export import network_graph
 
-    with pytest.raises(NirError, match="conv2d / pool2d"):
-        network_graph(_net(tmp_path))
+    graph, _ = network_graph(_net(tmp_path))
+    types = {type(n).__name__ for n in graph.nodes.values()}
+    assert {"Conv2d", "SumPool2d"} <= types, types
 
 
 @pytest.mark.parametrize("observe", ["max_potential", "li_integral"])
@@ -306,3 +308,14 @@ def test_refusals(tmp_path):
     c.path = "lanes"
     with pytest.raises(ValueError, match="source has 72 channels"):
         c.run(get_engine("torch"), net.neurons[c.neuron], t, ch + 72, t_end=60.0)
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "NMNIST" / "Train").is_dir(), reason="shared N-MNIST recordings absent")
+def test_cli_train_without_chw_is_one_clear_line(tmp_path, capsys):
+    from spikescan.cli import main
+
+    rc = main(["train", str(REPO / "models" / "nmnist_conv.snn"), "--data", "nmnist", "--data-root", str(DATA_ROOT),
+               "--epochs", "1", "--limit-train", "4", "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "--data-opt chw=true" in err and "Traceback" not in err, err
+    assert not (tmp_path / "run" / "last.pt").exists()
