@@ -417,3 +417,43 @@ def test_plain_recurrent_engines_refuse_a_port_map(eilif):
     pm = PortMap(("exc", "inh"), torch.tensor([0, 1]))
     with pytest.raises(NotImplementedError, match="recurrent_group"):
         run_recurrent_layer(eilif, {}, times, ch, W, torch.zeros(2, 2, dtype=F64), port=pm, t_end=20.0)
+
+
+def test_recurrent_layer_on_another_port(tmp_path):
+    """A layer with excitation, inhibition and recurrent inhibition: SpikingNetwork runs it as a
+    recurrent group (runtime/engines/recurrent_group.py, every coupling on its own port); the
+    same spikes and gradients whatever the network's engine, and they reach the recurrent weights."""
+    from spikescan.runtime.network import SpikingNetwork
+
+    text = (ROOT / "models" / "ei_ports.snn").read_text()
+    text = text[: text.index("network ")] + """
+network eirec {
+    input  x[5]
+    layer  hidden[6] = EILIF()
+               <- dense(x, port = exc, init = normal(3.0, 0.5)),
+                  dense(x, port = inh, init = uniform(0.0, 1.0)),
+                  recurrent(port = inh, init = uniform(0.0, 0.5))
+    layer  out[3]     = EILIF() <- dense(hidden, port = exc, init = normal(2.0, 0.5))
+    readout out: first_spike
+}
+"""
+    f = tmp_path / "eirec.snn"
+    f.write_text(text)
+    g = torch.Generator().manual_seed(0)
+    times = torch.rand(2, 8, generator=g, dtype=F64) * 20
+    ch = torch.randint(0, 5, (2, 8), generator=g)
+    got = {}
+    for engine in ["torch"] + (["sequential-cpu"] if available("sequential-cpu") else []):
+        net = SpikingNetwork.from_file(f, engine=engine, seed=1)
+        o = net(times, ch, t_end=60.0)
+        t = o.spikes[0]
+        torch.where(torch.isfinite(t), t, torch.zeros_like(t)).sum().backward()
+        grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+        got[engine] = (o.spikes[0].detach(), grads)
+    spikes, grads = got["torch"]
+    assert int(torch.isfinite(spikes).sum()) > 5
+    assert any("rec" in n and float(v.abs().sum()) > 0 for n, v in grads.items()), list(grads)
+    for s2, g2 in got.values():
+        assert torch.equal(s2, spikes)
+        for n, v in grads.items():
+            assert torch.allclose(g2[n], v, rtol=1e-10, atol=1e-12), n
