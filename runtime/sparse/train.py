@@ -10,9 +10,10 @@ synapse, or one tied scalar per connection), a readout layer of spiking neurons 
 network neuron (dense weights [N, n_out]; its spikes do not feed back), and optionally the
 initial state and the per-layer neuron params (the constant drive mu, time constants, ...).
 The network runs in the exact reference loop, differentiated by the hand-written adjoint
-(adjoint.py) or by autograd (autodiff.py, needed for the params' gradients); the readout is an ordinary feed-forward layer of the exact torch engine
-(runtime/engines/torch_sequential.py), whose input events are the network's spikes, so the
-gradient reaches the recurrent weights through the input spike times.
+(adjoint.py) or by autograd (autodiff.py, needed for the params' gradients); the readout is an
+ordinary feed-forward layer of the exact torch engine (runtime/engines/torch_sequential.py),
+whose input events are the network's spikes, so the gradient reaches the recurrent weights
+through the input spike times.
 
 `fit_spike_times` is the example task: make readout neuron 0 spike at given times (e.g. those
 of a teacher network with other weights), by Adam on the van Rossum distance.
@@ -23,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -153,7 +153,8 @@ class SparseSpikeNet(nn.Module):
         self.model, self.n_out = model, int(n_out)
         self.readout_neuron = readout_neuron if readout_neuron is not None else model.neuron
         if self.readout_neuron.c is None or self.readout_neuron.theta is None:
-            raise ValueError(f"readout neuron {self.readout_neuron.name!r} needs a threshold (its spike times are the output)")
+            raise ValueError(f"readout neuron {self.readout_neuron.name!r} needs a threshold "
+                             "(its spike times are the output)")
         self.readout_params = dict(readout_params or {})
         self.max_spikes, self.max_readout_spikes = max_spikes, max_readout_spikes
         g = torch.Generator().manual_seed(seed)
