@@ -3,7 +3,7 @@
     net = SparseSpikeNet(SparseModel.load("net.snn"), n_out=1, readout_neuron=example_readout())
     out = net(30.0)                     # network spikes + readout spike times, with autograd
     loss = van_rossum(out.readout_times(0), target, tau=5.0)
-    loss.backward()                     # exact: backprop through the event sequence (autodiff.py)
+    loss.backward()                     # exact: backprop through the event sequence (adjoint.py)
 
 `SparseSpikeNet` holds the learnable tensors: the sparse connections' weights (one per stored
 synapse, or one tied scalar per connection), a readout layer of spiking neurons driven by every
