@@ -27,6 +27,7 @@ class PortMap:
     index: Tensor  # [C] int64: port of input channel c is names[index[c]]
 
     def __post_init__(self):
+        object.__setattr__(self, "names", tuple(self.names))  # the compiled engines key on a tuple
         if not self.names or len(set(self.names)) != len(self.names):
             raise ValueError(f"PortMap names must be distinct and non-empty, got {self.names!r}")
         idx = self.index
@@ -49,9 +50,6 @@ class PortMap:
 
     def to(self, device) -> "PortMap":
         return PortMap(self.names, self.index.to(device))
-
-    def key(self) -> str:
-        return "+".join(self.names)
 
 
 Port = Union[None, str, PortMap]

@@ -178,6 +178,7 @@ def test_portmap_checks():
         normalize(pm, ["exc", "inh"], 3)
     with pytest.raises(ValueError, match="must lie in"):
         PortMap(("a",), torch.tensor([0, 1]))
+    assert PortMap(["a", "b"], torch.tensor([1, 0])).names == ("a", "b")  # a list becomes a tuple
 
 
 def _ordered_case(ir):
