@@ -430,12 +430,14 @@ def peak_cuba(w, tau_m, tau_s):
 
 
 
-def mp_readout(A, a0, B, c, x0, times: Sequence, weights: Sequence, t_end, dps: int = 30, grid: int = 48):
-    """(max of u = c^T x over [0, t_end], integral of u over [0, t_end]) of one neuron WITHOUT
-    threshold, in mpmath: the integral as an extra state z' = c^T x of the augmented system; the
-    maximum over u at every event (before and after its jump), on a grid of each interval, and at
-    the zeros of u' that the grid brackets (+ to -), refined by bisection in full precision. An
-    event at exactly t_end is applied (closed interval); later events are ignored."""
+def mp_readout(A, a0, B, c, x0, times: Sequence, weights: Sequence, t_end, dps: int = 30, grid: int = 48,
+               resets: Sequence = (), R=None, r=None):
+    """(max of u = c^T x over [0, t_end], integral of u over [0, t_end]) of one neuron, in mpmath:
+    the integral as an extra state z' = c^T x of the augmented system; the maximum over u at every
+    event (before and after its jump), on a grid of each interval, and at the zeros of u' that the
+    grid brackets (+ to -), refined by bisection in full precision. An event at exactly t_end is
+    applied (closed interval); later events are ignored. `resets`: known spike times (e.g. from
+    mp_simulate) where x <- R x + r, before an arrival at the same time (c^T B = 0 neurons)."""
     with mp.workdps(dps):
         d = len(_vec(x0))
         A_, a0_, B_, c_ = _mat(A, d), _vec(a0, d), _vec(B, d), _vec(c, d)
@@ -443,6 +445,12 @@ def mp_readout(A, a0, B, c, x0, times: Sequence, weights: Sequence, t_end, dps: 
         prop = _Propagator(A2, list(a0_) + [mp.mpf(0)])
         t_end = mp.mpf(t_end)
         ev = sorted(zip((mp.mpf(t) for t in times), (mp.mpf(w) for w in weights)), key=lambda p: p[0])
+        # (time, order, weight): a reset (weight "reset") before an arrival at the same time
+        ev = sorted([(tk, 1, wk) for tk, wk in ev] + [(mp.mpf(s), 0, "reset") for s in resets],
+                    key=lambda p: (p[0], p[1]))
+        ev = [(tk, wk) for tk, _, wk in ev]
+        R_ = _mat(R, d) if resets else None
+        r_ = _vec(r, d) if resets else None
         x = _vec(x0, d) + [mp.mpf(0), mp.mpf(1)]  # state, integral, the augmented 1
 
         def u(v):
@@ -456,18 +464,23 @@ def mp_readout(A, a0, B, c, x0, times: Sequence, weights: Sequence, t_end, dps: 
             if tk > t_end:
                 tk, wk = t_end, None
             D = tk - t
-            pts = [(D * i / grid, prop.expv(D * i / grid, x)) for i in range(grid + 1)]
+            pts = [(mp.mpf(0), x)]  # grid states, each from the previous one (short steps)
+            for i in range(1, grid + 1):
+                pts.append((D * i / grid, prop.expv(D * i / grid - pts[-1][0], pts[-1][1])))
             best = max(best, *(u(v) for _, v in pts))
             for (s0, v0), (s1, v1) in zip(pts[:-1], pts[1:]):
                 if du(v0) > 0 and du(v1) < 0:
                     lo, hi = s0, s1
-                    for _ in range(int(dps * 3.4) + 8):
+                    for _ in range(int(dps * 1.7) + 8):  # half the digits: u's error is quadratic
                         mid = (lo + hi) / 2
-                        lo, hi = (mid, hi) if du(prop.expv(mid, x)) > 0 else (lo, mid)
-                    best = max(best, u(prop.expv((lo + hi) / 2, x)))
+                        lo, hi = (mid, hi) if du(prop.expv(mid - s0, v0)) > 0 else (lo, mid)
+                    best = max(best, u(prop.expv((lo + hi) / 2 - s0, v0)))
             x, t = pts[-1][1], tk
             if wk is None:
                 break
-            x = [a + b * wk for a, b in zip(x[:d], B_)] + x[d:]
+            if isinstance(wk, str):  # a known spike: the reset
+                x = [a + b for a, b in zip(_matvec(R_, x[:d]), r_)] + x[d:]
+            else:
+                x = [a + b * wk for a, b in zip(x[:d], B_)] + x[d:]
             best = max(best, u(x))
         return best, x[d]

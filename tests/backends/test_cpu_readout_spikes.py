@@ -133,3 +133,30 @@ def test_inconsistent_spikes_are_refused():
     out = readout_cpu.observe(ir, {}, times, ch, W, None, "max_potential", T_END, spikes=real,
                               counts=torch.zeros((1, 2), dtype=torch.int64))
     assert out is not None and bool((out > 0).all())
+
+
+@pytest.mark.slow  # ~10 s: the mpmath event loop and readout (the replay comparison runs by default)
+def test_spiking_readout_against_mpmath():
+    """CubaLIF lanes: spike times from the 30-digit event loop (mpref.mp_simulate), then the max
+    potential and integral with those resets (mpref.mp_readout) against the compiled readout."""
+    from mpref import HAND_MODELS, mp_readout, mp_simulate
+
+    ir = _ir("cuba_lif.snn", "CubaLIF")
+    times, ch, W = _inputs(4, 1.5, 1.0, B=2, n=8, N=2)
+    obs = {}
+    for kind in ("max_potential", "li_integral"):
+        res = sequential_cpu.run_layer(ir, {}, times, ch, W, observe=kind, t_end=T_END, max_spikes=32)
+        obs[kind] = res.observed
+    assert int(res.counts.sum()) > 0
+    m = HAND_MODELS["CubaLIF"]({})  # state order (v, i); c = v
+    for b, j in ((0, 0), (1, 1)):
+        fin = torch.isfinite(times[b])
+        tb, wb = times[b][fin].tolist(), W[ch[b][fin], j].tolist()
+        spk = mp_simulate(m["A"], m["a0"], m["B"], m["c"], m["theta"], m["R"], m["r"], m["t_ref"], m["x0"],
+                          tb, wb, t_end=T_END, dps=30)
+        assert len(spk) == int(res.counts[b, j])
+        ref = mp_readout(m["A"], m["a0"], m["B"], m["c"], m["x0"], tb, wb, T_END, grid=12, resets=spk,
+                         R=m["R"], r=m["r"])
+        for kind, rv in zip(("max_potential", "li_integral"), ref):
+            got = float(obs[kind][b, j])
+            assert abs(got - float(rv)) <= 1e-12 * max(1.0, abs(float(rv))), (kind, b, j, got, float(rv))
