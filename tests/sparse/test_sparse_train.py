@@ -51,13 +51,13 @@ def _assert_adjoint_equals_autograd(m, T, ws, x0, times):
 @pytest.mark.parametrize("random_ee", [True, False])
 def test_spikes_equal_reference(random_ee):
     m = example_model(random_ee=random_ee, seed=3)
-    ref = run_reference(m, 12.0)
-    s = simulate(m, 12.0, [w.requires_grad_() for w in default_weights(m)])
+    ref = run_reference(m, T)
+    s = simulate(m, T, [w.requires_grad_() for w in default_weights(m)])
     assert len(ref) > 50 and s.times.requires_grad
     np.testing.assert_array_equal(s.neurons, ref.neurons)
     np.testing.assert_array_equal(s.times.detach().numpy(), ref.times)  # bit for bit
     if not random_ee:  # tied (0-d) weights give the same run
-        s2 = simulate(m, 12.0, default_weights(m, per_synapse=False))
+        s2 = simulate(m, T, default_weights(m, per_synapse=False))
         np.testing.assert_array_equal(s2.times.numpy(), ref.times)
 
 
