@@ -324,3 +324,18 @@ def test_errors(model):
         SparseSpikeNet(model, learn=("params",), backward="adjoint")
     with pytest.raises(NotImplementedError, match="autodiff"):
         simulate_adjoint(model, 1.0, params=torch.from_numpy(model.params.copy()).requires_grad_())
+
+
+@pytest.mark.slow
+def test_thousand_neurons_reference_and_adjoint():
+    """N = 1000 (K = 10): spikes equal the reference loop; adjoint = autograd."""
+    m = example_model(n_e=800, n_i=200, k=10, seed=4)
+    ref = run_reference(m, 3.0)
+    ws = [w.requires_grad_() for w in default_weights(m)]
+    x0 = torch.from_numpy(m.x0.copy()).requires_grad_()
+    s = simulate(m, 3.0, ws, x0)
+    assert len(ref) > 300
+    np.testing.assert_array_equal(s.times.detach().numpy(), ref.times)
+    np.testing.assert_array_equal(s.neurons, ref.neurons)
+    _loss(s).backward()
+    _assert_adjoint_equals_autograd(m, 3.0, ws, x0, s.times)
