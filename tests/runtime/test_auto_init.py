@@ -147,7 +147,7 @@ def test_high_target_rates_raise_the_network_spike_cap(tmp_path):
 
     assert [spike_cap_for(c) for c in (0.0, 0.6, 16.0, 16.1, 30.0, 1e6)] == [1, 4, 64, 128, 128, 4096]
     times, channels, _ = _batch(16)
-    net = _net(_model(tmp_path, hidden=", init = auto(rate = 500 Hz)"))  # 30 spikes per neuron in 60 ms
+    net = _net(_model(tmp_path, hidden=", init = auto(rate = 300 Hz)"))  # 18 spikes per neuron in 60 ms
     rec = net.auto_init(times, channels, T_END)
     assert rec["layers"][0]["converged"] and rec["spike_cap"] == net.max_spikes == 128
     low = _net(_model(tmp_path))  # 50 Hz and 10 Hz: 3 and 0.6 spikes, the default cap stays
@@ -186,7 +186,7 @@ def test_auto_on_a_recurrent_connection_is_refused(tmp_path):
 def _train(path, out, **kw):
     from spikescan.runtime.train import train
 
-    opts = dict(data="yinyang", batch_size=16, lr=1e-2, limit_train=32, limit_eval=16, progress=False, seed=0,
+    opts = dict(data="yinyang", batch_size=16, lr=1e-2, limit_train=16, limit_eval=16, progress=False, seed=0,
                 engine="torch", epochs=1, out=str(out))
     opts.update(kw)
     return train(path if not isinstance(path, Path) else str(path), **opts)
@@ -196,7 +196,7 @@ def test_training_scales_once_and_resume_does_not_rescale(tmp_path, monkeypatch)
     from spikescan.runtime import auto_init as auto_mod
     from spikescan.runtime.checkpoint import load_checkpoint
 
-    path = _model(tmp_path, hidden=", init = auto(rate = 500 Hz)")  # raises the spike cap to 128
+    path = _model(tmp_path, hidden=", init = auto(rate = 300 Hz)")  # raises the spike cap to 128
     said: list[str] = []
     calls = []
     real = auto_mod.auto_init
