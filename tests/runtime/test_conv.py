@@ -109,6 +109,7 @@ def test_lanes_equal_the_explicit_dense_matrix(tmp_path, engine):
     _same_spikes(pl, pd)
 
 
+@pytest.mark.slow  # the per-layer comparison above runs every CPU engine in the default suite
 def test_engines_agree_on_the_whole_network(tmp_path):
     t, ch = _events(2 * 6 * 6, n=50, seed=3)
     outs = []
