@@ -81,9 +81,13 @@ def readout_engine_for(eng, pb: ShdProblem):
     try:
         eng.run_layer(pb.li, {}, t, c, w, observe="max_potential", t_end=pb.t_end)
         if eng.__name__.endswith(".sequential_cpu"):
-            # sequential-cpu computes readouts by its compiled replay of the known spikes
-            # (runtime/engines/observe_replay.py), not by its own event loop: say so
-            return None, "sequential-cpu (compiled replay)"
+            # sequential-cpu computes readouts by the compiled readout (runtime/engines/
+            # readout_cpu.py) or, where that does not apply, by the replay of the known spikes
+            # (runtime/engines/observe_replay.py), not by its own event loop: say which
+            from spikescan.runtime.engines.readout_cpu import fallback_reason
+
+            why = fallback_reason(pb.li, {}, t, w, None, None, "max_potential")
+            return None, "sequential-cpu (compiled readout)" if why is None else f"sequential-cpu (replay: {why})"
         return None, None
     except NotImplementedError:
         return get_engine("torch"), "torch"
