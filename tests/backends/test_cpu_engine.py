@@ -179,7 +179,7 @@ def test_event_outer_path_equals_per_neuron_path(name, monkeypatch):
 
 
 def test_readout_layers_agree_with_torch_sequential():
-    """Readouts (no threshold) run on the compiled replay (runtime/engines/observe_replay.py),
+    """Readouts (no threshold) run on the compiled readout (runtime/engines/readout_cpu.py),
     not on the Python loop; the value agrees with the reference engine to rounding."""
     li = load_model(repo("models/li_readout.snn")).neurons["LI"]
     times, ch, W = random_input(9, 30, 3, 2, 40.0, 1.0)
