@@ -20,7 +20,8 @@ order[k]; the horizon for k = nv or an arrival after it, whose weight is then 0)
 
 max_potential. Per interval and neuron: u at the start (after the previous jump), u at the end
 (before the jump), and, when the chain has two rows and u' goes from + to -, u at the single
-stationary point (u' = l_0 Phi(s) (A x + a0) = 0, solved by mlir_ops.solve). The first strictly
+stationary point (u' = l_0 Phi(s) (A x + a0) = 0: in closed form when the chain's last row is
+a left eigenvector of A, as spike_time._bottom_root; else solved by mlir_ops.solve). The first strictly
 larger value wins (ties: the start, then the end, as observe_replay.py). The forward records, per
 neuron, the interval of the maximum (estar), its offset in it (off) and how the maximum moves with
 the event times: at an interval's end it moves with that arrival (tidx = its column, tcoef =
@@ -33,9 +34,12 @@ additive jump: dL/dW[c_e, j] += lam_j . B and dL/dt_e = -sum_j (lam_j . A B) w; 
 dL/dt[tidx_j] += g_j tcoef_j.
 
 li_integral. Per interval the closed form int_0^D u = c^T A^{-1} (x(D) - x - a0 D). Backward:
-lam_j = g_j m with one shared row m (the layer has no spikes): m <- Phi(D)^T m +
-(Phi(D)^T - I) A^{-T} c over each interval, and at an arrival dL/dW[c_e, j] += g_j m . B,
-dL/dt_e = -sum_j g_j (m . A B + c^T B) w (the integrand jumps by c^T B w at the arrival).
+lam_j <- Phi(D)^T lam_j + g_j (Phi(D)^T - I) A^{-T} c over each interval (from lam_j = 0 at
+t_end), and at an arrival dL/dW[c_e, j] += lam_j . B, dL/dt_e = -sum_j (lam_j . A B + g_j c^T B) w
+(the integrand jumps by c^T B w at the arrival).
+
+Not compiled (runtime/engines/readout_cpu.py falls back to the replay): parameter gradients
+(learned time constants), per-neuron parameters, delays, per-channel port maps.
 """
 
 from __future__ import annotations
