@@ -48,6 +48,7 @@ INIT_ARGS = ("S", "params", "keys", "ctl")
 _X = sympy.Symbol("__spikescan_x0", real=True)
 ARITY = 4  # heap arity: the 4 children of a node fill one 64-byte line (16-byte entries)
 HEAP_PAD = ARITY - 1  # slot = position + HEAP_PAD, so that children groups start on a line
+LONG = 64.0  # the long horizon of the exact no-crossing test, in search windows (key_of)
 PREFETCH = 8  # targets ahead whose records are prefetched (their heap entries: half as far)
 
 
@@ -148,9 +149,31 @@ class SparseEmitter:
             D = o.if_(live, lambda: [self.next_offset(x, lo, hi, t)], lambda: [o.c(INF)], [o.ft])[0]
             return arith.addf(t, D), idf
         hw = o.fmin(hi, arith.addf(lo, window))
-        D = o.if_(live, lambda: [self.next_offset(x, lo, hw, t)], lambda: [o.c(INF)], [o.ft])[0]
-        wake = o.and_(o.and_(live, o.gt(D, hw)), o.lt(hw, hi))
-        key = o.sel(wake, arith.addf(t, hw), arith.addf(t, D))
+        hl = hw
+        quiet = o.i1(False)
+        if len(self.em.rows) <= 2:
+            # exact for chains of length <= 2: no crossing on the long horizon LONG x window, so
+            # a neuron below threshold wakes up rarely (not once per window) until its next input;
+            # the horizon stays short enough that u' at its end does not underflow to 0 (which
+            # the quick test reads as a possible peak)
+            em = self.em
+            hl = o.fmin(hi, arith.addf(lo, arith.mulf(window, o.c(LONG))))
+
+            def never():
+                xm = em.materialize(x)
+                xl = o.if_(o.gt(lo, o.c(0.0)), lambda: em.materialize(em.propagate(xm, lo)), lambda: xm,
+                           [o.ft] * em.d)
+                below = o.lt(em.potential(xl), em.theta)
+                return [o.and_(below, o.or_(em.no_cross(xl), em.quick_no_cross(xl, arith.subf(hl, lo))))]
+
+            i1 = ir.IntegerType.get_signless(1)
+            quiet = o.if_(live, never, lambda: [o.i1(False)], [i1])[0]
+        busy = o.and_(live, o.not_(quiet))
+        D = o.if_(busy, lambda: [self.next_offset(x, lo, hw, t)], lambda: [o.c(INF)], [o.ft])[0]
+        # no crossing in the searched horizon that ends before t_end: wake up at its end
+        end = o.sel(quiet, hl, hw)
+        wake = o.and_(o.and_(live, o.gt(D, end)), o.lt(end, hi))
+        key = o.sel(wake, arith.addf(t, end), arith.addf(t, D))
         return key, o.sel(wake, arith.addf(idf, o.c(0.5)), idf)
 
     # ------------------------------------------------------------------ heap
