@@ -158,7 +158,8 @@ def network_graph(net, area_s: float = 1.0):
                                "counterpart")
             check_source(src, where)
             paths.dense(src, lir.name, f64(W), None if D is None else f64(D), None, where,
-                        f"{lir.name}_recurrent" if src == lir.name else f"{src}_to_{lir.name}_recurrent")
+                        f"{lir.name}_recurrent" if src == lir.name else f"{src}_to_{lir.name}_recurrent",
+                        recurrent=True)
     leaves = [l.name for l in ir.layers if l.name not in fed or l.name == ir.readout.layer]
     for name in leaves:
         on = names.new("output" if name == ir.readout.layer else f"{name}_output")

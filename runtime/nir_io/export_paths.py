@@ -58,8 +58,10 @@ class PathWriter:
         return name
 
     def dense(self, src: str, target: str, w: np.ndarray, D: Optional[np.ndarray], bias: Optional[np.ndarray],
-              where: str, base: str) -> None:
-        """w [n_src, n_target]; D [n_src, n_target] ms or None; bias [n_target] or None (Linear)."""
+              where: str, base: str, recurrent: bool = False) -> None:
+        """w [n_src, n_target]; D [n_src, n_target] ms or None; bias [n_target] or None (Linear);
+        a recurrent connection's weight node carries metadata spikescan_connection = recurrent,
+        so that import keeps spikescan's split of a cycle into feed-forward and recurrent."""
         nir = self.nir
         pre, post = delay_vectors(D, where)
         prev, shape = src, tuple(self.shape_of[src])
@@ -69,7 +71,9 @@ class PathWriter:
         if pre is not None:
             prev = self._add(f"{base}_delay", nir.Delay(delay=pre / 1000.0), prev)
         wt = np.ascontiguousarray(w.T)
-        node = nir.Affine(weight=wt, bias=bias.copy()) if bias is not None else nir.Linear(weight=wt)
+        meta = {"spikescan_connection": "recurrent"} if recurrent else {}
+        node = (nir.Affine(weight=wt, bias=bias.copy(), metadata=meta) if bias is not None else
+                nir.Linear(weight=wt, metadata=meta))
         prev = self._add(base, node, prev)
         if post is not None:
             prev = self._add(f"{base}_delay_post", nir.Delay(delay=post / 1000.0), prev)

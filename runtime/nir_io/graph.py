@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import NirError
-from .paths import Conn, connection
+from .paths import Conn, connection  # noqa: F401 - Conn: the connection type of Layer.conns
 
 NEURON_FIELDS = {
     "LIF": ("tau", "r", "v_leak", "v_threshold", "v_reset"),
@@ -37,6 +37,7 @@ DEFAULTS = {"v_reset": 0.0, "w_in": 1.0}  # as nir's own classes default them
 TIME_FIELDS = ("tau", "tau_syn", "tau_mem")
 SPIKING = ("LIF", "IF", "CubaLIF")
 PASS = ("Linear", "Affine", "Delay", "Flatten", "Conv2d", "SumPool2d", "AvgPool2d", "Scale")
+CONNECTION_KEY = "spikescan_connection"  # "recurrent" on the weight node of a recurrent path (export)
 READOUTS = ("first_spike", "spike_count", "max_potential", "li_integral")
 
 _REFUSED = {
@@ -194,6 +195,7 @@ def build(raw) -> Graph:
                 raise NirError(f"node '{src}' ({styp}) feeds node '{tname}', but {styp} neurons do not spike: a "
                                "spikescan layer receives spike events only (its potential is not a signal)")
             conn, bias = connection(nodes, chain, src, shapes[src], tname)
+            conn.marked = any(nodes[n].metadata.get(CONNECTION_KEY) == "recurrent" for n in chain)
             _fits(conn, lay, chain, src)
             lay.bias += bias
             lay.conns.append(conn)
@@ -216,14 +218,67 @@ def _fits(conn, lay, chain, src) -> None:
 
 
 def _order(inputs: dict, layers: dict) -> list:
-    """Mark the connections that close a cycle as recurrent (the back edges of a depth-first walk
-    from the inputs, in the order of the graph's edges) and return a topological order of the
-    layers along the others (reverse post-order)."""
+    """Mark the connections that close a cycle as recurrent and return a topological order of the
+    layers along the others. A graph written by spikescan marks its recurrent connections
+    (metadata spikescan_connection = recurrent on the weight node), and that split is kept when it
+    is valid (the rest acyclic, each marked one closing a cycle), so the .snn comes back as it was
+    written; otherwise the back edges of a depth-first walk from the inputs (in the order of the
+    graph's edges) are the recurrent ones, and the order is its reverse post-order."""
     succ = {n: [] for n in layers}
     for t, lay in layers.items():
         for c in lay.conns:
             if c.source in layers:
                 succ[c.source].append((t, c))
+    walk = _walk_order(inputs, layers, succ)  # also refuses layers no input reaches
+    kinds = {id(c): c.kind for lay in layers.values() for c in lay.conns}
+    order = _marked_order(layers, succ)
+    if order is None:
+        order = walk
+    else:
+        for lay in layers.values():
+            for c in lay.conns:
+                c.kind = "recurrent" if c.marked else ("dense" if kinds[id(c)] == "recurrent" else kinds[id(c)])
+    for lay in layers.values():
+        if any(c.kind == "recurrent" for c in lay.conns) and any(c.kind in ("conv2d", "pool2d") for c in lay.conns):
+            raise NirError(f"node '{lay.node}' ({lay.kind}) has a recurrent connection and a Conv2d / SumPool2d "
+                           "input; spikescan's conv2d / pool2d is its layer's only input")
+        lay.conns.sort(key=lambda c: c.kind == "recurrent")  # stable: feed-forward first, as the .snn text
+    return order
+
+
+def _reaches(succ: dict, a: str, b: str) -> bool:
+    seen, todo = {a}, [a]
+    while todo:
+        for t, _ in succ[todo.pop()]:
+            if t == b:
+                return True
+            if t not in seen:
+                seen.add(t)
+                todo.append(t)
+    return False
+
+
+def _marked_order(layers: dict, succ: dict) -> Optional[list]:
+    marked = [(t, c) for t, lay in layers.items() for c in lay.conns if c.marked]
+    if not marked or any(c.source not in layers or not _reaches(succ, t, c.source) for t, c in marked):
+        return None
+    indeg = {n: 0 for n in layers}
+    for t, lay in layers.items():
+        indeg[t] = sum(1 for c in lay.conns if c.source in layers and not c.marked)
+    ready = [n for n in layers if indeg[n] == 0]
+    order = []
+    while ready:
+        n = ready.pop(0)
+        order.append(n)
+        for t, c in succ[n]:
+            if not c.marked:
+                indeg[t] -= 1
+                if indeg[t] == 0:
+                    ready.append(t)
+    return order if len(order) == len(layers) else None
+
+
+def _walk_order(inputs: dict, layers: dict, succ: dict) -> list:
     state, post = {}, []
     roots = [t for t, lay in layers.items() if any(c.source in inputs for c in lay.conns)]
     for root in roots:
@@ -250,11 +305,6 @@ def _order(inputs: dict, layers: dict) -> list:
         raise NirError(f"node '{lost[0]}' ({layers[lost[0]].kind}) receives nothing from any Input (it is fed only "
                        "by a cycle of neuron nodes that nothing drives); spikescan needs every layer reachable from an "
                        "input")
-    for lay in layers.values():
-        if any(c.kind == "recurrent" for c in lay.conns) and any(c.kind in ("conv2d", "pool2d") for c in lay.conns):
-            raise NirError(f"node '{lay.node}' ({lay.kind}) has a recurrent connection and a Conv2d / SumPool2d "
-                           "input; spikescan's conv2d / pool2d is its layer's only input")
-        lay.conns.sort(key=lambda c: c.kind == "recurrent")  # stable: feed-forward first, as the .snn text
     return post[::-1]
 
 

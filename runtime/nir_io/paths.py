@@ -38,6 +38,7 @@ class Conn:
     geometry: dict = field(default_factory=dict)  # conv2d: kernel, stride, padding, channels; pool2d: size
     pool_weight: float = 1.0
     out_shape: tuple = ()
+    marked: bool = False  # the graph marks it recurrent (spikescan_connection metadata)
 
 
 def _ints(a, where: str, n: int = 2) -> tuple:
@@ -172,7 +173,8 @@ def connection(nodes, chain: list, src: str, shape: tuple, target: str) -> tuple
     for i, name in enumerate(chain):
         node = nodes[name]
         f, typ = node.fields, node.type
-        if conv is not None and not (typ == "Scale" and conv.kind == "pool2d" and chain[i - 1] == conv.geometry["node"]):
+        after_pool = conv is not None and conv.kind == "pool2d" and chain[i - 1] == conv.geometry["node"]
+        if conv is not None and not (typ == "Scale" and after_pool):
             raise NirError(f"node '{name}' ({typ}) follows node '{conv.geometry['node']}' on {where}; spikescan maps "
                            "a Conv2d alone, or a SumPool2d with at most a Scale after it, straight into a neuron node")
         if typ in ("Conv2d", "SumPool2d", "AvgPool2d"):

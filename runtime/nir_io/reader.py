@@ -23,7 +23,8 @@ MAX_EDGES = 1_000_000
 MAX_ELEMENTS = 100_000_000
 MAX_TOTAL = 200_000_000
 MAX_STRING = 4096
-METADATA_KEYS = ("spikescan_readout", "spikescan_spike_area_s", "spikescan_network", "spikescan_neuron", "producer")
+METADATA_KEYS = ("spikescan_readout", "spikescan_spike_area_s", "spikescan_network", "spikescan_neuron", "producer",
+                 "spikescan_connection")
 
 
 @dataclass
