@@ -1,33 +1,39 @@
 """MLIR emission of the event-driven sparse-network engine (docs/sparse.md, SparseProp's idea).
 
-Per neuron i the engine keeps its state x[i, :] at its last update time tl[i], the end of its
-refractory period ref[i], and its next threshold crossing (the key of an indexed binary min-heap
-ordered by (time, neuron index)). A neuron that receives no input follows its deterministic
-trajectory, so its next crossing never changes: a spike of j only touches j itself and its K
-targets. Per spike (func @sparse_run, one iteration of an scf.while):
+Per neuron i the engine keeps a 64-byte record S[i] (record_layout: its state x at its last
+update time tl, the end of its refractory period, its layer and its position in the heap) and
+one entry (key, tag) of a 4-ary min-heap H ordered by (key, tag): the key is the time of its next
+threshold crossing, the tag its index (ties fire in index order). A neuron that receives no input
+follows its deterministic trajectory, so its next crossing never changes: a spike of j only
+touches j itself and its K targets. Per spike (func @sparse_run, one iteration of an scf.while):
 
     j, ts = top of the heap; record (ts, j)
     x[j] <- reset(Phi(ts - tl[j]) x[j] + phi); tl[j] = ts; ref[j] = ts + t_ref; re-solve j
     for each connection c whose source holds j, for each target i in CSR row j of c:
         x[i] <- Phi(ts - tl[i]) x[i] + phi + B_port w;  tl[i] = ts
-        key[i] = ts + first crossing of x[i] on [max(ref[i] - ts, 0), t_end - ts] (+inf if none)
-        sift i up or down the heap (O(log N))
+        key[i] = ts + first crossing of x[i] on [max(ref[i] - ts, 0), ...] (+inf if none)
+        sift i up or down the heap (O(log N)); the records and heap entries of the next
+        targets are prefetched
 
 Untouched neurons are never advanced (the lazy update of a global-time representation), so a
 spike costs O(K log N). Every formula is printed by mlir_emit.NeuronEmitter from the NeuronIR
-(propagator, jumps, reset, the exact crossing search); for neurons with one state variable (LIF
+(propagator, jumps, reset, the exact crossing search). For neurons with one state variable (LIF
 with a constant drive: x -> x_inf + (x - x_inf) exp(a D)) the next crossing has a closed form,
 D = log((x_th - x_inf) / (x - x_inf)) / a, derived here from the IR's A, a0, c and theta with
-sympy and printed the same way; every other neuron uses NeuronEmitter.first_crossing.
+sympy and printed the same way, searched up to t_end. Every other neuron uses
+NeuronEmitter.first_crossing on a search window (ctl[2], runtime/sparse/engine.search_window):
+without a crossing in it, the heap holds a wake-up at the window's end (tag i + 0.5): the neuron
+is then advanced and searched again, exactly; for isolation chains of length <= 2 an exact
+quick test over LONG windows lets neurons below threshold sleep longer.
 
-Argument layout (all memrefs, strided; see runtime/sparse/engine.py):
-    x[N, d] f64, tl[N] f64, ref[N] f64, pop[N] i32, params[L, P] f64,
-    hkey[N] f64, hid[N] i32, hpos[N] i32        (heap by position; hpos: neuron -> position)
-    cinfo[C, 5] i64 (src_offset, n_src, indptr_base, target_base, port index), cw[C] f64
-    (constant weight, NaN: per-synapse weights), indptr[*] i64, targets[*] i32, weights[*] f64,
-    out_t[S] f64, out_n[S] i32, ctl[2] f64 (t_end, unused), cnt[2] i64 (spikes so far, cap)
-func @sparse_init(x, tl, ref, pop, params, keys[N], ctl): keys[i] = first crossing of neuron i
-from its state at tl[i] (the caller builds the heap by sorting).
+Arguments (memrefs; runtime/sparse/engine.py builds them):
+    sparse_run(S[N, W] f64, H[N + 3, 2] f64, params[L, P] f64, cinfo[C, 5] i64 (source offset,
+        source size, indptr base, target base, port index), cw[C] f64 (constant weight; NaN:
+        per-synapse weights), indptr[*] i64, targets[*] i32, weights[*] f64, out_t[S] f64,
+        out_n[S] i32, ctl[3] f64 (t_end, all layers share params, search window),
+        cnt[2] i64 (spikes so far, cap))
+    sparse_init(S, params, keys[N, 2] f64, ctl): (key, tag) of every neuron from its record;
+        the caller builds the heap by sorting them.
 """
 
 from __future__ import annotations
