@@ -51,11 +51,20 @@ def vec_types(o, npar):
              _dense(2, ft)] + [_memref(1, ft)] * npar)
 
 
-def _bits(o, v, i64):
-    """An f64 (vector) as i64 bits: equality of times bit for bit (no +-0 ambiguity)."""
-    t = i64 if v.type.typeid != ir.VectorType.static_typeid else ir.VectorType.get(
-        ir.VectorType(v.type).shape, i64)
-    return arith.bitcast(t, v)
+def _bits(o, v):
+    """A float (vector) as integer bits of its own width (i64 for f64, i32 for f32): equality
+    of times bit for bit (no +-0 ambiguity)."""
+    is_vec = v.type.typeid == ir.VectorType.static_typeid
+    et = ir.VectorType(v.type).element_type if is_vec else v.type
+    it = ir.IntegerType.get_signless(ir.FloatType(et).width)
+    return arith.bitcast(ir.VectorType.get(ir.VectorType(v.type).shape, it) if is_vec else it, v)
+
+
+def _same_bits(a_bits, b_bits, W, pred):
+    """cmpi(pred) of the lanes' bits (vector of W, or scalar) against one scalar's bits."""
+    if W > 1:
+        b_bits = vector.broadcast(ir.VectorType.get([W], b_bits.type), b_bits)
+    return arith.cmpi(pred, a_bits, b_bits)
 
 
 class _Pass:
@@ -155,7 +164,7 @@ def sample_forward_vec(em: NeuronEmitter, vo: VOps, A: _Args, b, port: Optional[
             shared_setup()
             H = arith.subf(T, tcom)
             Phi, phi = em.phi_at(H)  # once per step
-            tbits = _bits(o, tcom, i64)
+            tbits = _bits(o, tcom)
             theta = em.theta
             short0 = o.le(H, o.c(0.0))
 
@@ -176,8 +185,7 @@ def sample_forward_vec(em: NeuronEmitter, vo: VOps, A: _Args, b, port: Optional[
                 chk = oo.and_(oo.and_(quiet, open_), oo.not_(em.no_cross(x)))
                 # first_crossing's exact shortcuts, for a lane at the common time (so its gap is
                 # H bit for bit) that is not refractory (lo = 0) and below threshold
-                tb = _bits(oo, t, i64)
-                same = arith.cmpi(arith.CmpIPredicate.eq, tb, tbits if W == 1 else vector.broadcast(i64w, tbits))
+                same = _same_bits(_bits(oo, t), tbits, W, arith.CmpIPredicate.eq)
                 calm = oo.and_(oo.and_(same, oo.not_(oo.gt(lo, oo.c(0.0)))),
                                oo.lt(em.potential(x), theta))
                 short = oo.vec(short0) if W > 1 else short0
@@ -254,12 +262,11 @@ def sample_forward_vec(em: NeuronEmitter, vo: VOps, A: _Args, b, port: Optional[
             def deliver():
                 shared_setup()
                 Phi, phi = em.phi_at(arith.subf(t_to, tcom))  # once per step
-                tbits = _bits(o, tcom, i64)
+                tbits = _bits(o, tcom)
 
                 def pass_with(wload):
                     def group(j, W, cnt):
                         oo = em.o
-                        i64w = i64 if W == 1 else ir.VectorType.get([W], i64)
                         x = [_load(A.xs, [o.ci(q), j], W, ft) for q in range(d)]
                         t = _load(A.lf, [o.ci(LF_T), j], W, ft)
                         wv = wload(j, W)
@@ -268,9 +275,7 @@ def sample_forward_vec(em: NeuronEmitter, vo: VOps, A: _Args, b, port: Optional[
                         for q in range(d):
                             _store(xn[q], A.xs, [o.ci(q), j], W)
                         _store(oo.vec(t_to) if W > 1 else t_to, A.lf, [o.ci(LF_T), j], W)
-                        tb = _bits(oo, t, i64)
-                        other = arith.cmpi(arith.CmpIPredicate.ne, tb,
-                                           tbits if W == 1 else vector.broadcast(i64w, tbits))
+                        other = _same_bits(_bits(oo, t), tbits, W, arith.CmpIPredicate.ne)
                         bits = _lane_bits(other, W)
 
                         def redo():  # lanes at their own time: the scalar formulas from it

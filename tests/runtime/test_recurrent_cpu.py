@@ -322,3 +322,63 @@ def test_vector_replay_gradients_identical_to_scalar_replay(tmp_path, model):
         a, b = grads["scalar"][1][k], grads["vector"][1][k]
         assert float(a.abs().max()) > 0, k
         assert torch.equal(a, b), k
+
+
+# ---------------------------------------------------------------- float32
+
+
+def _f32_close(t64, t32):
+    """Spike times equal to float32 precision: a few ulps of the largest time."""
+    tol = 64 * torch.finfo(torch.float32).eps * max(1.0, float(_finite(t64).abs().max()))
+    assert float((_finite(t64) - _finite(t32).to(F64)).abs().max()) <= tol
+
+
+@pytest.mark.parametrize("impl,tau_grad", [("vector", False), ("scalar", False), ("vector", True)])
+def test_float32_equals_float64(tmp_path, impl, tau_grad):
+    """float32 on the compiled loop (the vector pass compares times bit for bit as i32 there):
+    the same spike trains as float64 to f32 precision, gradients to a loose tolerance; vector
+    without a parameter gradient takes the event-outer adjoint, the others the replay."""
+    ir = _neuron("models/cuba_lif.snn", "CubaLIF", tmp_path)
+    base, ch = _grad_case(seed=9, N=7, delays=False)
+    base["tm"] = torch.tensor(10.5, dtype=F64)
+    out = {}
+    for dt in (F64, torch.float32):
+        leaf = {k: v.to(dt).clone().requires_grad_(k != "tm" or tau_grad) for k, v in base.items()}
+        r = run_cpu(ir, {"tau_m": leaf["tm"], "tau_s": 5.0}, leaf["t"], ch, leaf["W"], leaf["Wr"], t_end=40.0,
+                    max_spikes=16, impl=impl)
+        assert r.times.dtype == dt
+        (_finite(r.times) * torch.arange(1, r.times.shape[2] + 1, dtype=dt)).sum().backward()
+        out[dt] = (r, {k: v.grad.to(F64) for k, v in leaf.items() if v.grad is not None})
+    (a, ga), (b, gb) = out[F64], out[torch.float32]
+    assert int(a.counts.sum()) >= 20 and torch.equal(a.counts, b.counts)
+    _f32_close(a.times, b.times)
+    assert set(ga) == set(gb) == ({"W", "Wr", "t"} | ({"tm"} if tau_grad else set()))
+    for k in ga:
+        assert float(ga[k].abs().max()) > 0, k
+        assert float((ga[k] - gb[k]).abs().max()) <= 1e-3 * float(ga[k].abs().max()), k
+
+
+def test_network_float32_sequential_cpu(tmp_path):
+    """A SpikingNetwork with recurrent(itself) moved to float32 on sequential-cpu: the compiled
+    loop runs (the PyTorch loop is poisoned), trains equal the float64 ones, gradients close."""
+    import spikescan.runtime.engines.recurrent as rec_mod
+
+    path = tmp_path / "rec.snn"
+    path.write_text(SNN)
+    times = torch.tensor([[0.5, 1.0, 2.0, 4.0, 6.0, INF], [1.0, 3.0, 3.5, 5.0, 8.0, 9.0]], dtype=F64)
+    ch = torch.tensor([[0, 1, 2, 3, 0, 0], [3, 2, 1, 0, 1, 2]])
+    runs = {}
+    for dt in (F64, torch.float32):
+        torch.manual_seed(0)
+        net = SpikingNetwork.from_file(path, engine="sequential-cpu").to(dt)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(rec_mod, "run_recurrent_layer", None)
+            out = net(times.to(dt), ch, t_end=60.0)
+        assert out.spikes[0].dtype == dt
+        _finite(out.spikes[0]).sum().backward()
+        runs[dt] = (out, net.layers["hidden"].w_rec.grad.to(F64))
+    (a, ga), (b, gb) = runs[F64], runs[torch.float32]
+    assert int(a.counts[0].sum()) > 0 and torch.equal(a.counts[0], b.counts[0])
+    _f32_close(a.spikes[0].detach(), b.spikes[0].detach())
+    assert float(ga.abs().max()) > 0
+    assert float((ga - gb).abs().max()) <= 1e-3 * float(ga.abs().max())
