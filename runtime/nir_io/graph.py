@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import NirError
-from .paths import Conn, connection  # noqa: F401 - Conn: the connection type of Layer.conns
+from .paths import connection
 
 NEURON_FIELDS = {
     "LIF": ("tau", "r", "v_leak", "v_threshold", "v_reset"),
@@ -62,7 +62,7 @@ class Layer:
     kind: str
     size: int
     params: dict  # NIR field -> float (seconds for times)
-    conns: list = field(default_factory=list)  # feed-forward first, then recurrent (graph order)
+    conns: list = field(default_factory=list)  # paths.Conn: feed-forward first, then recurrent (graph order)
     bias: float = 0.0  # constant input current (sum of Affine / Conv2d biases)
     shape: tuple = ()  # (N,) or (C, H, W)
 

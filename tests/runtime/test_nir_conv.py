@@ -35,7 +35,8 @@ neuron CubaLIF {
 CONV_NET = CUBA + """
 network convnet {
     input  x[2, 6, 6]
-    layer  c1[3, 3, 3] = CubaLIF() <- conv2d(x, channels = 3, kernel = 3, stride = 2, padding = 1, init = normal(1.2, 0.8))
+    layer  c1[3, 3, 3] = CubaLIF()
+               <- conv2d(x, channels = 3, kernel = 3, stride = 2, padding = 1, init = normal(1.2, 0.8))
     layer  c2[2, 4, 4] = CubaLIF() <- conv2d(c1, channels = 2, kernel = 2, padding = 1, init = normal(1.5, 0.8))
     layer  p1[2, 2, 2] = CubaLIF(tau_s = 4 ms) <- pool2d(c2, 2, init = constant(0.75))
     layer  out[4]      = CubaLIF() <- dense(c1, init = normal(0.8, 0.5)), dense(p1, init = normal(1.5, 0.5))
