@@ -23,11 +23,12 @@ from spikescan.compiler.backends.cpu_jit import LOWER, ir_key, memref_of
 from spikescan.compiler.backends.mlir_sparse import HEAP_PAD, build_sparse_module, record_layout
 from spikescan.compiler.ir import NeuronIR
 
-from .model import SparseModel
+from .model import SparseModel, SparseModelError
 from .result import SpikeTrain
 
 _CACHE: dict[str, "_Compiled"] = {}
 _LOCK = threading.Lock()
+ZENO_FACTOR = 10  # spikes per neuron at a single instant beyond which a run is refused
 CHUNK_SPIKES = 200_000  # spikes per call into the generated loop (the progress bar ticks between)
 
 
@@ -172,6 +173,7 @@ def run_compiled(model: SparseModel, duration_ms: float, max_spikes: Optional[in
     t0 = time.perf_counter()
     sim = SparseSimulation(model, duration_ms)
     complete = True
+    same, last = 0, None  # spikes at the latest instant (a zero-delay avalanche that never ends)
     while True:
         want = chunk if max_spikes is None else min(chunk, max_spikes - sim.count)
         if want <= 0:
@@ -180,6 +182,16 @@ def run_compiled(model: SparseModel, duration_ms: float, max_spikes: Optional[in
         n = sim.step(want)
         if progress is not None:
             progress(float(sim.times[-1][-1]) if n else sim.t_end, sim.count)
+        if n:
+            ts = sim.times[-1]
+            tail = int(n - np.searchsorted(ts, ts[-1]))  # spikes of this chunk at its last instant
+            same = same + tail if last == ts[-1] and tail == n else tail
+            last = float(ts[-1])
+            if same > ZENO_FACTOR * model.n + 1000:
+                raise SparseModelError(
+                    f"{same} spikes at t = {last!r} ms and counting: the network fires without end at one "
+                    "instant (zero-delay excitation, or a reset above threshold, without a refractory "
+                    "period); give the neuron a `refractory` period or weaken the excitation")
         if n < want:
             break
         if time_limit_s is not None and time.perf_counter() - t0 > time_limit_s:

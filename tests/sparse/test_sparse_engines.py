@@ -150,3 +150,14 @@ def test_subthreshold_general_path_no_endless_wake_ups(tmp_path):
     fast = run_sparse(m, duration=300.0, max_spikes=300)
     assert len(fast) > 50
     _same(fast, run_reference(m, 300.0, max_spikes=300), len(fast))
+
+
+def test_endless_avalanche_is_refused(tmp_path):
+    """No refractory period and strong zero-delay excitation: infinitely many spikes at one
+    instant. The engine stops with a clear error instead of running forever."""
+    from spikescan.runtime.sparse import SparseModelError
+
+    text = network(LIF, 40, 10, 10, 5.0, g=0.0).replace("refractory 2 ms", "")
+    m = SparseModel.load(write(tmp_path, text), seed=0)
+    with pytest.raises(SparseModelError, match="refractory"):
+        run_sparse(m, duration=100.0)
