@@ -7,8 +7,10 @@ are in docs/nir.md.
         -> ImportSummary  (writes the .snn file and a spikescan checkpoint with the weights)
 
 Modules, one job each: `recognise` (a NeuronIR's equations -> a NIR neuron kind and its
-parameters), `export` (SpikingNetwork -> NIRGraph), `reader` (untrusted HDF5 -> validated plain
-nodes), `graph` (validated nodes -> layers and connections), `snn_text` (the .snn writer),
+parameters), `export` (SpikingNetwork -> NIRGraph), `export_paths` (the nodes of one connection:
+Flatten / Delay / Linear / Affine, Conv2d, SumPool2d + Scale), `reader` (untrusted HDF5 ->
+validated plain nodes), `paths` (one NIR path -> one connection), `graph` (validated nodes ->
+layers and connections, recurrent ones from the graph's cycles), `snn_text` (the .snn writer),
 `importer` (the .snn file plus checkpoint)."""
 
 from __future__ import annotations
