@@ -249,3 +249,41 @@ def test_nmnist_conv_model_exports_and_imports(tmp_path):
     b = load_network(imp.weights)
     sd_a, sd_b = a.state_dict(), b.state_dict()
     assert sd_a.keys() == sd_b.keys() and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+
+
+BIAS = CUBA.replace("v_reset = 0.0 }", "v_reset = 0.0   i_bias = 0.0 }").replace(
+    "di/dt = -i / tau_s", "di/dt = (i_bias - i) / tau_s")
+
+
+def test_conv_layer_constant_current_is_the_conv2d_bias(tmp_path):
+    src = tmp_path / "b.snn"
+    src.write_text(BIAS + """
+network b {
+    input  x[1, 5, 5]
+    layer  c1[2, 3, 3] = CubaLIF(i_bias = 0.3) <- conv2d(x, channels = 2, kernel = 3)
+    layer  o[3] = CubaLIF(i_bias = 0.1) <- dense(c1)
+    readout o: spike_count
+}
+""")
+    export_nir(src, tmp_path / "b.nir")
+    conv = nir.read(tmp_path / "b.nir").nodes["x_to_c1"]
+    assert np.array_equal(conv.bias, [60.0, 60.0])  # i_bias = w_in * bias, w_in = tau_s = 0.005 s
+    imp = import_nir(tmp_path / "b.nir", tmp_path / "back" / "b.snn")
+    text = imp.snn.read_text()
+    assert "i_bias = 0.3" in text and "layer  o[3] = CubaLIF(i_bias = 0.1)" in text
+    a, b = SpikingNetwork.from_file(src, seed=0), load_network(imp.weights)
+    sd_a, sd_b = a.state_dict(), b.state_dict()
+    assert sd_a.keys() == sd_b.keys() and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+
+
+def test_pooled_layer_with_a_constant_current_is_refused(tmp_path):
+    src = tmp_path / "p.snn"
+    src.write_text(BIAS + """
+network p {
+    input  x[1, 4, 4]
+    layer  p1[1, 2, 2] = CubaLIF(i_bias = 0.3) <- pool2d(x, 2)
+    readout p1: first_spike
+}
+""")
+    with pytest.raises(NirError, match="layer 'p1', pool2d of 'x': the pooled layer has a constant input current"):
+        export_nir(src, tmp_path / "p.nir")

@@ -164,3 +164,17 @@ def test_cyclic_graph_from_the_nir_package_matches_an_event_loop(tmp_path):
         for j in range(2):
             n = int(out.counts[k][0, j])
             assert out.spikes[k][0, j, :n].tolist() == pytest.approx(want[layer][j], abs=1e-12, rel=0), (layer, j)
+
+
+def test_recurrent_connection_on_another_port_is_refused(tmp_path):
+    src = tmp_path / "p.snn"
+    src.write_text(LIF.replace("on input(w) { v += w }", "on a(w) { v += w }\n    on b(w) { v += 0.5 * w }") + """
+network p {
+    input  x[2]
+    layer  h[3] = LIF() <- dense(x), recurrent(port = b, delays = fixed(1 ms))
+    readout h: first_spike
+}
+""")
+    with pytest.raises(NirError, match="recurrent connection from 'h': it arrives on port 'b', the layer's other "
+                                       "connections on 'a'; a NIR neuron node has one input"):
+        network_graph(SpikingNetwork.from_file(src, seed=0))
