@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from spikescan.compiler.ir import ConnectionIR, InitSpec, LayerIR, NetworkIR, NeuronIR
 from spikescan.runtime import recurrent_net
+from spikescan.runtime.eager_guard import run_eagerly
 from spikescan.runtime.network_doc import NETWORK_DOC, OUTPUT_DOC
 
 DTYPE = torch.float64
@@ -409,12 +410,13 @@ class SpikingNetwork(nn.Module):
     # torch.compile: the forward always runs eagerly (one graph break). The engines hand tensors'
     # memory to JIT-compiled code through ctypes, which Dynamo cannot trace: traced, it passed
     # descriptors of no real memory and crashed the process (malloc corruption, SIGSEGV).
-    @torch.compiler.disable
+    # run_eagerly = torch.compiler.disable without importing torch._dynamo (runtime/eager_guard.py).
+    @run_eagerly
     def forward(
         self, times: Tensor, channels: Tensor, *, t_end: Optional[float] = None, observe_vmax: bool = False
     ) -> NetworkOutput:
         """times [B, n] (ms, +inf padding), channels [B, n] int64 in [0, n_inputs). Under
-        torch.compile this method runs uncompiled (torch.compiler.disable)."""
+        torch.compile this method runs uncompiled (a graph break, as torch.compiler.disable)."""
         like = self.float_like()
         times = times.to(device=like.device, dtype=like.dtype)
         channels = channels.to(like.device).long()

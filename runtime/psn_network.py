@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from spikescan.compiler.ir import LayerIR, NetworkIR
 from spikescan.runtime import psn
+from spikescan.runtime.eager_guard import run_eagerly
 from spikescan.runtime.network import DTYPE, NetworkOutput, SpikingNetwork, init_weight, input_offsets
 
 TORCH_NAMES = ("auto", "torch", "torch-sequential", "sequential-cpu")
@@ -169,7 +170,7 @@ class PSNNetwork(SpikingNetwork):
         lo = self.input_offsets[src]
         return x[..., lo: lo + self.ir.inputs[src]]
 
-    @torch.compiler.disable
+    @run_eagerly  # torch.compiler.disable without importing torch._dynamo (runtime/eager_guard.py)
     def forward(self, times: Tensor, channels: Tensor, *, t_end: Optional[float] = None,
                 observe_vmax: bool = False) -> DiscreteOutput:
         """times [B, n] (ms, +inf padding), channels [B, n]; t_end (ms) fixes the bins."""
