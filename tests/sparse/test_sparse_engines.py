@@ -161,3 +161,40 @@ def test_endless_avalanche_is_refused(tmp_path):
     m = SparseModel.load(write(tmp_path, text), seed=0)
     with pytest.raises(SparseModelError, match="refractory"):
         run_sparse(m, duration=100.0)
+
+
+TWO_PORTS = """
+neuron PortLIF {
+    params { tau_m = 10 ms  tau_i = 5 ms  mu = 3.0  v_th = 1.0  v_reset = 0.0 }
+    state { v = 0.0  g = 0.0 }
+    dynamics { dv/dt = (mu - g - v) / tau_m
+               dg/dt = -g / tau_i }
+    on input_exc(w) { v += w }
+    on input_inh(w) { g += w }
+    spike when v >= v_th
+    on spike { v = v_reset }
+    refractory 1 ms
+}
+network two {
+    param K = 10
+    layer E[60] = PortLIF(tau_m = 10 ms)
+        <- sparse(E, k = 8, init = uniform(0.0, 0.2), seed = 1, port = input_exc),
+           sparse(I, k = 2, init = constant(1.5), seed = 2, port = input_inh)
+        { init v = uniform(0, 1) }
+    layer I[20] = PortLIF(tau_m = 7 ms, mu = 2.5)
+        <- sparse(E, k = 8, init = constant(0.1), seed = 3, port = input_exc),
+           sparse(I, k = 2, init = constant(1.0), seed = 4, port = input_inh)
+        { init v = uniform(0, 1) }
+}
+"""
+
+
+def test_ports_per_layer_params_and_per_synapse_weights(tmp_path):
+    """Two input ports (the jump chosen per connection), parameters that differ between layers
+    (the engine's per-target parameter path) and uniform random weights, against the O(N) loop."""
+    m = SparseModel.load(write(tmp_path, TWO_PORTS), seed=4)
+    assert not np.all(m.params == m.params[:1])
+    fast = run_sparse(m, duration=100.0, max_spikes=400)
+    ref = run_reference(m, 100.0, max_spikes=400)
+    assert len(fast) == 400 and fast.times[-1] > 10.0
+    _same(fast, ref, 400)
