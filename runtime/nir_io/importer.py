@@ -178,8 +178,10 @@ def _network(out_snn: Path, g, lname: dict, area: float):
 
     try:
         model = load_model(str(out_snn))
-    except DiagnosticError as e:  # a bug in snn_text, never the user's
-        raise NirError(f"internal: the generated {out_snn} does not compile ({e}); please report it") from None
+    except DiagnosticError as e:  # a language limit (sizes), else a bug in snn_text
+        why = " ".join(str(e).split())
+        raise NirError(f"the generated {out_snn} does not compile: {why} (a size limit of the language, "
+                       "docs/language.md; otherwise please report it)") from None
     net = SpikingNetwork(model, None, seed=0)
     with torch.no_grad():
         for lay in g.layers:

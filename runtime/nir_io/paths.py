@@ -43,8 +43,8 @@ class Conn:
 
 def _ints(a, where: str, n: int = 2) -> tuple:
     a = np.asarray(a).reshape(-1)
-    if a.dtype.kind not in "iuf" or a.size not in (1, n) or not np.all(a == np.round(a)):
-        raise NirError(f"{where} must be {n} integers, found {a.tolist()}")
+    if a.dtype.kind not in "iuf" or a.size not in (1, n) or not np.all(a == np.round(a)) or np.any(np.abs(a) > 2**31):
+        raise NirError(f"{where} must be {'an integer' if n == 1 else f'{n} integers'}, found {a.tolist()}")
     v = tuple(int(x) for x in a)
     return v * n if len(v) == 1 else v
 
@@ -73,7 +73,10 @@ def _flatten(name: str, f: dict, shape: tuple, where: str) -> tuple:
     nd = len(shape)
     start = _int(f["start_dim"], f"node '{name}' (Flatten): start_dim") if "start_dim" in f else 1
     end = _int(f["end_dim"], f"node '{name}' (Flatten): end_dim") if "end_dim" in f else -1
-    start, end = start % nd if nd else 0, end % nd if nd else 0
+    if not (-nd <= start < nd and -nd <= end < nd):
+        raise NirError(f"node '{name}' (Flatten): start_dim {start} / end_dim {end} outside a signal of {nd} "
+                       f"dimensions ({where})")
+    start, end = start % nd, end % nd
     if nd > 1 and (start != 0 or end != nd - 1):
         raise NirError(f"node '{name}' (Flatten) flattens dimensions {start} to {end} of a signal of shape "
                        f"{list(shape)}, leaving it {nd - (end - start)}-D; spikescan maps a Flatten of the whole "
