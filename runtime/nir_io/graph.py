@@ -3,8 +3,9 @@
 What maps (docs/nir.md has the full table):
 - Input ([N] or [C, H, W]) -> `input x[...]`; Output -> marks the readout layer;
 - a neuron node (LIF, LI, IF, I, CubaLIF, CubaLI) -> one layer, of the shape of its parameter
-  arrays ([N], or [C, H, W] for a layer fed by a convolution); every parameter array must hold
-  one value (spikescan layers share their parameters);
+  arrays ([N], or [C, H, W] for a layer fed by a convolution; arrays of one entry each take the
+  shape of the node's input signal); every parameter array must hold one value (spikescan
+  layers share their parameters);
 - the path from a source (an Input or a spiking neuron node) to a neuron node is a connection
   (paths.py: dense with Flatten / Delay / Linear / Affine, conv2d from a Conv2d, pool2d from a
   SumPool2d [Scale]);
@@ -178,22 +179,14 @@ def build(raw) -> Graph:
         raise NirError("the graph has no Input node")
     if not layers:
         raise NirError("the graph has no neuron node (LIF, LI, IF, I, CubaLIF, CubaLI)")
-    for tname, lay in layers.items():  # connections: walk back from each neuron node to its source
+    paths = {}
+    for tname, lay in layers.items():  # the paths into each neuron node: (chain, source)
         if not pred[tname]:
             raise NirError(f"node '{tname}' ({lay.kind}) has no input")
-        for p in pred[tname]:
-            chain, cur = [], p
-            while nodes[cur].type in PASS:
-                chain.insert(0, cur)
-                cur = pred[cur][0]
-                if len(chain) > len(nodes):
-                    raise NirError(f"the nodes before '{tname}' form a cycle without a neuron node")
-            src, styp = cur, nodes[cur].type
-            if styp == "Output":
-                raise NirError(f"node '{src}' (Output) feeds node '{tname}'")
-            if styp in NEURON_FIELDS and styp not in SPIKING:
-                raise NirError(f"node '{src}' ({styp}) feeds node '{tname}', but {styp} neurons do not spike: a "
-                               "spikescan layer receives spike events only (its potential is not a signal)")
+        paths[tname] = [_walk_back(nodes, pred, p, tname) for p in pred[tname]]
+    _broadcast(nodes, layers, shapes, paths)
+    for tname, lay in layers.items():  # connections
+        for chain, src in paths[tname]:
             conn, bias = connection(nodes, chain, src, shapes[src], tname)
             conn.marked = any(nodes[n].metadata.get(CONNECTION_KEY) == "recurrent" for n in chain)
             _fits(conn, lay, chain, src)
@@ -204,6 +197,45 @@ def build(raw) -> Graph:
                            "other path(s); spikescan's conv2d / pool2d is its layer's only input")
     order = _order(inputs, layers)
     return Graph(inputs=inputs, layers=[layers[n] for n in order], **_outputs(raw, pred, layers))
+
+
+def _walk_back(nodes, pred, p: str, target: str) -> tuple[list, str]:
+    chain, cur = [], p
+    while nodes[cur].type in PASS:
+        chain.insert(0, cur)
+        cur = pred[cur][0]
+        if len(chain) > len(nodes):
+            raise NirError(f"the nodes before '{target}' form a cycle without a neuron node")
+    styp = nodes[cur].type
+    if styp == "Output":
+        raise NirError(f"node '{cur}' (Output) feeds node '{target}'")
+    if styp in NEURON_FIELDS and styp not in SPIKING:
+        raise NirError(f"node '{cur}' ({styp}) feeds node '{target}', but {styp} neurons do not spike: a "
+                       "spikescan layer receives spike events only (its potential is not a signal)")
+    return chain, cur
+
+
+def _broadcast(nodes, layers: dict, shapes: dict, paths: dict) -> None:
+    """Neuron nodes whose parameters hold one value each (scalars, as snnTorch and others write a
+    layer's shared parameters) take the shape of their input signal, as NumPy broadcasting
+    would: the output shape of an input path whose source's shape is known."""
+    pending = [n for n, lay in layers.items() if lay.size == 1]
+    while pending:
+        done = []
+        for n in pending:
+            for chain, src in paths[n]:
+                if src in pending:
+                    continue
+                conn, _ = connection(nodes, chain, src, shapes[src], n)
+                shape = tuple(conn.out_shape) if len(conn.out_shape) == 3 else (int(np.prod(conn.out_shape)),)
+                lay = layers[n]
+                lay.shape, lay.size, shapes[n] = shape, int(np.prod(shape)), shape
+                done.append(n)
+                break
+        if not done:
+            raise NirError(f"node '{pending[0]}' ({layers[pending[0]].kind}) has one value per parameter and only "
+                           "inputs from other such nodes: its number of neurons cannot be inferred")
+        pending = [n for n in pending if n not in done]
 
 
 def _fits(conn, lay, chain, src) -> None:

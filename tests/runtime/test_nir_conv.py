@@ -287,3 +287,32 @@ network p {
 """)
     with pytest.raises(NirError, match="layer 'p1', pool2d of 'x': the pooled layer has a constant input current"):
         export_nir(src, tmp_path / "p.nir")
+
+
+def test_scalar_parameters_broadcast_to_the_input_signal(tmp_path):
+    """Neuron nodes with one value per parameter (as snnTorch writes a layer's shared beta) take
+    the shape of their input: the import equals the one with full parameter arrays."""
+    rng = np.random.default_rng(0)
+    K, L = rng.normal(1.5, 0.5, (2, 1, 3, 3)), rng.normal(1.5, 0.5, (3, 32))
+
+    def graph(shape_c, shape_o):
+        return nir.NIRGraph(nodes={
+            "in": nir.Input(input_type=np.array([1, 4, 4])),
+            "conv": nir.Conv2d(input_shape=(4, 4), weight=K, stride=1, padding=1, dilation=1, groups=1,
+                               bias=np.zeros(2)),
+            "c": _cuba(shape_c), "flat": nir.Flatten(input_type={"input": np.array([2, 4, 4])}, start_dim=0),
+            "lin": nir.Linear(weight=L), "o": _cuba(shape_o), "out": nir.Output(output_type=np.array([3])),
+        }, edges=[("in", "conv"), ("conv", "c"), ("c", "flat"), ("flat", "lin"), ("lin", "o"), ("o", "out")],
+            type_check=False)
+
+    nets = []
+    for name, g in (("full", graph((2, 4, 4), (3,))), ("scalar", graph((1,), (1,)))):
+        nir.write(tmp_path / f"{name}.nir", g)
+        s = import_nir(tmp_path / f"{name}.nir", tmp_path / f"{name}.snn")
+        assert "layer  c[2, 4, 4]" in s.snn.read_text() and "layer  o[3]" in s.snn.read_text()
+        nets.append(load_network(s.weights, engine="torch"))
+    t, c = _events(16, n=30, seed=2)
+    a, b = nets[0](t, c), nets[1](t, c)
+    assert int(a.counts[-1].sum()) > 0
+    for ca, cb, sa, sb in zip(a.counts, b.counts, a.spikes, b.spikes):
+        assert torch.equal(ca, cb) and torch.equal(sa, sb)
