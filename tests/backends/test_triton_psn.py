@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 # Triton decides at import whether its own @jit library functions (tl.sum, ...) are interpreted:
-# once another test module imported it (torch._dynamo does, through spikescan.runtime.network),
+# once another test module imported it (torch._dynamo does, e.g. under a test of torch.compile),
 # setting TRITON_INTERPRET here is too late, and the kernels run in a fresh process instead.
 _LATE = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere in this process
