@@ -35,6 +35,7 @@ from typing import Optional
 
 from torch_mlir import ir
 from torch_mlir.dialects import arith, func, memref, scf, vector
+from torch_mlir.dialects import llvm
 
 from spikescan.compiler.backends.mlir_ops import VOps
 
@@ -42,7 +43,23 @@ INF = float("inf")
 MODE = "adaptive"  # or "branchy" / "branchless" (one shape of pass 1 for every event; tests, benchmarks)
 FEW = 32  # "adaptive": the branchy shape while under 1/FEW of the lanes are not calm (~1/8 of
 # the groups for 4 lanes)
-LANES = {"f64": 4, "f32": 8}  # lanes per vector op: one 256-bit AVX2 register; bench/cpu_forward.py
+
+
+def _vector_bits() -> int:
+    """Width of the host's vector registers: 512 with AVX-512F (Linux), else 256."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return 512 if " avx512f" in line else 256
+    except OSError:
+        pass
+    return 256
+
+
+# lanes per vector op: one register (AVX-512: 8 f64, ~20% faster than 4 on the SHD-like forward,
+# same bits: every lane runs the same scalar formulas); bench/cpu_forward.py
+LANES = {"f64": _vector_bits() // 64, "f32": _vector_bits() // 32}
 
 
 def _tests(em, x, ref, t_prev, D):
@@ -97,7 +114,6 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
     npar = len(em.pnames)
     vo = VOps(em.dtype, lanes)
     mvec = ir.VectorType.get([1], ir.IntegerType.get_signless(lanes))  # a lane mask as bits
-    i64v = ir.VectorType.get([lanes], i64)
     types = ([_memref(2, ft), _memref(2, i64), _memref(2, i64), _dense(3, ft), _memref(1, i64),
               _memref(1, ft)] + [_memref(1, ft)] * npar
              + [_memref(3, ft), _memref(2, i64), _memref(2, i64), _dense(2, ft), _dense(1, ft),
@@ -137,10 +153,10 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
                 # idxs behind a uniform branch, so pass 2 visits only them. The shape (see the
                 # module docstring) follows the previous event's count of groups not all calm.
                 def vector_pass(branchy: bool):
-                    lv = scf.ForOp(c0, nV, cL, [c0, vector.broadcast(i64v, zero64)])
+                    lv = scf.ForOp(c0, nV, cL, [c0, c0])
                     with ir.InsertionPoint(lv.body):
                         j = lv.induction_variable
-                        cnt, acc = lv.inner_iter_args
+                        cnt, ncalm = lv.inner_iter_args
                         with em.using(vo):
                             x = [vector.load(vo.ft, xs, [o.ci(q), j]) for q in range(d)]
                             ref = vector.load(vo.ft, refs, [j])
@@ -149,7 +165,10 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
                             calm = vo.and_(quiet, easy)
                         # every lane calm: no crossing anywhere in the group, no test left to run
                         allc = vector.reduction(i1, vector.CombiningKind.AND, calm)
-                        acc2 = arith.subi(acc, arith.extsi(i64v, calm))  # calm lanes, per lane
+                        # calm lanes, a scalar popcount (a vector accumulator was spilled
+                        # to the stack every iteration)
+                        cbits = arith.extui(i64, vector.extract(vector.bitcast(mvec, calm), [], [0]))
+                        ncalm2 = arith.addi(ncalm, arith.index_cast(idx, llvm.intr_ctpop(cbits)))
 
                         def calm_group(x=x, wrow=wrow, j=j, cnt=cnt):
                             with em.using(vo):
@@ -185,9 +204,8 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
                             return o.if_(anyl, append, lambda: [cnt], [idx])
 
                         cnt2 = o.if_(allc, calm_group, group, [idx]) if branchy else group()
-                        scf.yield_(cnt2 + [acc2])
-                    ncalm = vector.reduction(i64, vector.CombiningKind.ADD, lv.results[1])
-                    return [lv.results[0], arith.subi(nV, arith.index_cast(idx, ncalm))]
+                        scf.yield_(cnt2 + [ncalm2])
+                    return [lv.results[0], arith.subi(nV, lv.results[1])]
 
                 if MODE == "adaptive":
                     few = arith.cmpi(arith.CmpIPredicate.ult, arith.muli(nq_prev, o.ci(FEW)),
