@@ -90,8 +90,42 @@ class NeuronEmitter:
             self.nocross = [([pr(row[j]) for j in range(d)], pr(off)) for row, off in nir.no_cross_rows]
 
     # ---- propagator
+    phi_hint = None  # (D0, Phi(D0), phi(D0)) already computed at this point (reuse_phi)
+
+    @contextlib.contextmanager
+    def reuse_phi(self, D0: ir.Value, Phi0, phi0):
+        """Inside: the scalar phi_at(D) returns Phi0, phi0 where D has the bits of D0 (a run-time
+        test) instead of calling exp & co again; the same values, as they are printed from the
+        same D. The event-outer loop's exact path (mlir_shared.py pass 2) reuses the event's."""
+        saved = self.phi_hint
+        self.phi_hint = (D0, Phi0, phi0)
+        try:
+            yield
+        finally:
+            self.phi_hint = saved
+
     def phi_at(self, D: ir.Value):
         """Phi(D) (None for structural zeros) and phi(D), printed from the IR."""
+        hint = self.phi_hint
+        if hint is None or type(self.o) is not Ops:
+            return self._phi_at(D)
+        D0, Phi0, phi0 = hint
+        d, o = self.d, self.o
+
+        def flat(Phi, phi):
+            return [v for v in [*(Phi[i][j] for i in range(d) for j in range(d)), *phi] if v is not None]
+
+        def unflat(vals):
+            it = iter(vals)
+            return ([[None if Phi0[i][j] is None else next(it) for j in range(d)] for i in range(d)],
+                    [None if v is None else next(it) for v in phi0])
+
+        bits = ir.IntegerType.get_signless(64 if self.dtype == "f64" else 32)
+        same = arith.cmpi(arith.CmpIPredicate.eq, arith.bitcast(bits, D), arith.bitcast(bits, D0))
+        return unflat(o.if_(same, lambda: flat(Phi0, phi0), lambda: flat(*self._phi_at(D)),
+                            [o.ft] * len(flat(Phi0, phi0))))
+
+    def _phi_at(self, D: ir.Value):
         env = dict(self.P.env)
         env[DT.name] = D
         pr = ExprPrinter(self.o, env)

@@ -65,8 +65,11 @@ LANES = {"f64": _vector_bits() // 64, "f32": _vector_bits() // 32}
 def _tests(em, x, ref, t_prev, D):
     """(skip, quiet, easy) of one lane group (em.o: scalar Ops or VOps): first_crossing's
     decisions before its quick test. The group's interval has no crossing where
-    skip | (quiet & (easy | quick))."""
+    skip | (quiet & (easy | quick)). ref None: the event's "calm" shape, where no neuron is
+    refractory (every ref <= t_prev) and D > 0: skip is None (false) and so are pos and D <= 0."""
     o = em.o
+    if ref is None:
+        return None, o.not_(o.ge(em.potential(x), em.theta)), em.no_cross(x)
     # _advance's lo = max(ref - t, 0) and its tests, without the max: lo > 0 iff ref - t > 0
     # iff ref > t (IEEE subtraction keeps the sign of a - b), and then lo = ref - t
     pos = o.gt(ref, t_prev)
@@ -86,7 +89,7 @@ def _update(em, x, wrow, tests, D, Phi, phi, wscale, port):
     xp = [o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)]
     if len(em.rows) <= 2:
         easy = o.or_(easy, em.quick_no_cross(x, D, (Phi, phi)))
-    safe = o.or_(skip, o.and_(quiet, easy))
+    safe = o.and_(quiet, easy) if skip is None else o.or_(skip, o.and_(quiet, easy))
     w = o.mul(wscale, wrow)
     xn = em.materialize(em.jump(xp, w, port))
     # stored for every lane, no select: LLVM turns store(select(m, new, load)) into a masked
@@ -143,23 +146,27 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
             H = memref.load(horizon, [b])
             x0 = em.materialize(em.init)
             init_shared_lanes(em, x0, nN, xs, refs, ints)
-            lk = scf.ForOp(c0, arith.addi(nv, c1), c1, [o.c(0.0), c0])
+            # refmax: the largest refractory end of the sample's neurons so far (refs only grow)
+            lk = scf.ForOp(c0, arith.addi(nv, c1), c1, [o.c(0.0), c0, o.c(-INF)])
             with ir.InsertionPoint(lk.body):
                 k = lk.induction_variable
-                t_prev, nq_prev = lk.inner_iter_args
+                t_prev, nq_prev, refmax = lk.inner_iter_args
                 ch, T, D, wscale, Phi, phi = shared_arrival(em, k, nv, b, order, chan, times, H, t_prev)
+                # no neuron refractory in this interval and D > 0 (nearly every event): pass 1
+                # skips the refractory tests and the refs (4 of its ~10 compares per group)
+                calm_ev = o.and_(o.le(refmax, t_prev), o.not_(o.le(D, o.c(0.0))))
 
                 # pass 1a: whole vectors of neurons; the (rare) flagged ones are appended to
                 # idxs behind a uniform branch, so pass 2 visits only them. The shape (see the
                 # module docstring) follows the previous event's count of groups not all calm.
-                def vector_pass(branchy: bool):
+                def vector_pass(branchy: bool, fast: bool):
                     lv = scf.ForOp(c0, nV, cL, [c0, c0])
                     with ir.InsertionPoint(lv.body):
                         j = lv.induction_variable
                         cnt, ncalm = lv.inner_iter_args
                         with em.using(vo):
                             x = [vector.load(vo.ft, xs, [o.ci(q), j]) for q in range(d)]
-                            ref = vector.load(vo.ft, refs, [j])
+                            ref = None if fast else vector.load(vo.ft, refs, [j])
                             wrow = vector.load(vo.ft, weight, [bw, ch, j])
                             skip, quiet, easy = _tests(em, x, ref, t_prev, D)
                             calm = vo.and_(quiet, easy)
@@ -207,13 +214,15 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
                         scf.yield_(cnt2 + [ncalm2])
                     return [lv.results[0], arith.subi(nV, lv.results[1])]
 
-                if MODE == "adaptive":
-                    few = arith.cmpi(arith.CmpIPredicate.ult, arith.muli(nq_prev, o.ci(FEW)),
-                                     nV)  # under 1/FEW of the lanes not calm
-                    cnt_v, nq = o.if_(few, lambda: vector_pass(True), lambda: vector_pass(False),
-                                      [idx, idx])
-                else:  # one fixed shape (tests, benchmarks)
-                    cnt_v, nq = vector_pass(MODE == "branchy")
+                def shaped(fast: bool):
+                    if MODE == "adaptive":
+                        few = arith.cmpi(arith.CmpIPredicate.ult, arith.muli(nq_prev, o.ci(FEW)),
+                                         nV)  # under 1/FEW of the lanes not calm
+                        return o.if_(few, lambda: vector_pass(True, fast), lambda: vector_pass(False, fast),
+                                     [idx, idx])
+                    return vector_pass(MODE == "branchy", fast)  # one fixed shape (tests, benchmarks)
+
+                cnt_v, nq = o.if_(calm_ev, lambda: shaped(True), lambda: shaped(False), [idx, idx])
                 # pass 1b: the scalar tail (same formulas)
                 lt_ = scf.ForOp(nV, nN, c1, [cnt_v])
                 with ir.InsertionPoint(lt_.body):
@@ -234,24 +243,28 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
                 nflag = lt_.results[0]
 
                 # pass 2 (rare): the exact per-neuron path for the flagged neurons
-                lf = scf.ForOp(c0, nflag, c1)
+                lf = scf.ForOp(c0, nflag, c1, [refmax])
                 with ir.InsertionPoint(lf.body):
                     j = arith.index_cast(idx, memref.load(idxs, [lf.induction_variable]))
                     x = [memref.load(xsave, [o.ci(q), lf.induction_variable]) for q in range(d)]
                     ref = memref.load(refs, [j])
                     cnt = memref.load(ints, [c0, j])
                     ov = memref.load(ints, [c1, j])
-                    st = _advance(em, x + [t_prev, ref, cnt, ov], T, b, j, out, S64,
-                                  at_hz=arith.cmpi(arith.CmpIPredicate.uge, k, nv), xrec=xrec)
+                    # a neuron that is not refractory tests [0, D] and, without a crossing,
+                    # propagates over D: the event's Phi(D), not 4 libm calls each time
+                    with em.reuse_phi(D, Phi, phi):
+                        st = _advance(em, x + [t_prev, ref, cnt, ov], T, b, j, out, S64,
+                                      at_hz=arith.cmpi(arith.CmpIPredicate.uge, k, nv), xrec=xrec)
                     memref.store(st[d + 1], refs, [j])
+                    refmax2 = arith.maximumf(lf.inner_iter_args[0], st[d + 1])
                     memref.store(st[d + 2], ints, [c0, j])
                     memref.store(st[d + 3], ints, [c1, j])
                     w = arith.mulf(wscale, memref.load(weight, [bw, ch, j]))
                     xj = em.materialize(em.jump(st[:d], w, port))
                     for q in range(d):
                         memref.store(xj[q], xs, [o.ci(q), j])
-                    scf.yield_([])
-                scf.yield_([T, nq])
+                    scf.yield_([refmax2])
+                scf.yield_([T, nq, lf.results[0]])
             lo = scf.ForOp(c0, nN, c1)
             with ir.InsertionPoint(lo.body):
                 j = lo.induction_variable
