@@ -85,6 +85,10 @@ def build_c_loop():
         return None, f"cc failed: {r.stderr.strip()[:200]}"
     f = ctypes.CDLL(str(so)).cuba_forward
     f.restype = ctypes.c_int64
+    # without argtypes ctypes passes Python ints as 32-bit C ints: garbage in the upper halves
+    # of the int64_t arguments (seen to segfault)
+    P, I, Dd = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+    f.argtypes = [P, P, P, I, I, P, I, Dd, Dd, P, P]
     return f, None
 
 
