@@ -56,10 +56,10 @@ def constants(net: ast.Network) -> dict[str, float]:
 
 
 def analyze_sparse_network(net: ast.Network, neurons: dict[str, NeuronIR]) -> NetworkIR:
-    if net.inputs:
-        raise CompileError("E087", "sparse networks have no input populations", net.inputs[0].span)
     consts = constants(net)
     sizes = {l.name: l.size for l in net.layers}
+    inputs = {p.name: p.size for p in net.inputs}  # "Networks with inputs" (docs/sparse.md)
+    sizes.update(inputs)
     layers = []
     for l in net.layers:
         if l.neuron not in neurons:
@@ -71,7 +71,10 @@ def analyze_sparse_network(net: ast.Network, neurons: dict[str, NeuronIR]) -> Ne
                 raise CompileError("E044", f"'{l.neuron}' has no parameter '{ov.name}'", ov.span)
             params[ov.name] = _value(ov.value, {}, "E044", f"override of {ov.name}")
         conns = []
-        for c in l.connections:
+        for ci, c in enumerate(l.connections):
+            if c.kind == "dense" and c.source in inputs:
+                conns.append(_dense_input(c, nir, consts, l, len(layers), ci))
+                continue
             if c.kind != "sparse":
                 raise CompileError("E087", f"{c.kind} connection in a sparse network", c.span)
             opts = dict(c.options)
@@ -101,4 +104,24 @@ def analyze_sparse_network(net: ast.Network, neurons: dict[str, NeuronIR]) -> Ne
             state_init[s.name] = distribution(s.value, consts, "E089", f"the initial value of `{s.name}`")
         layers.append(LayerIR(name=l.name, size=l.size, neuron=l.neuron, params=params,
                               connections=tuple(conns), state_init=state_init))
-    return NetworkIR(name=net.name, inputs={}, layers=layers, readout=None)
+    return NetworkIR(name=net.name, inputs=inputs, layers=layers, readout=None)
+
+
+def _dense_input(c: ast.Connection, nir: NeuronIR, consts: dict[str, float], layer: ast.Layer,
+                 li: int, ci: int) -> ConnectionIR:
+    """`dense(x, init = ...)` from an input population of a sparse network: every channel reaches
+    every neuron; the weights are drawn per synapse from a seed fixed by the connection's place
+    (layer li, connection ci), so the network stays a pure function of its file."""
+    opts = dict(c.options)
+    if "init" not in opts or "delays" in opts:
+        raise CompileError("E091", "a dense input connection of a sparse network needs `init` and no delays",
+                           c.span)
+    port = next(iter(nir.ports), None)
+    if "port" in opts:
+        p = opts["port"]
+        port = p.id if isinstance(p, ast.Name) else None
+    if port is None or port not in nir.ports:
+        raise CompileError("E050", f"neuron '{layer.neuron}' has no input port '{port}'", c.span)
+    init = distribution(opts["init"], consts, "E091", "the weights")
+    return ConnectionIR(kind="dense", source=c.source, port=port, delays=None, init=init, k=0,
+                        seed=1_000_003 * (li + 1) + ci)

@@ -93,6 +93,8 @@ CODES: dict[str, str] = {
     "E088": "invalid network constant",
     "E089": "invalid initial-state distribution",
     "E090": "unsupported neuron in a sparse network",
+    "E091": "invalid dense input connection of a sparse network",
+    "E092": "input population of a sparse network that drives no layer",
     # convolution and pooling (dsl/conv.py, docs/language.md)
     "E080": "invalid option of a conv2d or pool2d connection",
     "E081": "conv2d or pool2d from a population that is not [C, H, W] or not earlier",

@@ -2,11 +2,14 @@
 connections, network constants (`param K = 100`) and seeded initial states (`{ init v = uniform(0, 1) }`).
 
 A network is *sparse* when one of its connections is `sparse(...)`. Such a network runs on the
-event-driven engines of runtime/sparse (`spikescan run`), so it is autonomous: no input
-populations, no dense or recurrent connections, no readout, and one spiking neuron type for all
-layers (the generated engine is specialised to it). Codes: E085 (k), E086 (other connection
-options), E087 (network structure), E088 (network constants), E089 (state initialisation),
-E090 (neuron types). NetworkChecks (checks.py) calls `connection` and `check_network`.
+event-driven engines of runtime/sparse (`spikescan run`, or runtime/sparse/module.py when it has
+inputs): between layers only sparse connections, no readout, and one spiking neuron type for all
+layers (the generated engine is specialised to it). Input populations may drive layers through
+`sparse(x, k = ...)` or `dense(x, init = ...)` (docs/sparse.md, "Networks with inputs").
+Codes: E085 (k), E086 (other connection options), E087 (network structure), E088 (network
+constants), E089 (state initialisation), E090 (neuron types), E091 (dense input connections),
+E092 (an input that drives no layer). NetworkChecks (checks.py) calls `connection` and
+`check_network`.
 """
 
 from __future__ import annotations
@@ -126,11 +129,6 @@ def connection(checks, layer: ast.Layer, c: ast.Connection, neuron: Optional[ast
 
         checks.err("E043", f"connection from unknown population `{c.source}`", c.source_span,
                    _suggest(c.source, checks.pops))
-    elif isinstance(src, ast.InputPop):
-        checks.err("E087", f"sparse connection from input `{c.source}`", c.source_span,
-                   "sparse networks are autonomous (driven by the neurons' constant drive): "
-                   "connect layers, e.g. `sparse(E, k = 100)`")
-        src = None
     opts: dict[str, ast.Expr] = {}
     for key, value in c.options:
         if key in opts:
@@ -145,7 +143,7 @@ def connection(checks, layer: ast.Layer, c: ast.Connection, neuron: Optional[ast
         checks.err("E085", "a sparse connection needs `k`, its number of presynaptic partners per neuron",
                    c.span, f"write e.g. `sparse({c.source or layer.name}, k = 100)`")
     else:
-        hi = src.size if isinstance(src, ast.Layer) and src.size > 0 else 2**31 - 1
+        hi = src.size if isinstance(src, (ast.Layer, ast.InputPop)) and src.size > 0 else 2**31 - 1
         name = source_name(layer, c)
         k = _count(checks, opts["k"], consts, "`k` of a sparse connection", "E085", 1, 2**31 - 1)
         if k is not None and k > hi:
@@ -175,18 +173,28 @@ def check_network(checks, net: ast.Network, consts: dict[str, float]) -> None:
                            s.span, "dense networks start from the neuron's `state` values; "
                            "see docs/sparse.md for autonomous sparse networks")
         return
-    hint = "a sparse network is autonomous and runs with `spikescan run` (docs/sparse.md)"
-    for p in net.inputs[:1]:
-        checks.err("E087", f"input population `{p.name}` in a sparse network", p.span,
-                   hint + "; drive its neurons with a constant term in the dynamics instead")
+    hint = "a sparse network runs on the sparse engines (`spikescan run`, docs/sparse.md)"
+    inputs = {p.name for p in net.inputs}
+    used: set[str] = set()
     for l in net.layers:
         for c in l.connections:
-            if c.kind != "sparse":
+            if c.source in inputs:
+                used.add(c.source)
+            if c.kind == "dense" and c.source in inputs:
+                dense_input(checks, c)
+            elif c.kind != "sparse":
                 checks.err("E087", f"{c.kind} connection in a sparse network", c.span,
-                           hint + "; connect every layer with `sparse(...)`")
+                           hint + "; connect every layer with `sparse(...)` (inputs also with "
+                           "`dense(x, init = ...)`)")
+    for p in net.inputs:
+        if p.name not in used:
+            checks.err("E092", f"input population `{p.name}` drives no layer of sparse network "
+                       f"`{net.name}`", p.span,
+                       f"connect it, e.g. `<- sparse({p.name}, k = 10, init = constant(0.5))`, or remove it")
     for r in net.readouts[:1]:
         checks.err("E087", "readout in a sparse network", r.span,
-                   hint + "; it records every spike of every layer, so remove the readout")
+                   hint + "; it records every spike of every layer, so remove the readout (to train "
+                   "one, use runtime.sparse.module.SparseInputNet with a readout in Python)")
     types = {l.neuron for l in net.layers}
     first = net.layers[0]
     if len(types) > 1:
@@ -204,6 +212,22 @@ def check_network(checks, net: ast.Network, consts: dict[str, float]) -> None:
             checks.err("E090", f"discrete-time neuron {l.neuron} in a sparse network", l.neuron_span,
                        "sparse networks run in continuous time: use a neuron with dynamics")
         state_inits(checks, l, n, consts)
+
+
+def dense_input(checks, c: ast.Connection) -> None:
+    """`dense(x, init = ...)` from an input of a sparse network (E091): an explicit weight
+    distribution (the sparse engines draw it; `auto(...)` needs a training batch), no delays."""
+    opts = dict(c.options)
+    if "delays" in opts:
+        checks.err("E091", "delays on a dense input connection of a sparse network", opts["delays"].span,
+                   "the sparse engines deliver inputs at once: remove `delays`")
+    init = opts.get("init")
+    if init is None:
+        checks.err("E091", f"dense input connection from `{c.source}` without `init` in a sparse network",
+                   c.span, f"give its weights, e.g. `dense({c.source}, init = normal(0, 0.5))`")
+    elif isinstance(init, ast.Call) and init.func == "auto":
+        checks.err("E091", "`init = auto(...)` on an input connection of a sparse network", init.span,
+                   "write `normal(mean, std)`, `uniform(low, high)` or `constant(value)`")
 
 
 def state_inits(checks, layer: ast.Layer, neuron: Optional[ast.Neuron], consts: dict[str, float]) -> None:

@@ -87,7 +87,8 @@ def default_weights(model: SparseModel, per_synapse: bool = True) -> list[Tensor
 
 def simulate(model: SparseModel, duration_ms: float, weights: Optional[Sequence[Tensor]] = None,
              x0: Optional[Tensor] = None, params: Optional[Tensor] = None,
-             max_spikes: int = 100_000, tape: Optional[list] = None) -> DiffSpikes:
+             max_spikes: int = 100_000, tape: Optional[list] = None,
+             inputs: Optional[tuple] = None, in_weights: Optional[Sequence[Tensor]] = None) -> DiffSpikes:
     """Spikes in [0, duration_ms] of `model`, differentiable w.r.t. `weights` (list over model.csr of
     [n_synapses] or 0-d tensors; default the model's), `x0` ([N, d], default model.x0) and `params`
     ([L, n_params] in IR order, ms for times; default model.params). Raises SpikeBudgetExceeded
@@ -95,7 +96,12 @@ def simulate(model: SparseModel, duration_ms: float, weights: Optional[Sequence[
 
     tape: a list that receives, per spike, (neuron, D, kind, state of all neurons at the spike
     before the reset (d tensors [N])), kind 0 = solved crossing, 1 = at the end of the refractory
-    period, 2 = at the interval start otherwise; the hand-written adjoint (adjoint.py) reads it."""
+    period, 2 = at the interval start otherwise; the hand-written adjoint (adjoint.py) reads it.
+
+    inputs: (times [M] tensor (may require grad), channels [M]) of one sample's input events, for a
+    network with input populations, merged as in reference.run_reference (ties: the input first);
+    in_weights: list over model.in_csr like `weights` (default the model's). The tape does not
+    record input events: the hand-written adjoint refuses inputs."""
     nir = model.neuron
     kern = NeuronKernels.from_ir(nir)
     N, f64 = model.n, torch.float64
@@ -114,6 +120,11 @@ def simulate(model: SparseModel, duration_ms: float, weights: Optional[Sequence[
     if tuple(x0.shape) != model.x0.shape:
         raise ValueError(f"x0 must be {model.x0.shape}, got {tuple(x0.shape)}")
 
+    if inputs is not None and tape is not None:
+        raise NotImplementedError("the hand-written sparse adjoint has no input events: use autograd "
+                                  "(runtime.sparse.autodiff.simulate without a tape)")
+    in_t, in_ch, in_rows = _input_tensors(model, inputs, in_weights, duration_ms)
+    m = 0
     pop = torch.from_numpy(model.pop_ids().astype(np.int64))
     P = tuple(params[:, q][pop] for q in range(len(nir.params)))
     Pd = tuple(p.detach() for p in P)
@@ -134,6 +145,22 @@ def simulate(model: SparseModel, duration_ms: float, weights: Optional[Sequence[
         D = torch.where(still_refractory, torch.full_like(D, float("inf")), D)
         j = int(torch.argmin(D))
         Dj = float(D[j])
+        if m < len(in_ch) and (not Dj <= duration_ms - t or float(in_t[m]) <= t + Dj):
+            # the next input event first (reference.run_reference): advance all, jump its targets
+            Din = float(in_t[m]) - t
+            if Din > 0:
+                x = densify(kern.propagate(in_t[m] - tg, x, P), like)
+            t, tg = float(in_t[m]), in_t[m]
+            ch = int(in_ch[m])
+            m += 1
+            for c, tgts, w in in_rows:
+                local = ch - c.src_offset
+                if not 0 <= local < c.n_src:
+                    continue
+                a, b = int(c.indptr[local]), int(c.indptr[local + 1])
+                ws = w[a:b] if w.dim() else w.expand(b - a)
+                x = [v.index_add(0, tgts[a:b], Bs[c.port][q][tgts[a:b]] * ws) for q, v in enumerate(x)]
+            continue
         if not Dj <= duration_ms - t:
             break
         if len(times) >= max_spikes:
@@ -169,3 +196,33 @@ def simulate(model: SparseModel, duration_ms: float, weights: Optional[Sequence[
             x = [v.index_add(0, tgt, Bs[c.port][q][tgt] * ws) for q, v in enumerate(x)]
     tt = torch.stack(times) if times else torch.zeros(0, dtype=f64)
     return DiffSpikes(tt, np.array(neurons, dtype=np.int64), np.array(immediate, dtype=bool), float(duration_ms))
+
+
+def default_in_weights(model: SparseModel) -> list[Tensor]:
+    """The input connections' weights, one float64 tensor [n_synapses] per model.in_csr."""
+    return [torch.from_numpy(c.weights.copy()) if c.weights is not None
+            else torch.full((c.n_synapses,), c.weight, dtype=torch.float64) for c in model.in_csr]
+
+
+def _input_tensors(model: SparseModel, inputs, in_weights, duration_ms: float):
+    """Sorted input times (a tensor, gradient kept), channels (numpy) and the input CSR rows."""
+    if inputs is None:
+        return torch.zeros(0, dtype=torch.float64), np.zeros(0, np.int64), []
+    from .inputs import input_events
+
+    t, ch = inputs
+    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+    ch_np = ch.detach().cpu().numpy() if isinstance(ch, Tensor) else np.asarray(ch)
+    ch_np = ch_np.reshape(-1)
+    # the order and the kept events from the values; the times themselves keep their graph
+    _, _ = input_events(model, t.detach().cpu().numpy(), ch_np, duration_ms)  # validates
+    tv = t.detach().cpu().numpy()
+    chv = np.nan_to_num(ch_np.astype(np.float64), nan=-1.0).astype(np.int64)
+    keep = np.nonzero((chv >= 0) & np.isfinite(tv) & (tv <= duration_ms))[0]
+    keep = keep[np.argsort(tv[keep], kind="stable")]
+    in_weights = default_in_weights(model) if in_weights is None else list(in_weights)
+    if len(in_weights) != len(model.in_csr):
+        raise ValueError(f"in_weights: expected {len(model.in_csr)} tensors (one per input connection), "
+                         f"got {len(in_weights)}")
+    rows = [(c, torch.from_numpy(c.targets.astype(np.int64)), w) for c, w in zip(model.in_csr, in_weights)]
+    return t[torch.from_numpy(keep)], chv[keep], rows

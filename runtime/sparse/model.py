@@ -36,6 +36,15 @@ class SparseModel:
     csr: list[SparseCSR]
     seed: int = 0
     meta: dict = field(default_factory=dict)
+    # input populations (docs/sparse.md, "Networks with inputs"): names, channel offsets (global
+    # channel = offset + local index) and the out-going CSR of every connection from an input
+    inputs: list = field(default_factory=list)
+    in_offsets: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
+    in_csr: list = field(default_factory=list)
+
+    @property
+    def n_in(self) -> int:
+        return int(self.in_offsets[-1])
 
     @property
     def n(self) -> int:
@@ -99,12 +108,23 @@ class SparseModel:
                 rng = np.random.default_rng([seed, li, q])
                 x0[offsets[li]:offsets[li + 1], q] = (_draw(spec, l.size, rng) if spec is not None
                                                       else default[q])
-        csr = []
+        in_names = list(net.inputs)
+        in_offsets = np.zeros(len(in_names) + 1, dtype=np.int64)
+        np.cumsum([net.inputs[n] for n in in_names], out=in_offsets[1:])
+        csr, in_csr = [], []
         for li, l in enumerate(net.layers):
             for c in l.connections:
+                if c.source in net.inputs:  # an input connection: its own CSR list (inputs.py)
+                    from .inputs import build_input_csr
+
+                    si = in_names.index(c.source)
+                    in_csr.append(build_input_csr(c, int(in_offsets[si]), net.inputs[c.source],
+                                                  int(offsets[li]), sizes[li]))
+                    continue
                 si = names.index(c.source)
                 csr.append(build_csr(c, int(offsets[si]), sizes[si], int(offsets[li]), sizes[li]))
-        return cls(net.name, nir, names, offsets, params, x0, csr, seed)
+        return cls(net.name, nir, names, offsets, params, x0, csr, seed, inputs=in_names,
+                   in_offsets=in_offsets, in_csr=in_csr)
 
 
 def is_sparse_ir(net: NetworkIR) -> bool:

@@ -6,6 +6,12 @@ as the dense engines), the earliest one (ties: the smallest neuron index) fires,
 advanced to that time with the IR's propagator Phi(D), phi(D), the spiking neuron is reset and
 its targets receive their jumps B w at once (sparse connections have no delays). Cost O(N) per
 spike; float64 torch on the CPU. It is deliberately simple: no heap, no laziness.
+
+Inputs (docs/sparse.md, "Networks with inputs"): sorted input events (time, channel) are merged
+into the same loop. When the next input event comes no later than the next crossing (ties: the
+input first, as in the compiled engine), every neuron advances to its time and the channel's
+targets jump by B w; input events are not recorded as spikes. A neuron still refractory at the
+horizon does not spike there (as in the compiled engine and the autodiff loop).
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from .result import SpikeTrain
 @torch.no_grad()
 def run_reference(model: SparseModel, duration_ms: float, max_spikes: Optional[int] = None,
                   time_limit_s: Optional[float] = None,
-                  progress: Optional[Callable[[float, int], None]] = None) -> SpikeTrain:
+                  progress: Optional[Callable[[float, int], None]] = None,
+                  inputs: Optional[tuple] = None) -> SpikeTrain:
     """Spikes in [0, duration_ms]; stops early at max_spikes or after time_limit_s of wall time
-    (SpikeTrain.complete tells which)."""
+    (SpikeTrain.complete tells which). inputs: (times, channels) of one sample's input events
+    (inputs.input_events checks and sorts them), for a network with input populations."""
     nir = model.neuron
     kern = NeuronKernels.from_ir(nir)
     N = model.n
@@ -42,6 +50,10 @@ def run_reference(model: SparseModel, duration_ms: float, max_spikes: Optional[i
     rows = [(c, torch.from_numpy(c.indptr), torch.from_numpy(c.targets.astype(np.int64)),
              None if c.weights is None else torch.from_numpy(c.weights)) for c in model.csr]
     ref_end = torch.full((N,), -float("inf"), dtype=f64)
+    in_t, in_ch = _inputs(model, inputs, duration_ms)
+    in_rows = [(torch.from_numpy(c.targets.astype(np.int64)),
+                None if c.weights is None else torch.from_numpy(c.weights), c) for c in model.in_csr]
+    m = 0
     t = 0.0
     times, neurons = [], []
     t0 = time.perf_counter()
@@ -54,10 +66,29 @@ def run_reference(model: SparseModel, duration_ms: float, max_spikes: Optional[i
             break
         lo = torch.clamp(ref_end - t, min=0.0)
         hi = torch.full((N,), duration_ms - t, dtype=f64)
+        still_refractory = lo > hi  # at the horizon: no spike (the solver would see u(hi) >= theta)
         lo = torch.minimum(lo, hi)
         D = first_crossing(kern, x, P, lo, hi, torch.full((N,), abs(t), dtype=f64))
+        D = torch.where(still_refractory, torch.full_like(D, float("inf")), D)
         j = int(torch.argmin(D))  # the first index among equal minima
         Dj = float(D[j])
+        if m < len(in_t) and (not Dj <= duration_ms - t or in_t[m] <= t + Dj):
+            # the next input event comes first: advance everyone to it, jump its targets
+            Din = float(in_t[m]) - t
+            if Din > 0:
+                x = densify(kern.propagate(torch.tensor(Din, dtype=f64), x, P), like)
+            t = float(in_t[m])
+            ch = int(in_ch[m])
+            m += 1
+            for tg, ws, c in in_rows:
+                local = ch - c.src_offset
+                if not 0 <= local < c.n_src:
+                    continue
+                a, b = int(c.indptr[local]), int(c.indptr[local + 1])
+                w = ws[a:b] if ws is not None else torch.full((b - a,), c.weight, dtype=f64)
+                for q in range(nir.d):
+                    x[q].index_add_(0, tg[a:b], Bs[c.port][q][tg[a:b]] * w)
+            continue
         if not Dj <= duration_ms - t:
             break
         if Dj > 0:
@@ -82,3 +113,11 @@ def run_reference(model: SparseModel, duration_ms: float, max_spikes: Optional[i
             progress(t, len(times))
     return SpikeTrain(np.array(times), np.array(neurons, dtype=np.int64), model,
                       wall_s=time.perf_counter() - t0, complete=complete, t_end=t if not complete else duration_ms)
+
+
+def _inputs(model: SparseModel, inputs: Optional[tuple], duration_ms: float) -> tuple:
+    if inputs is None:
+        return np.zeros(0), np.zeros(0, np.int64)
+    from .inputs import input_events
+
+    return input_events(model, inputs[0], inputs[1], duration_ms)

@@ -47,8 +47,12 @@ def test_balanced_model_analysis():
     ("network n { layer E[80] = D() <- sparse(E, k = 8, init = gamma(1, 2)) }", ["E086"]),
     ("network n { layer E[80] = D() <- sparse(E, k = 8, init = uniform(2, 1)) }", ["E086"]),
     ("network n { layer E[80] = D() <- sparse(E, k = 8, k = 9) }", ["E086"]),
-    ("network n { input x[3] layer E[80] = D() <- sparse(E, k = 8) }", ["E087"]),
-    ("network n { input x[3] layer E[80] = D() <- sparse(x, k = 2) }", ["E087", "E087"]),
+    ("network n { input x[3] layer E[80] = D() <- sparse(E, k = 8) }", ["E092"]),  # x drives nothing
+    ("network n { input x[3] layer E[80] = D() <- sparse(x, k = 4) }", ["E085"]),  # k > |x|
+    ("network n { input x[3] layer E[80] = D() <- sparse(x, k = 2), dense(x) }", ["E091"]),
+    ("network n { input x[3] layer E[80] = D() <- dense(x, init = auto(rate = 10 Hz)), sparse(E, k = 2) }",
+     ["E091"]),
+    ("network n { input x[3] layer E[80] = D() <- recurrent(x), sparse(E, k = 2) }", ["E087", "E047"]),
     ("network n { layer E[80] = D() <- sparse(E, k = 8) readout E: spike_count }", ["E087"]),
     ("network n { param K = 10 param K = 11 layer E[80] = D() <- sparse(E, k = K) }", ["E088"]),
     ("network n { param K = 10 ms layer E[80] = D() <- sparse(E, k = 8) }", ["E088"]),
