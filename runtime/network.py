@@ -249,6 +249,10 @@ class SpikingNetwork(nn.Module):
                 raise ValueError(f"network {network!r} not found; the model defines {sorted(nets)}")
             net_ir, neurons = nets[network], model.neurons
         if any(c.kind == "sparse" for l in net_ir.layers for c in l.connections):
+            if net_ir.inputs:
+                raise ValueError(f"network {net_ir.name!r} is a sparse network with inputs: run it as an "
+                                 "nn.Module with spikescan.runtime.sparse.module.SparseInputNet (docs/sparse.md, "
+                                 "\"Networks with inputs\"); SpikingNetwork runs dense networks")
             raise ValueError(f"network {net_ir.name!r} is a sparse autonomous network: simulate it with "
                              "`spikescan run` or spikescan.run_sparse (docs/sparse.md); SpikingNetwork "
                              "runs networks with input populations")
