@@ -124,6 +124,7 @@ def simulate(model: SparseModel, duration_ms: float, weights: Optional[Sequence[
         raise NotImplementedError("the hand-written sparse adjoint has no input events: use autograd "
                                   "(runtime.sparse.autodiff.simulate without a tape)")
     in_t, in_ch, in_rows = _input_tensors(model, inputs, in_weights, duration_ms)
+    in_tv = in_t.detach().tolist()  # the clock's float values (the tensor keeps the gradient)
     m = 0
     pop = torch.from_numpy(model.pop_ids().astype(np.int64))
     P = tuple(params[:, q][pop] for q in range(len(nir.params)))
@@ -145,12 +146,12 @@ def simulate(model: SparseModel, duration_ms: float, weights: Optional[Sequence[
         D = torch.where(still_refractory, torch.full_like(D, float("inf")), D)
         j = int(torch.argmin(D))
         Dj = float(D[j])
-        if m < len(in_ch) and (not Dj <= duration_ms - t or float(in_t[m]) <= t + Dj):
+        if m < len(in_ch) and (not Dj <= duration_ms - t or in_tv[m] <= t + Dj):
             # the next input event first (reference.run_reference): advance all, jump its targets
-            Din = float(in_t[m]) - t
+            Din = in_tv[m] - t
             if Din > 0:
                 x = densify(kern.propagate(in_t[m] - tg, x, P), like)
-            t, tg = float(in_t[m]), in_t[m]
+            t, tg = in_tv[m], in_t[m]
             ch = int(in_ch[m])
             m += 1
             for c, tgts, w in in_rows:
