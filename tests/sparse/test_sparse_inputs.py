@@ -93,6 +93,46 @@ def test_compiled_chunks_resume(tmp_path):
     np.testing.assert_array_equal(one.neurons, many.neurons)
 
 
+TWO_PORTS_INPUTS = """
+neuron PortLIF {
+    params { tau_m = 10 ms  tau_i = 5 ms  mu = 0.9  v_th = 1.0  v_reset = 0.0 }
+    state { v = 0.0  g = 0.0 }
+    dynamics { dv/dt = (mu - g - v) / tau_m
+               dg/dt = -g / tau_i }
+    on input_exc(w) { v += w }
+    on input_inh(w) { g += w }
+    spike when v >= v_th
+    on spike { v = v_reset }
+    refractory 1 ms
+}
+network two {
+    input x[8]
+    input y[4]
+    layer E[30] = PortLIF(tau_m = 12 ms)
+        <- dense(x, init = uniform(0.1, 0.5), port = input_exc),
+           sparse(y, k = 2, init = constant(1.5), seed = 7, port = input_inh),
+           sparse(E, k = 6, init = uniform(0.0, 0.2), seed = 1, port = input_exc)
+        { init v = uniform(0, 1) }
+    layer I[10] = PortLIF(tau_m = 7 ms)
+        <- sparse(x, k = 3, init = constant(0.4), seed = 3, port = input_exc),
+           sparse(E, k = 6, init = constant(0.1), seed = 4, port = input_exc)
+}
+"""
+
+
+def test_two_input_populations_ports_and_layer_params(tmp_path):
+    """Two input populations (channels 0-7 and 8-11), inputs on both ports, per-layer params."""
+    m = SparseModel.load(write(tmp_path, TWO_PORTS_INPUTS), seed=1)
+    assert m.inputs == ["x", "y"] and list(m.in_offsets) == [0, 8, 12]
+    t, ch = _events(12, 250, 50.0, 9)
+    fast = run_compiled_inputs(m, 50.0, t, ch)
+    ref = run_reference(m, 50.0, inputs=(t, ch))
+    assert len(ref) > 50
+    _same(fast, ref)
+    no_inh = run_reference(m, 50.0, inputs=(t[ch < 8], ch[ch < 8]))
+    assert len(no_inh) > len(ref)  # the y channels inhibit (port input_inh)
+
+
 ONE_LIF = LIF.replace("mu = 4.0", "mu = 1.2").replace("refractory 2 ms", "refractory 0 ms") + """
 network one {
     input x[2]
@@ -219,7 +259,7 @@ def test_module_no_grad_runs_the_compiled_engine(grad_net):
         ne = slow[b].neurons.numpy()
         assert cnt[b].sum() == np.sum(ne >= 40)
         j = int(ne[ne < 40][0])
-        assert float(fs[b, j]) == float(slow[b].times[np.nonzero(ne == j)[0][0]])
+        assert fs[b, j].item() == slow[b].times[np.nonzero(ne == j)[0][0]].item()
     # trained layer-to-layer weights: the compiled engine refuses them until committed
     with torch.no_grad():
         net.weights[1].mul_(1.0)  # unchanged values are fine
