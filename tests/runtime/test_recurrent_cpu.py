@@ -329,6 +329,7 @@ def test_vector_replay_gradients_identical_to_scalar_replay(tmp_path, model):
 
 def _f32_close(t64, t32):
     """Spike times equal to float32 precision: a few ulps of the largest time."""
+    t64, t32 = t64.detach(), t32.detach()
     tol = 64 * torch.finfo(torch.float32).eps * max(1.0, float(_finite(t64).abs().max()))
     assert float((_finite(t64) - _finite(t32).to(F64)).abs().max()) <= tol
 
