@@ -86,7 +86,63 @@ def _tests(em, x, ref, t_prev, D):
     return skip, quiet, easy
 
 
-def _update(em, x, wrow, tests, D, Phi, phi, wscale, port):
+def _chain2_rate(em):
+    """For an isolation chain of length 2 (u' has at most one zero in an interval): the rate
+    lam with l_1 = l_0 (A - lam I), so that u'' = lam u' + s with s = l_1 y of one sign over the
+    interval; None if the chain is otherwise or lam is not a diagonal entry of A."""
+    import sympy
+
+    if not em.spiking or len(em.rows) != 2:
+        return None
+    A, d = em.ir.A, em.d
+    zero = lambda m: all(sympy.simplify(e) == 0 for e in m)  # noqa: E731
+    # s = l_1 y of one sign: l_1 a left eigenvector of A (then s(t) = s(0) e^{mu t})
+    if not any(zero(em.rows[1] * (A - A[k, k] * sympy.eye(d))) for k in range(d)):
+        return None
+    for k in range(d):
+        lam = A[k, k]
+        if zero(em.rows[1] - em.rows[0] * (A - lam * sympy.eye(d))):
+            return lam
+    return None
+
+
+def _peak_bound_consts(em):
+    """Scalars (outside the loops) of the peak bound: (lam <= 0 at run time, |c|, |A|, |a0|,
+    |theta|), or None where the bound does not apply (see _peak_below)."""
+    lam = _chain2_rate(em)
+    if lam is None:
+        return None
+    o = em.o
+    ab = lambda v: None if v is None else o.absf(v)  # noqa: E731
+    lam_ok = o.le(o.z(em.P(lam)), o.c(0.0))
+    return (lam_ok, [ab(v) for v in em.cvec], [[ab(v) for v in row] for row in em.A], [ab(v) for v in em.a0],
+            o.absf(em.theta))
+
+
+def _peak_below(em, x, D, Phi, phi, consts):
+    """True where u provably stays below theta on [0, D] although the quick test saw an interior
+    maximum (u'(0) > 0 >= u'(D)): with lam <= 0, s < 0 there (u' goes from + to -), so
+    u'' = lam u' + s < 0 while u' > 0 and u(t) <= u0 + u'(0) t up to the maximum, after which u
+    falls. So max u <= u0 + u'(0) D; tested with a margin of 1e-12 times the sizes of the terms
+    (rounding of u0, u'(0) and the exact path's own evaluation are far below it). The exact
+    path (isolation, solver) then finds no crossing either: the update is the same."""
+    o = em.o
+    lam_ok, cabs, Aabs, a0abs, thabs = consts
+    u0 = em.potential(x)
+    g0 = o.z(o.dot(em.cvec, em.deriv(x)))
+    fH, gH = em._u_from(x, Phi, phi)  # the quick test's (CSE)
+    # u(D) < theta too: where rounding showed a maximum that is not there (u rising all along),
+    # the quick test's own criterion applies
+    peak = o.and_(o.and_(o.gt(g0, o.c(0.0)), o.le(gH, o.c(0.0))), o.lt(fH, o.c(0.0)))
+    ax = [arith.maximumf(v, arith.negf(v)) for v in x]  # |x| (math.absf on vectors does not lower)
+    uabs = o.z(o.dot(cabs, ax))
+    gabs = o.z(o.dot(cabs, [o.add(o.dot(row, ax), a) for row, a in zip(Aabs, a0abs)]))
+    margin = o.mul(o.c(1e-12), o.add(o.add(uabs, thabs), o.mul(D, gabs)))
+    below = o.lt(o.add(o.add(u0, o.mul(g0, D)), margin), em.theta)
+    return o.and_(lam_ok, o.and_(peak, below))
+
+
+def _update(em, x, wrow, tests, D, Phi, phi, wscale, port, peak_consts=None):
     """(safe, x propagated to the event and jumped): right for the safe lanes (no crossing);
     the caller saves the others' x for pass 2. For chains of length <= 2 first_crossing's
     quick test is applied too, with the event's Phi (H == D for a neuron that is not
@@ -96,6 +152,8 @@ def _update(em, x, wrow, tests, D, Phi, phi, wscale, port):
     xp = [o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)]
     if len(em.rows) <= 2:
         easy = o.or_(easy, em.quick_no_cross(x, D, (Phi, phi)))
+    if peak_consts is not None:  # the (frequent) interior maxima that stay below theta
+        easy = o.or_(easy, _peak_below(em, x, D, Phi, phi, peak_consts))
     safe = o.and_(quiet, easy) if skip is None else o.or_(skip, o.and_(quiet, easy))
     w = o.mul(wscale, wrow)
     xn = em.materialize(em.jump(xp, w, port))
@@ -145,6 +203,7 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
         wb = arith.cmpi(arith.CmpIPredicate.ugt, memref.dim(weight, c0), c1)  # per-sample weights
         zero64 = arith.constant(i64, 0)
         em.setup({n: memref.load(m, [c0]) for n, m in zip(em.pnames, pmem)})
+        peak_consts = _peak_bound_consts(em)
         lb = scf.ForOp(c0, nB, c1)
         with ir.InsertionPoint(lb.body):
             b = lb.induction_variable
@@ -194,7 +253,7 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
 
                         def group(x=x, wrow=wrow, j=j, cnt=cnt, tests=(skip, quiet, easy)):
                             with em.using(vo):
-                                safe, xn = _update(em, x, wrow, tests, D, Phi, phi, wscale, port)
+                                safe, xn = _update(em, x, wrow, tests, D, Phi, phi, wscale, port, peak_consts)
                                 for q in range(d):
                                     vector.store(xn[q], xs, [o.ci(q), j])
                                 flag = vo.not_(safe)
