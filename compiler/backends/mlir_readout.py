@@ -156,6 +156,17 @@ class _Readout:
         return [o.dot(row, [Phi[i][j] for i in range(d)]) for j in range(d)]
 
 
+def seed_max_row(rd, gobs, off, seed, b, j) -> None:
+    """The adjoint seed of a max_potential readout, g_j c^T Phi(off_j), stored in seed[:, j] (added
+    at the start of the interval that holds neuron j's maximum; both backward kernels)."""
+    em, o = rd.em, rd.em.o
+    gj = memref.load(gobs, [b, j])
+    Phi_o, _ = em.phi_at(memref.load(off, [b, j]))
+    row = em.materialize(rd.row_phi(rd.c, Phi_o))
+    for q in range(em.d):
+        memref.store(arith.mulf(gj, row[q]), seed, [o.ci(q), j])
+
+
 def _arrival(em: NeuronEmitter, k, nv, b, order, chan, times, H):
     """Event k of sample b in arrival order: (channel, column e64, time T, real). T is the horizon
     for k >= nv or an arrival after it (not real: no weight, no gradient); as

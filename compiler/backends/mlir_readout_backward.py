@@ -9,7 +9,7 @@ from torch_mlir import ir
 from torch_mlir.dialects import arith, func, memref, scf
 
 from spikescan.compiler.backends.mlir_emit import _dense
-from spikescan.compiler.backends.mlir_readout import _arrival, _common_types, _func, _Readout
+from spikescan.compiler.backends.mlir_readout import _arrival, _common_types, _func, _Readout, seed_max_row
 
 
 def build_backward(rd: _Readout):
@@ -47,11 +47,7 @@ def build_backward(rd: _Readout):
                 for q in range(d):
                     memref.store(zero, lam, [o.ci(q), j])
                 if is_max:  # the seed g_j c^T Phi(off_j), added at the start of interval estar_j
-                    gj = memref.load(gobs, [b, j])
-                    Phi_o, _ = em.phi_at(memref.load(off, [b, j]))
-                    row = em.materialize(rd.row_phi(rd.c, Phi_o))
-                    for q in range(d):
-                        memref.store(arith.mulf(gj, row[q]), seed, [o.ci(q), j])
+                    seed_max_row(rd, gobs, off, seed, b, j)
                 scf.yield_([])
             lr = scf.ForOp(c0, arith.addi(nv, c1), c1)
             with ir.InsertionPoint(lr.body):

@@ -35,7 +35,7 @@ from torch_mlir.dialects import arith, func, memref, scf
 from spikescan.compiler.ir import NeuronIR
 from spikescan.compiler.backends.mlir_emit import CLEANUP, NeuronEmitter, _dense
 from spikescan.compiler.backends.mlir_ops import add_helpers, float_type
-from spikescan.compiler.backends.mlir_readout import (KINDS, _arrival, _common_types, _func, _max_step,
+from spikescan.compiler.backends.mlir_readout import (KINDS, seed_max_row, _arrival, _common_types, _func, _max_step,
                                                       _Readout, chain_rows)
 
 INF = float("inf")
@@ -255,11 +255,7 @@ def build_backward(rd: _Readout):
                     memref.store(zero, lam, [o.ci(q), j])
                 memref.store(arith.subi(memref.load(scount, [b, j]), one64), ptr, [j])
                 if is_max:
-                    gj = memref.load(gobs, [b, j])
-                    Phi_o, _ = em.phi_at(memref.load(off, [b, j]))
-                    row = em.materialize(rd.row_phi(rd.c, Phi_o))
-                    for q in range(d):
-                        memref.store(arith.mulf(gj, row[q]), seed, [o.ci(q), j])
+                    seed_max_row(rd, gobs, off, seed, b, j)
                 scf.yield_([])
             lr = scf.ForOp(c0, arith.addi(nv, c1), c1)
             with ir.InsertionPoint(lr.body):
