@@ -91,6 +91,11 @@ class SparseInputNet(nn.Module):
                              f"{tuple(channels.shape)}")
         T = self.duration if duration is None else float(duration)
         engine = self._engine(times)
+        csr = None
+        if engine == "compiled":  # the input weights as the engine's arrays, once per batch
+            from .engine_inputs import InputCSR
+
+            csr = InputCSR(self.model, list(self.in_weights))
         out = []
         for b in range(times.shape[0]):
             tb, cb = times[b], channels[b].detach().cpu().numpy()
@@ -108,8 +113,7 @@ class SparseInputNet(nn.Module):
             else:
                 from .engine_inputs import run_compiled_inputs
 
-                r = run_compiled_inputs(self.model, T, tn, cb, in_weights=list(self.in_weights),
-                                        max_spikes=self.max_spikes)
+                r = run_compiled_inputs(self.model, T, tn, cb, max_spikes=self.max_spikes, csr=csr)
             out.append(SampleSpikes(torch.from_numpy(r.times), torch.from_numpy(r.neurons)))
         return out
 
