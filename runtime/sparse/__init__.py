@@ -43,13 +43,16 @@ def parse_duration(value: Union[str, float, int]) -> float:
 def run_sparse(model: Union[str, Path, SparseModel, object], network: Optional[str] = None,
                duration: Union[str, float] = 1000.0, seed: int = 0, engine: str = "compiled",
                max_spikes: Optional[int] = None, time_limit_s: Optional[float] = None,
-               progress: Optional[Callable[[float, int], None]] = None) -> SpikeTrain:
+               progress: Optional[Callable[[float, int], None]] = None,
+               inputs: Optional[tuple] = None) -> SpikeTrain:
     """Simulate a sparse network exactly over [0, duration] (ms, or a string with a unit).
 
     model: a .snn path, a CompiledModel or a SparseModel; seed: the initial state's seed (the
     connectivity comes from the `seed` of each connection in the file); max_spikes /
     time_limit_s stop early (SpikeTrain.complete is then False); progress(t_ms, n_spikes) is
-    called between chunks of the run."""
+    called between chunks of the run. inputs: (times, channels) of input events for a network
+    with input populations (one sample; docs/sparse.md, "Networks with inputs"; the nn.Module is
+    runtime.sparse.module.SparseInputNet)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown sparse engine {engine!r}; engines: {', '.join(ENGINES)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -59,7 +62,14 @@ def run_sparse(model: Union[str, Path, SparseModel, object], network: Optional[s
     if engine == "reference":
         from .reference import run_reference
 
-        return run_reference(sm, ms, max_spikes, time_limit_s, progress)
+        return run_reference(sm, ms, max_spikes, time_limit_s, progress, inputs=inputs)
+    if inputs is not None:
+        if time_limit_s is not None or progress is not None:
+            raise NotImplementedError("the compiled sparse engine with inputs has no time limit or progress "
+                                      "callback: leave them out, or use engine='reference'")
+        from .engine_inputs import run_compiled_inputs
+
+        return run_compiled_inputs(sm, ms, inputs[0], inputs[1], max_spikes=max_spikes)
     from .engine import run_compiled
 
     return run_compiled(sm, ms, max_spikes, time_limit_s, progress)

@@ -79,6 +79,9 @@ def test_compiled_equals_reference(tmp_path, neuron, extra, T, seed):
     ref = run_reference(m, T, inputs=(t, ch))
     assert len(ref) > 100 and ref.times[-1] > 0.8 * T
     _same(fast, ref)
+    from spikescan.runtime.sparse import run_sparse
+
+    _same(run_sparse(m, duration=T, inputs=(t, ch)), ref)  # the Python entry point
     silent = run_reference(m, T)  # without inputs the sub-threshold network stays silent
     assert len(silent) == 0 and len(run_compiled_inputs(m, T, [], [])) == 0
 
