@@ -32,7 +32,9 @@ Each shape also comes in a refractory-free variant, taken when no neuron of the 
 refractory in the interval (refmax, the largest refractory end so far, <= t_prev) and D > 0:
 there skip, pos and D <= 0 are all false, so the refs are not loaded and 4 of the ~10 compares
 per group go (the loop is bound by its compares and multiplies). Pass 2 reuses the event's
-Phi(D) where a flagged neuron's interval is the event's (NeuronEmitter.reuse_phi).
+Phi(D) where a flagged neuron's interval is the event's (NeuronEmitter.reuse_phi). For chains
+of length 2 with a decaying first rate, pass 1 also bounds interior maxima (_peak_below) so
+that most of them need no pass 2.
 Lanes: one vector register (8 f64 with AVX-512, else 4); bench/cpu_step.py times it against a
 plain C loop."""
 
