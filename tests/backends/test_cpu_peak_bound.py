@@ -4,7 +4,6 @@ spares the exact path where it finds no crossing: peaks grazing the threshold fr
 give the same spikes, bit for bit, as the scalar event-outer loop and the per-neuron loop, and
 the spike/no-spike split of the closed form."""
 
-import math
 
 import pytest
 import torch
