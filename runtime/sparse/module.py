@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .autodiff import default_in_weights, default_weights, simulate
+from .autodiff import SpikeBudgetExceeded, default_in_weights, default_weights, simulate
 from .model import SparseModel, SparseModelError
 
 Tensor = torch.Tensor
@@ -109,11 +109,14 @@ class SparseInputNet(nn.Module):
             if engine == "reference":
                 from .reference import run_reference
 
-                r = run_reference(self.model, T, max_spikes=self.max_spikes, inputs=(tn, cb))
+                r = run_reference(self.model, T, max_spikes=self.max_spikes + 1, inputs=(tn, cb))
             else:
                 from .engine_inputs import run_compiled_inputs
 
-                r = run_compiled_inputs(self.model, T, tn, cb, max_spikes=self.max_spikes, csr=csr)
+                r = run_compiled_inputs(self.model, T, tn, cb, max_spikes=self.max_spikes + 1, csr=csr)
+            if len(r.times) > self.max_spikes:  # as the autodiff loop: never a silently cut sequence
+                raise SpikeBudgetExceeded(f"sample {b}: more than max_spikes={self.max_spikes} spikes before "
+                                          f"{T} ms: shorten the horizon or raise max_spikes")
             out.append(SampleSpikes(torch.from_numpy(r.times), torch.from_numpy(r.neurons)))
         return out
 

@@ -286,7 +286,16 @@ def test_module_errors(tmp_path, grad_net):
     b = SparseInputNet(net.model, engine="reference")
     with torch.no_grad():
         _same(a[0], b(*map(torch.from_numpy, _events(12, 80, 30.0, 1)), duration=30.0)[0])
+    from spikescan.runtime.sparse.autodiff import SpikeBudgetExceeded
     from spikescan.runtime.sparse.train import example_model
+
+    t, ch = map(torch.from_numpy, _events(12, 80, 30.0, 1))
+    n = len(a[0])
+    for engine in ("compiled", "reference", "autodiff"):
+        few = SparseInputNet(net.model, engine=engine, max_spikes=n - 1, duration=30.0)
+        with pytest.raises(SpikeBudgetExceeded):
+            few(t, ch)
+        assert len(SparseInputNet(net.model, engine=engine, max_spikes=n, duration=30.0)(t, ch)[0]) == n
 
     with pytest.raises(SparseModelError, match="no input population"):
         SparseInputNet(example_model())
