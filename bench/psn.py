@@ -5,7 +5,7 @@ T bins, for psn, masked_psn (k) and sliding_psn (k), at T = 64 and 256, batch 32
 the same weights and inputs (`spike_mismatch`: the fraction of spikes that differ), and one backward pass of
 the same loss reaches the dense weights, the PSN weights and the bias. SpikingJelly runs its own
 multi-step modules (PSN, MaskedPSN with lambda_ = 1, SlidingPSN); spikescan runs runtime/psn.py
-on the CPU, the fused Triton kernels (compiler/backends/triton_psn.py) with --device cuda.
+on the CPU, the fused Triton kernels (compiler/backends/triton/psn.py) with --device cuda.
 
 Records: kind "timing" (framework, neuron, T, batch, inputs, hidden, k, dtype, median_s ...) and
 kind "ratio" (spikingjelly_s / spikescan_s: above 1 means spikescan is faster).
@@ -83,7 +83,7 @@ class Ours:
             z = psn.counts_matmul(psn.sparse_counts(self.times, self.chans, self.x.shape[2], self.T, 1.0,
                                                     self.x.dtype), self.w_in)
         if self.cuda:
-            from spikescan.compiler.backends import triton_psn
+            from spikescan.compiler.backends.triton import psn as triton_psn
 
             fn = triton_psn.dense_spikes if self.kind == "psn" else triton_psn.banded_spikes
             return fn(z, self.w, self.b, "atan", 2.0)

@@ -1,6 +1,6 @@
 """The parameter derivatives every adjoint (backward) backend needs, derived once from the
 NeuronIR (compiled CPU: backends/mlir_adjoint.py and mlir_recurrent.py; Triton:
-backends/triton_adjoint.py), and the step kinds of their tapes."""
+backends/triton/adjoint.py), and the step kinds of their tapes."""
 
 from __future__ import annotations
 

@@ -329,11 +329,11 @@ def _init_spec(expr: ast.Expr) -> InitSpec:
 
 
 def analyze_network(net: ast.Network, neurons: dict[str, NeuronIR]) -> NetworkIR:
-    from .conv_ir import CONV_KINDS, conv_spec
     from .sparse_ir import analyze_sparse_network, is_sparse
 
     if is_sparse(net):  # autonomous sparse networks (docs/sparse.md)
         return analyze_sparse_network(net, neurons)
+    from .conv_ir import CONV_KINDS, conv_spec
 
     inputs = {p.name: p.size for p in net.inputs}
     by_name = {l.name: l for l in net.layers}

@@ -242,7 +242,7 @@ def _emit_one(ir: NeuronIR, backend: str, dtype: str) -> dict[str, tuple[str, Op
 
         return {"mlir": (f"{ir.name}.{dtype}.mlir", emit_module(ir, dtype))}
     if backend == "triton":
-        from .backends.triton_codegen import generate
+        from .backends.triton.codegen import generate
 
         return {"triton": (f"{ir.name}_triton.py", generate(ir, dtype))}
     if backend == "cpu":

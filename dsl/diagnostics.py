@@ -86,6 +86,12 @@ CODES: dict[str, str] = {
     # data-dependent weight init (dsl/checks.py auto_init_option, runtime/auto_init.py)
     "E096": "target rate of `init = auto(...)` not positive or above 1 kHz",
     "E097": "target rate of `init = auto(...)` is not a rate",
+    # convolution and pooling (dsl/conv.py, docs/language.md)
+    "E080": "invalid option of a conv2d or pool2d connection",
+    "E081": "conv2d or pool2d from a population that is not [C, H, W] or not earlier",
+    "E082": "layer shape does not match its conv2d or pool2d connection",
+    "E083": "conv2d or pool2d alongside other connections of a layer",
+    "E084": "population shape that is neither [n] nor [C, H, W]",
     # sparse autonomous networks (dsl/sparse.py, docs/sparse.md)
     "E085": "invalid `k` of a sparse connection",
     "E086": "invalid option of a sparse connection",
@@ -95,12 +101,6 @@ CODES: dict[str, str] = {
     "E090": "unsupported neuron in a sparse network",
     "E091": "invalid dense input connection of a sparse network",
     "E092": "input population of a sparse network that drives no layer",
-    # convolution and pooling (dsl/conv.py, docs/language.md)
-    "E080": "invalid option of a conv2d or pool2d connection",
-    "E081": "conv2d or pool2d from a population that is not [C, H, W] or not earlier",
-    "E082": "layer shape does not match its conv2d or pool2d connection",
-    "E083": "conv2d or pool2d alongside other connections of a layer",
-    "E084": "population shape that is neither [n] nor [C, H, W]",
     # recurrent connections (dsl/recurrence.py)
     "E093": "recurrent connection that closes no cycle",
     "E094": "recurrent connection from or into a non-spiking layer",

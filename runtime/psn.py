@@ -12,7 +12,7 @@ activation_based.neuron.psn, so weights copy across one to one:
 - sliding_psn: w [k] shared by every bin, w[k - 1] weighs the current bin, b a scalar; T free.
 
 Tensors are [T, B, N] (SpikingJelly's multi-step layout). The banded forms never build a T x T
-matrix: k shifted multiply-adds, O(k T B N). compiler/backends/triton_psn.py fuses the same
+matrix: k shifted multiply-adds, O(k T B N). compiler/backends/triton/psn.py fuses the same
 formulas for CUDA tensors; this module is the CPU path and the reference.
 """
 

@@ -8,7 +8,7 @@ summed over bins, differentiable through the surrogate) and `max_potential` (max
 H). Output spike trains for plots are the spikes' bin ends.
 
 Backends: the engine name picks them. "triton-scan" / "triton-sequential" run the fused Triton
-kernels (compiler/backends/triton_psn.py; CUDA tensors or TRITON_INTERPRET=1); "auto",
+kernels (compiler/backends/triton/psn.py; CUDA tensors or TRITON_INTERPRET=1); "auto",
 "torch", "torch-sequential" and "sequential-cpu" (what "auto" resolves to on a CPU) run the
 PyTorch formulas on the tensors' device. An engine object (a custom `run_layer`) has no PSN
 path and is refused.
@@ -108,7 +108,7 @@ class PSNLayer(nn.Module):
 
     def forward(self, x: Tensor, backend: str, need_h: bool) -> tuple[Tensor, Optional[Tensor]]:
         if backend == "triton" and not need_h:
-            from spikescan.compiler.backends import triton_psn
+            from spikescan.compiler.backends.triton import psn as triton_psn
 
             if self.T is not None and x.shape[0] != self.T:
                 self.potential(x)  # raises the bins error

@@ -2,7 +2,7 @@
 
 Prepares the event arrays once per layer call (one shared arrival order per sample without
 delays, per-neuron permutations of the same arrays with delays), the per-neuron parameter
-table, and launches the kernels generated from the NeuronIR (compiler/backends/triton_codegen).
+table, and launches the kernels generated from the NeuronIR (compiler/backends/triton/codegen).
 Kernels run on CUDA tensors, or on CPU tensors when TRITON_INTERPRET=1 (tests; slow).
 
 Differentiable: the backward launches the generated adjoint kernel (compiler/backends/
@@ -28,7 +28,7 @@ _TORCH_DTYPES = {torch.float64: "f64", torch.float32: "f32"}
 
 
 def _module(ir: NeuronIR, dtype: str):
-    from spikescan.compiler.backends.triton_codegen import load_module
+    from spikescan.compiler.backends.triton.codegen import load_module
 
     return load_module(ir, dtype)
 
@@ -121,7 +121,7 @@ def _forward(ir, params, times, channels, weight, delays, port, chunk, max_spike
     _check_device(dev)
     from .ports import is_multi
 
-    # several ports (a PortMap): the PMAP kernels (compiler/backends/triton_ports.py), whose
+    # several ports (a PortMap): the PMAP kernels (compiler/backends/triton/ports.py), whose
     # first argument is the port index of each input channel
     pre = (port.index.to(device=dev, dtype=torch.int32).contiguous(),) if is_multi(port) else ()
     port = "_multiport" if is_multi(port) else (port or next(iter(ir.ports)))

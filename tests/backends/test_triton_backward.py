@@ -156,7 +156,7 @@ def test_generated_dexpn3_matches_reference():
     import triton
     import triton.language as tl
 
-    from spikescan.compiler.backends.triton_codegen import load_module
+    from spikescan.compiler.backends.triton.codegen import load_module
     from spikescan.compiler.special import numeric_dexpn
 
     mod = load_module(model_ir("AlphaLIF"), "f64")

@@ -21,7 +21,7 @@ from example_models import MODELS, model_ir  # noqa: E402
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize("dtype", ["f64", "f32"])
 def test_generated_source_structure(name, dtype):
-    from spikescan.compiler.backends.triton_codegen import generate
+    from spikescan.compiler.backends.triton.codegen import generate
 
     ir = model_ir(name)
     src = generate(ir, dtype)
@@ -43,7 +43,7 @@ def test_generated_source_structure(name, dtype):
 
 
 def test_load_module_from_content_hash_cache(tmp_path, monkeypatch):
-    from spikescan.compiler.backends import triton_codegen as tc
+    from spikescan.compiler.backends.triton import codegen as tc
 
     monkeypatch.setattr(tc, "_LOADED", {})  # independent of modules other tests loaded
     ir = model_ir("CubaLIF")
@@ -82,7 +82,7 @@ Z_VALUES = [0.0, 1e-12, -1e-12, 3e-6, -3e-6, 1e-4, -2e-3, 0.009, -0.011, 0.3, -0
 
 def test_exprel_and_phi2_match_reference():
     from spikescan.compiler import special
-    from spikescan.compiler.backends.triton_codegen import load_module
+    from spikescan.compiler.backends.triton.codegen import load_module
 
     mod = load_module(model_ir("CubaLIF"), "f64")
     got = _run_unary(mod, "exprel", Z_VALUES)
@@ -126,7 +126,7 @@ def _propagate(mod, ir, params, x0, Ds):
 def test_propagate_matches_expm(tau_s):
     """CubaLIF closed form vs scipy's expm, including equal and nearly equal time constants
     (where a naive formula divides 0 by 0 or cancels)."""
-    from spikescan.compiler.backends.triton_codegen import load_module
+    from spikescan.compiler.backends.triton.codegen import load_module
 
     ir = model_ir("CubaLIF")
     mod = load_module(ir, "f64")

@@ -39,7 +39,7 @@ def compile_for_cuda(kernel, fp: str, constexprs: dict):
 
 
 def _check(name, dtype):
-    from spikescan.compiler.backends.triton_codegen import load_module
+    from spikescan.compiler.backends.triton.codegen import load_module
 
     mod = load_module(model_ir(name), dtype)
     fp = "fp64" if dtype == "f64" else "fp32"

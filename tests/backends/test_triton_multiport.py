@@ -1,5 +1,5 @@
 """Several input ports per layer in the generated Triton engines (PMAP kernels,
-compiler/backends/triton_ports.py) under TRITON_INTERPRET=1, at tiny sizes: spike trains against
+compiler/backends/triton/ports.py) under TRITON_INTERPRET=1, at tiny sizes: spike trains against
 the torch-sequential reference (itself checked against mpmath in tests/runtime/test_multiport.py)
 with mixed-port inputs at equal times, and gradients against the torch engine's autograd."""
 

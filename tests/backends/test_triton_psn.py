@@ -1,4 +1,4 @@
-"""The PSN Triton kernels (compiler/backends/triton_psn.py) under TRITON_INTERPRET=1 against the
+"""The PSN Triton kernels (compiler/backends/triton/psn.py) under TRITON_INTERPRET=1 against the
 torch formulas of runtime/psn.py (themselves checked against SpikingJelly in
 tests/runtime/test_psn.py): spikes equal, gradients to 1e-12 in f64. Sizes are small (the
 interpreter runs each tl op through numpy) but cross the column block (BLOCK = 128)."""
@@ -17,7 +17,7 @@ os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere in th
 import pytest
 import torch
 
-from spikescan.compiler.backends import triton_psn
+from spikescan.compiler.backends.triton import psn as triton_psn
 from spikescan.runtime import psn
 
 pytestmark = [pytest.mark.skipif(not triton_psn.available(), reason="triton is not installed")]

@@ -29,7 +29,7 @@ def _plant_pyc(py: Path, payload: str) -> Path:
 
 
 def test_planted_pyc_in_triton_cache_never_runs(tmp_path, monkeypatch):
-    from spikescan.compiler.backends import triton_codegen as tc
+    from spikescan.compiler.backends.triton import codegen as tc
 
     monkeypatch.setattr(tc, "_LOADED", {})
     ir = model_ir("CubaLIF")
@@ -48,7 +48,7 @@ def test_planted_pyc_in_triton_cache_never_runs(tmp_path, monkeypatch):
 
 
 def test_edited_triton_file_never_runs_and_no_bytecode_written(tmp_path, monkeypatch):
-    from spikescan.compiler.backends import triton_codegen as tc
+    from spikescan.compiler.backends.triton import codegen as tc
 
     monkeypatch.setattr(tc, "_LOADED", {})
     ir = model_ir("CubaLIF")
@@ -75,7 +75,7 @@ def test_edited_triton_file_never_runs_and_no_bytecode_written(tmp_path, monkeyp
 def test_triton_module_loads_when_the_cache_cannot_be_written(tmp_path, monkeypatch):
     import errno
 
-    from spikescan.compiler.backends import triton_codegen as tc
+    from spikescan.compiler.backends.triton import codegen as tc
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")

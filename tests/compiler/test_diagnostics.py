@@ -74,7 +74,7 @@ def _copy_model(tmp_path: Path, models_dir: Path, name: str) -> Path:
 
 
 def test_E062_backend_failure(tmp_path, models_dir, monkeypatch):
-    import spikescan.compiler.backends.triton_codegen as tc
+    import spikescan.compiler.backends.triton.codegen as tc
 
     def boom(ir, dtype):
         raise RuntimeError("synthetic failure\nwith a long traceback-ish tail")

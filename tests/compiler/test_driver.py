@@ -77,7 +77,7 @@ def test_hash_depends_on_imports_options_and_text(shd_copy, tmp_path):
 
 def test_cache_hit_neither_analyses_nor_runs_a_backend(shd_copy, monkeypatch):
     import spikescan.compiler.analysis as an
-    import spikescan.compiler.backends.triton_codegen as tc
+    import spikescan.compiler.backends.triton.codegen as tc
     import spikescan.compiler.driver as drv
 
     cold = compile_model(shd_copy, emit=("triton",), progress=None)

@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import sympy
 
-from ..adjoint_forms import PROP, SPIKE, SPIKE_NOW, SPIKE_REF, AdjointForms
-from .triton_kernels import ARGS, _prologue, _v, seq_step
+from ...adjoint_forms import PROP, SPIKE, SPIKE_NOW, SPIKE_REF, AdjointForms
+from .kernels import ARGS, _prologue, _v, seq_step
 
 
 def _forms(g, port: str):
@@ -99,7 +99,7 @@ def _emit_param_forms(g, lsyms) -> None:
         X, L = g.X, ", ".join(s.name for s in lsyms)
 
         def fn(name, args, exprs, ref):
-            from .triton_printer import emit_assignments
+            from .printer import emit_assignments
 
             body = emit_assignments({o: e for o, e in zip(outs, exprs)}, names, dtype=g.lit_dtype)
             for o, e in zip(outs, exprs):

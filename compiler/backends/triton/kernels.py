@@ -249,10 +249,10 @@ def kernel_source(g) -> str:
     for port in g.ir.ports:
         L += _seq_kernel(g, port, dt)
         L += _scan_kernel(g, port, dt)
-    from .triton_adjoint import adjoint_source
+    from .adjoint import adjoint_source
 
     L += adjoint_source(g)
-    from .triton_ports import kernels as multiport_kernels, wanted
+    from .ports import kernels as multiport_kernels, wanted
 
     if wanted(g):  # several ports per layer: the PMAP kernels (triton_ports.py)
         L += multiport_kernels(g, dt)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from .triton_kernels import _scan_kernel, _seq_kernel, _v
+from .kernels import _scan_kernel, _seq_kernel, _v
 
 MP = "_multiport"
 
@@ -84,7 +84,7 @@ def patch(g, lines: list) -> list:
 
 
 def kernels(g, dt: str) -> list:
-    from .triton_adjoint import _adj_kernel
+    from .adjoint import _adj_kernel
 
     emit_helpers(g)
     L = _seq_kernel(g, MP, dt) + _scan_kernel(g, MP, dt) + _adj_kernel(g, MP, dt)

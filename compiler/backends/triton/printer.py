@@ -218,8 +218,8 @@ def emit_assignments(
     """Lines `name = expr` for each output, with common subexpressions (exp(-D/tau), ...)
     factored out by sympy.cse so every exponential is evaluated once. exprel(z) calls become
     statements of their own (`_e0 = exprel(_z0)`), so that they can be inlined."""
-    from ..special import exprel
-    from .stable_exp import stabilize_for_triton
+    from ...special import exprel
+    from ..stable_exp import stabilize_for_triton
 
     keys = list(exprs)
     # exp(p) * F(z...) products printed so that no factor overflows over long gaps
