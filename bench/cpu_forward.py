@@ -1,6 +1,6 @@
 """The compiled CPU forward loop for shared time constants (DESIGN.md section 9): the earlier
 scalar event-outer loop (mlir_emit.build_layer_shared_scalar, "old") against the vectorised one
-(mlir_shared.py, "new"), measured in the same run, interleaved repeat by repeat.
+(mlir/shared.py, "new"), measured in the same run, interleaved repeat by repeat.
 
 Workloads (batch 32, 700 inputs at 12 Hz over 1 s: ~8,400 events per sample, 256 CubaLIF with
 tau_m 20 ms, tau_s 5 ms, f64): "shd-like" (bench/common.shd_weights: the mean current sits near
@@ -51,8 +51,8 @@ def main(argv=None):
     p.add_argument("--duration", type=float, default=1000.0, help="ms of input per sample")
     args = p.parse_args(argv)
     em = make_emitter(args, "cpu_forward")
-    from spikescan.compiler.backends.cpu_jit import compile_neuron
-    from spikescan.compiler.backends.mlir_shared import LANES
+    from spikescan.compiler.backends.mlir.cpu_jit import compile_neuron
+    from spikescan.compiler.backends.mlir.shared import LANES
 
     batch = args.batch or (4 if args.quick else 32)
     repeats = args.repeats or (3 if args.quick else 5)

@@ -1,6 +1,6 @@
 """Recurrent layer (models/shd.snn's hidden layer: 700 inputs -> N recurrent CubaLIF, tau_m 20 ms,
 tau_s 5 ms): the JIT-compiled loop (runtime/engines/recurrent_cpu.py), per-neuron scalar loop
-(impl="scalar", mlir_recurrent.py) and vectorised loop (impl="vector", mlir_recurrent_vec.py),
+(impl="scalar", mlir/recurrent.py) and vectorised loop (impl="vector", mlir/recurrent_vec.py),
 against the PyTorch loop (runtime/engines/recurrent.py), forward and forward + backward, in the
 same run. ns_per_neuron_step = seconds / (loop steps x N), loop steps = spike rows + deliveries.
 
@@ -47,7 +47,7 @@ def run(fn, ir, times, ch, W, Wr, backward: bool, **kw):
 
 def _steps(ir, times, ch, W, Wr) -> int:
     """Steps of the event loop (spike steps + delivery steps), from the compiled loop's stats."""
-    from spikescan.compiler.backends.cpu_recurrent import compile_recurrent
+    from spikescan.compiler.backends.mlir.cpu_recurrent import compile_recurrent
     from spikescan.runtime.engines.recurrent_cpu import run_recurrent_layer
 
     box = {}
@@ -75,7 +75,7 @@ def main(argv=None):
     em = make_emitter(args, "recurrent")
     from spikescan.runtime.engines.recurrent import run_recurrent_layer as run_ref
     from spikescan.runtime.engines.recurrent_cpu import run_recurrent_layer as run_cpu
-    from spikescan.compiler.backends.cpu_recurrent import compile_recurrent
+    from spikescan.compiler.backends.mlir.cpu_recurrent import compile_recurrent
 
     B, n, N = (1, 150, 96) if args.quick else (2, 300, 256)
     repeats = args.repeats or (2 if args.quick else 3)

@@ -219,7 +219,7 @@ def section_cpu_forward(recs, title) -> str:
                    f"{r0['inputs']} inputs -> {r0['hidden']} CubaLIF, shared time constants, "
                    f"{r0['dtype']}. `shd-like`: the SHD-like input (real crossings); "
                    f"`pure-update`: weights x 1e-3, no spike. Old = the scalar event-outer loop, "
-                   f"new = the vectorised loop (compiler/backends/mlir_shared.py); interleaved runs.")
+                   f"new = the vectorised loop (compiler/backends/mlir/shared.py); interleaved runs.")
         out.append("")
         ratio = {r["workload"]: r for r in recs if r.get("kind") == "ratio"}
         rows = [[r["workload"], r["loop"], f"{r['ns_per_neuron_event_wall']:.2f}",
@@ -254,7 +254,7 @@ def section_cpu_step(recs, title) -> str:
     out.append(f"Sizes: batch {r0['batch']}, {r0['events_per_sample']:.0f} events per sample, {r0['inputs']} inputs "
                f"-> {r0['hidden']} CubaLIF -> {r0.get('readout', 20)} LI readouts (max potential), "
                f"{r0['dtype']}, {r0.get('hidden_rate_hz', 0):.1f} Hz hidden rate; median wall time. Adjoints: "
-               "event-outer (runtime/engines/adjoint_events.py) and per-neuron (mlir_adjoint.py). " +
+               "event-outer (runtime/engines/adjoint_events.py) and per-neuron (mlir/adjoint.py). " +
                (RO_NEW if has_ro else RO_OLD) +
                "The C floor does the same exact state updates without root solves. Discrete-time peers are "
                "in the peers sections, from their own runs.")

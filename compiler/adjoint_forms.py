@@ -1,5 +1,5 @@
 """The parameter derivatives every adjoint (backward) backend needs, derived once from the
-NeuronIR (compiled CPU: backends/mlir_adjoint.py and mlir_recurrent.py; Triton:
+NeuronIR (compiled CPU: backends/mlir/adjoint.py and mlir/recurrent.py; Triton:
 backends/triton/adjoint.py), and the step kinds of their tapes."""
 
 from __future__ import annotations

@@ -238,7 +238,7 @@ def _emit_one(ir: NeuronIR, backend: str, dtype: str) -> dict[str, tuple[str, Op
     """One backend's artifact for one neuron: {kind: (filename, text)}; nothing is written here,
     so that a full disk is reported as such and not as a backend failure."""
     if backend == "mlir":
-        from .backends.mlir_emit import emit_module
+        from .backends.mlir.emit import emit_module
 
         return {"mlir": (f"{ir.name}.{dtype}.mlir", emit_module(ir, dtype))}
     if backend == "triton":
@@ -247,7 +247,7 @@ def _emit_one(ir: NeuronIR, backend: str, dtype: str) -> dict[str, tuple[str, Op
         return {"triton": (f"{ir.name}_triton.py", generate(ir, dtype))}
     if backend == "cpu":
         # The CPU JIT compiles the MLIR in memory at run time; here we check that it lowers.
-        from .backends import cpu_jit
+        from .backends.mlir import cpu_jit
 
         if hasattr(cpu_jit, "check_lowering"):
             cpu_jit.check_lowering(ir, dtype)

@@ -71,7 +71,7 @@ def _mlir_available() -> bool:
         from spikescan.runtime.engines import get_engine
 
         get_engine("sequential-cpu")
-        import spikescan.compiler.backends.cpu_jit  # noqa: F401  (needs torch_mlir)
+        import spikescan.compiler.backends.mlir.cpu_jit  # noqa: F401  (needs torch_mlir)
         return True
     except Exception:  # noqa: BLE001 - no MLIR JIT here
         return False

@@ -1,11 +1,11 @@
 """The event-outer adjoint of the sequential-cpu engine (DESIGN.md 6b): what the compiled kernel
-(compiler/backends/mlir_adjoint_events.py) needs, prepared from the IR's printed formulas
+(compiler/backends/mlir/adjoint_events.py) needs, prepared from the IR's printed formulas
 (runtime/kernels.py) in a few vectorised torch ops, and the call.
 
 Applies to a layer call whose neurons share their parameters, without delays, refractory period
 0, whose input jumps do not move the potential (c^T B = 0: a spike is never the instant of an
 arrival), when no parameter gradient is asked for; `applicable` says so, and the per-neuron
-adjoint (mlir_adjoint.py) does the rest. The forward (mlir_shared.py) records the state at every
+adjoint (mlir/adjoint.py) does the rest. The forward (mlir/shared.py) records the state at every
 spike before its reset (xrec); from it, per spike s of neuron j:
 
     x+ = R x- + r,  u' = c . (A x- + a0),  v = R (A x- + a0) - (A x+ + a0)
@@ -93,7 +93,7 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
     t [B, n] times, ch [B, n], order [B, n] (the forward's arrival order), nvalid [B], horizon [B],
     W [C, N] or [B, C, N], spikes/g [B, N, S] (spike times, dL/d spike time), counts [B, N],
     xrec [B, N, S, d] (the state at each spike, before its reset)."""
-    from spikescan.compiler.backends.mlir_adjoint_events import LANES, events_backward
+    from spikescan.compiler.backends.mlir.adjoint_events import LANES, events_backward
 
     dt = t.dtype
     d = kern.d

@@ -1,7 +1,7 @@
 """The event-outer adjoint of a recurrent layer on the CPU (DESIGN.md 6b): what the compiled kernel
-(compiler/backends/mlir_adjoint_events_rec.py) needs, prepared in a few vectorised torch ops, and
+(compiler/backends/mlir/adjoint_events_rec.py) needs, prepared in a few vectorised torch ops, and
 the call. The feed-forward one (adjoint_events.py) supplies the conditions and the per-spike
-matrices; the recurrent forward (mlir_recurrent_vec.py) records the state at each spike before
+matrices; the recurrent forward (mlir/recurrent_vec.py) records the state at each spike before
 its reset (xrec).
 
 Applies where the feed-forward one does (parameters shared by the layer, no delays, refractory
@@ -110,7 +110,7 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, key: Tensor, or
     per-sample weights W [B, C, N]) and dL/dw_rec into gwrec [N, N]; write dL/dt into gtimes
     [B, n+1] (columns of the input times). key, order, chan, nvalid as merged_events; spikes/g
     [B, N, S] (spike times, dL/d spike time), counts [B, N], xrec [B, N, S, d]."""
-    from spikescan.compiler.backends.mlir_adjoint_events_rec import LANES, rec_events_backward
+    from spikescan.compiler.backends.mlir.adjoint_events_rec import LANES, rec_events_backward
 
     dt = key.dtype
     d = kern.d

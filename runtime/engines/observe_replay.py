@@ -7,7 +7,7 @@ an affine action (jump x + B w, or reset R x + r). So, per lane:
 
 1. per-segment maps x_{k+1} = J_k x_k + c_k, all segments at once from the printed propagator
    (J = Phi(D) for an arrival, R Phi(D) for a spike), no Python loop over events;
-2. the prefix states X_k by the compiled affine recurrence (compiler/backends/mlir_observe.py);
+2. the prefix states X_k by the compiled affine recurrence (compiler/backends/mlir/observe.py);
 3. the observable per segment, vectorised: the closed-form integral, or the maximum of u on the
    segment (stationary points isolated by the IR's chain, spike_time.potential_max), then the
    sum / max over segments;
@@ -168,7 +168,7 @@ def observe_known_spikes(kern: NeuronKernels, P: tuple, port: Optional[str], ev:
     """Observable [B, N] of every lane over [0, horizon] (see the module docstring), with exact
     gradients to everything `ev` (times, weights, delays), `spikes` and `P` carry. Returns None
     if the recorded spikes do not replay consistently (the caller then falls back)."""
-    from spikescan.compiler.backends.mlir_observe import affine_adjoint, affine_scan
+    from spikescan.compiler.backends.mlir.observe import affine_adjoint, affine_scan
 
     if kind not in KINDS:
         raise ValueError(f"observe must be one of {KINDS}, got {kind!r}")
@@ -310,7 +310,7 @@ def _segment_max(kern: NeuronKernels, Xs: list, y: list, uend: Tensor, D: Tensor
 def _surrogate_autograd(kern, port, kind, D, isp, w, ok, Xs, J, Pl, L, M, mx, pe=None):
     """General gradient (parameters need gradients too): lam from the compiled adjoint, the
     local partials by one autograd pass over the per-segment maps."""
-    from spikescan.compiler.backends.mlir_observe import affine_adjoint
+    from spikescan.compiler.backends.mlir.observe import affine_adjoint
 
     dt = D.dtype
     d = kern.d

@@ -1,8 +1,8 @@
 """Compiled readouts on the sequential-cpu engine (issue 10 item 3): `max_potential` and
 `li_integral`, forward and exact backward in generated MLIR, as one autograd Function, run over
 fixed batch slices on the engine's threads (runtime/engines/parallel.py: bit-identical for any
-thread count). A layer without threshold: compiler/backends/mlir_readout.py. A spiking layer (the
-first-spike loss's max potential, observe_vmax): compiler/backends/mlir_readout_spikes.py, with
+thread count). A layer without threshold: compiler/backends/mlir/readout.py. A spiking layer (the
+first-spike loss's max potential, observe_vmax): compiler/backends/mlir/readout_spikes.py, with
 the spikes the compiled layer found as resets; its spike times get the readout's partial
 gradient, and the layer's own adjoint carries them on.
 
@@ -35,7 +35,7 @@ _WHY: dict = {}
 
 
 def _unsupported(ir: NeuronIR, kind: str) -> Optional[str]:
-    from spikescan.compiler.backends import mlir_readout, mlir_readout_spikes
+    from spikescan.compiler.backends.mlir import readout as mlir_readout, readout_spikes as mlir_readout_spikes
 
     key = (id(ir), kind)
     hit = _WHY.get(key)
@@ -87,7 +87,7 @@ def check_inputs(times: Tensor, channels: Tensor, weight: Tensor, t_end) -> None
 
 
 def _call(eng, name: str, tensors: list) -> None:
-    from spikescan.compiler.backends.cpu_jit import memref_of
+    from spikescan.compiler.backends.mlir.cpu_jit import memref_of
 
     descs = [memref_of(t) for t in tensors]
     eng.invoke(name, *[ctypes.pointer(ctypes.pointer(x)) for x in descs])
@@ -183,7 +183,7 @@ def observe(ir: NeuronIR, params: Optional[dict], times: Tensor, channels: Tenso
     layer returned them). None when a recorded spike does not replay consistently (u below theta
     just before it; the caller then falls back). The caller checked `applicable` and validated
     the inputs (sequential_cpu._run_observed)."""
-    from spikescan.compiler.backends.mlir_readout import compiled_readout
+    from spikescan.compiler.backends.mlir.readout import compiled_readout
     from spikescan.runtime.engines.sequential_cpu import _param_vectors
 
     dtype = times.dtype

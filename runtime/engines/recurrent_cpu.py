@@ -1,5 +1,5 @@
 """Recurrent layers on the CPU JIT: the exact event loop of runtime/engines/recurrent.py (same
-ordering rules, docs/engines.md), generated as MLIR (compiler/backends/mlir_recurrent.py) and
+ordering rules, docs/engines.md), generated as MLIR (compiler/backends/mlir/recurrent.py) and
 JIT-compiled; one sample at a time, all neurons' states in scratch buffers. Differentiable: the
 backward replays each sample with a tape and runs the generated adjoint loop (IFT at every
 spike; a recurrent event carries the adjoints of the jumps it caused back to its spike time),
@@ -149,8 +149,8 @@ def run_recurrent_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, w
                         delays: Optional[Tensor] = None, *, port: Optional[str] = None, max_spikes: int = 64,
                         on_overflow: str = "raise", observe: Optional[str] = None,
                         t_end: Optional[float] = None, impl: str = "auto") -> LayerResult:
-    """impl: "vector" (mlir_recurrent_vec.py: needs shared parameters and no delays), "scalar"
-    (the per-neuron loop of mlir_recurrent.py, the reference) or "auto" (vector where it
+    """impl: "vector" (mlir/recurrent_vec.py: needs shared parameters and no delays), "scalar"
+    (the per-neuron loop of mlir/recurrent.py, the reference) or "auto" (vector where it
     applies). Both give the same spike trains bit for bit."""
     if impl not in ("auto", "vector", "scalar"):
         raise ValueError(f"impl must be 'auto', 'vector' or 'scalar', got {impl!r}")
@@ -161,7 +161,7 @@ def run_recurrent_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, w
         return recurrent.run_recurrent_layer(ir, params, times, channels, weight, w_rec, delays, port=port,
                                              max_spikes=max_spikes, on_overflow=on_overflow, observe=observe,
                                              t_end=t_end)
-    from spikescan.compiler.backends.cpu_recurrent import compile_recurrent
+    from spikescan.compiler.backends.mlir.cpu_recurrent import compile_recurrent
 
     with torch.no_grad():
         lay = setup(ir, params, times.detach(), channels, weight.detach(),

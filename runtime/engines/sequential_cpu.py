@@ -1,6 +1,6 @@
 """Engine "sequential-cpu": the exact sequential event loop, generated as MLIR from the neuron's
-IR and JIT-compiled for the CPU (compiler/backends/cpu_jit.py). Differentiable: the backward
-is the JIT-compiled adjoint event loop (compiler/backends/mlir_adjoint.py), exact gradients to
+IR and JIT-compiled for the CPU (compiler/backends/mlir/cpu_jit.py). Differentiable: the backward
+is the JIT-compiled adjoint event loop (compiler/backends/mlir/adjoint.py), exact gradients to
 input times, weights, delays and tensor parameters (IFT at every spike). Readouts (observe=...,
 neurons without threshold): max_potential / li_integral are compiled (runtime/engines/
 readout_cpu.py, forward and backward in generated MLIR; a spiking layer's spikes from the
@@ -103,7 +103,7 @@ class _Saved:
 
 class _LayerGrad(torch.autograd.Function):
     """Identity on the forward's spike times; the backward runs the JIT-compiled adjoint event
-    loop (compiler/backends/mlir_adjoint.py): exact gradients (IFT at every spike, adjoint of
+    loop (compiler/backends/mlir/adjoint.py): exact gradients (IFT at every spike, adjoint of
     the flow, jumps and resets between) to input times, weights, delays and parameters."""
 
     @staticmethod
@@ -196,7 +196,7 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
               max_spikes: int = 64, on_overflow: str = "raise", observe: Optional[str] = None,
               t_end: Optional[float] = None) -> LayerResult:
     del chunk  # one event at a time
-    from spikescan.compiler.backends.cpu_jit import compile_neuron
+    from spikescan.compiler.backends.mlir.cpu_jit import compile_neuron
 
     if on_overflow not in ("raise", "flag"):
         raise ValueError(f"on_overflow must be 'raise' or 'flag', got {on_overflow!r}")

@@ -99,7 +99,7 @@ def bracket_solve(fn: Callable, a: Tensor, b: Tensor, fa: Tensor, fb: Tensor, sc
     """Root of fn in [a, b] (fa, fb of opposite signs or one zero), per lane, vectorised.
 
     fn(D) -> (f, f'). Safeguarded Newton from the regula-falsi point (rtsafe, as the compiled
-    solver in compiler/backends/mlir_ops.py): a Newton step is taken when it stays inside the
+    solver in compiler/backends/mlir/ops.py): a Newton step is taken when it stays inside the
     bracket (kept as [neg, pos] with f(neg) < 0 <= f(pos)) and at most halves the previous move,
     else bisection. Stops per lane when a Newton step is below 4 ulp of (scale + D) or the
     bracket is that narrow. Near a tangent crossing (u peaks just above theta) Newton steps grow

@@ -4,7 +4,7 @@
     train.times, train.neurons, train.population(), train.rates_hz(), train.cv_isi()
 
 engine="compiled" (default): the event-driven engine generated as MLIR and JIT-compiled for the
-CPU (compiler/backends/mlir_sparse.py, engine.py); engine="reference": the plain O(N) exact loop
+CPU (compiler/backends/mlir/sparse.py, engine.py); engine="reference": the plain O(N) exact loop
 (reference.py), the oracle of the tests. Both run the same SparseModel (model.py).
 """
 

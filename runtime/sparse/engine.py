@@ -1,4 +1,4 @@
-"""The compiled event-driven sparse engine (compiler/backends/mlir_sparse.py, JIT-compiled for the
+"""The compiled event-driven sparse engine (compiler/backends/mlir/sparse.py, JIT-compiled for the
 CPU through torch-mlir's ExecutionEngine): O(K log N) per spike.
 
 Memory: per neuron one record of 8 f64 (64 bytes, one cache line, for up to 4 state variables:
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch_mlir import execution_engine, passmanager
 
-from spikescan.compiler.backends.cpu_jit import LOWER, ir_key, memref_of
-from spikescan.compiler.backends.mlir_sparse import HEAP_PAD, build_sparse_module, record_layout
+from spikescan.compiler.backends.mlir.cpu_jit import LOWER, ir_key, memref_of
+from spikescan.compiler.backends.mlir.sparse import HEAP_PAD, build_sparse_module, record_layout
 from spikescan.compiler.ir import NeuronIR
 
 from .model import SparseModel, SparseModelError

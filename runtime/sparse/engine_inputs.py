@@ -1,4 +1,4 @@
-"""The compiled sparse engine with input events (compiler/backends/mlir_sparse_inputs.py): one
+"""The compiled sparse engine with input events (compiler/backends/mlir/sparse_inputs.py): one
 sample's sorted input events are merged into the engine's event queue inside the generated loop
 (func @sparse_run_inputs), each delivered to its targets like a network spike. O(K log N) per
 network spike plus O(fan-out log N) per input event.
@@ -15,8 +15,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from spikescan.compiler.backends.cpu_jit import ir_key
-from spikescan.compiler.backends.mlir_sparse_inputs import build_sparse_inputs_module
+from spikescan.compiler.backends.mlir.cpu_jit import ir_key
+from spikescan.compiler.backends.mlir.sparse_inputs import build_sparse_inputs_module
 from spikescan.compiler.ir import NeuronIR
 
 from .engine import CHUNK_SPIKES, ZENO_FACTOR, SparseSimulation, _Compiled

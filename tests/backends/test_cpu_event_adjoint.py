@@ -1,6 +1,6 @@
 """The event-outer adjoint of sequential-cpu (runtime/engines/adjoint_events.py and the compiled
-kernel compiler/backends/mlir_adjoint_events.py) against the per-neuron adjoint it replaces
-(mlir_adjoint.py, the reference) on every neuron of models/ that it applies to: input-time and
+kernel compiler/backends/mlir/adjoint_events.py) against the per-neuron adjoint it replaces
+(mlir/adjoint.py, the reference) on every neuron of models/ that it applies to: input-time and
 weight gradients equal to 1e-12 relative, with spikes in the tail after the last input, several
 spikes per interval, spikes at and near input times, inputs after t_end and per-sample weights;
 and against central finite differences in float64."""

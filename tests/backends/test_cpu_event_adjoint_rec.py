@@ -1,6 +1,6 @@
 """The event-outer adjoint of recurrent layers (runtime/engines/adjoint_events_rec.py and the
-compiled kernel compiler/backends/mlir_adjoint_events_rec.py) against the replaying adjoint it
-replaces (mlir_recurrent.py's rec_backward, the reference) on every neuron of models/ that it
+compiled kernel compiler/backends/mlir/adjoint_events_rec.py) against the replaying adjoint it
+replaces (mlir/recurrent.py's rec_backward, the reference) on every neuron of models/ that it
 applies to: gradients to input times, weights and w_rec equal to 1e-12 relative, with
 self-connections, bursts, simultaneous spikes of several neurons, equal input times, inputs
 after t_end, per-sample weights and spikes dropped by the cap; against central finite differences in float64; the same bits

@@ -1,5 +1,5 @@
 """Gradients of the JIT-compiled sequential CPU engine (the adjoint event loop of
-compiler/backends/mlir_adjoint.py) against central finite differences in float64 and against
+compiler/backends/mlir/adjoint.py) against central finite differences in float64 and against
 the autograd gradients of the independent PyTorch reference engine "torch-sequential"."""
 
 import dataclasses

@@ -74,7 +74,7 @@ def test_per_neuron_adjoint_with_delays(eilif):
 
 
 def test_compiled_for_ports_needs_the_map(eilif):
-    from spikescan.compiler.backends.cpu_jit import compile_neuron
+    from spikescan.compiler.backends.mlir.cpu_jit import compile_neuron
 
     eng = compile_neuron(eilif, "f64", ("exc", "inh"))
     assert eng is not compile_neuron(eilif, "f64", "exc")  # one cache entry per port layout

@@ -1,4 +1,4 @@
-"""The event-outer forward's bound on interior maxima (compiler/backends/mlir_shared.py
+"""The event-outer forward's bound on interior maxima (compiler/backends/mlir/shared.py
 _peak_below: max u <= u(0) + u'(0) D for chains of length 2 with a decaying first rate) only
 spares the exact path where it finds no crossing: peaks grazing the threshold from both sides
 give the same spikes, bit for bit, as the scalar event-outer loop and the per-neuron loop, and

@@ -1,5 +1,5 @@
 """Compiled readouts of sequential-cpu (runtime/engines/readout_cpu.py, compiler/backends/
-mlir_readout.py): max_potential and li_integral of neurons without threshold, against the torch
+mlir/readout.py): max_potential and li_integral of neurons without threshold, against the torch
 replay (runtime/engines/observe_replay.py, the reference: values to 1e-12 relative, autograd
 gradients), against an mpmath reference (tests/mpref.mp_readout), against central finite
 differences in float64; bit-identical for 1 and 2 engine threads; the replay is chosen
@@ -235,7 +235,7 @@ def test_sorted_input_like_a_layers_spikes(li, kind):
 @pytest.mark.parametrize("N", [7, 8])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_vector_forward_is_the_scalar_one_bit_for_bit(li, monkeypatch, N, dtype):
-    """compiler/backends/mlir_readout_vec.py against @readout_forward_scalar (same decisions, same
+    """compiler/backends/mlir/readout_vec.py against @readout_forward_scalar (same decisions, same
     operations): every record equal, with a scalar tail (N = 7) and without (N = 8)."""
     times, ch, W = _inputs(9, B=5, n=60, N=N)
     times, W = times.to(dtype), W.to(dtype)

@@ -1,4 +1,4 @@
-"""Compiled readouts of SPIKING layers on sequential-cpu (compiler/backends/mlir_readout_spikes.py:
+"""Compiled readouts of SPIKING layers on sequential-cpu (compiler/backends/mlir/readout_spikes.py:
 the first-spike loss's max potential, max_potential / li_integral with a threshold): against the
 torch replay of the same spikes (observe_replay.py, values to 1e-12 relative, autograd gradients
 through the layer's adjoint), against central finite differences in float64, bit-identical for 1

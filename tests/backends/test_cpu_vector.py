@@ -1,4 +1,4 @@
-"""The vectorised shared-parameter event loop (compiler/backends/mlir_shared.py) against the
+"""The vectorised shared-parameter event loop (compiler/backends/mlir/shared.py) against the
 scalar event-outer loop (mlir_emit.build_layer_shared_scalar), the general per-neuron loop
 (mlir_emit.build_layer), the 50-digit mpmath reference and the PyTorch reference's gradients."""
 
@@ -12,7 +12,7 @@ import sympy
 import torch
 
 from mpref import simulate_model
-from spikescan.compiler.backends import cpu_jit
+from spikescan.compiler.backends.mlir import cpu_jit
 from spikescan.compiler.driver import load_model
 from spikescan.runtime.engines import sequential_cpu, torch_sequential
 from repo_paths import repo
@@ -121,8 +121,8 @@ def test_other_shapes_compile_and_agree(lanes, mode, monkeypatch):
     never: the same bits as the default."""
     from torch_mlir import execution_engine, passmanager
 
-    from spikescan.compiler.backends import mlir_shared
-    from spikescan.compiler.backends.mlir_emit import build_module
+    from spikescan.compiler.backends.mlir import shared as mlir_shared
+    from spikescan.compiler.backends.mlir.emit import build_module
 
     nir = neuron("CubaLIF")
     times, ch, W = inputs(3, 1, 300, 20, 13, 150.0, 0.1, 0.12)

@@ -1,4 +1,4 @@
-"""The emitted MLIR (compiler/backends/mlir_emit.py) parses back and verifies for every neuron
+"""The emitted MLIR (compiler/backends/mlir/emit.py) parses back and verifies for every neuron
 model and both dtypes, holds the promised functions, and its special functions / IFT partials
 agree with independent references once lowered and JIT-compiled."""
 
@@ -10,8 +10,8 @@ import torch
 from torch_mlir import execution_engine, ir, passmanager
 
 from spikescan.compiler import special
-from spikescan.compiler.backends.cpu_jit import LOWER
-from spikescan.compiler.backends.mlir_emit import build_module, emit_module
+from spikescan.compiler.backends.mlir.cpu_jit import LOWER
+from spikescan.compiler.backends.mlir.emit import build_module, emit_module
 from spikescan.compiler.driver import load_model
 from repo_paths import repo
 

@@ -93,9 +93,9 @@ def test_E062_backend_failure(tmp_path, models_dir, monkeypatch):
 @pytest.mark.parametrize("missing", ["backend module", "its dependency"])
 def test_E062_backend_not_installed(missing, tmp_path, models_dir, monkeypatch):
     if missing == "backend module":
-        monkeypatch.setitem(sys.modules, "spikescan.compiler.backends.mlir_emit", None)  # import fails
+        monkeypatch.setitem(sys.modules, "spikescan.compiler.backends.mlir.emit", None)  # import fails
     else:
-        import spikescan.compiler.backends.mlir_emit as me
+        import spikescan.compiler.backends.mlir.emit as me
 
         def no_bindings(ir, dtype):
             raise ModuleNotFoundError("No module named 'torch_mlir'", name="torch_mlir")

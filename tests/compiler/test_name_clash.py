@@ -41,7 +41,7 @@ def _spikes(path: Path, engine: str) -> list[float]:
 def _internal_names(tmp_path: Path) -> list[str]:
     """Identifiers of the code generated for CubaLIF by every backend, one per numbered family
     (x0, x1, ... -> x0, x1), plus Python keywords and builtins the printers could meet."""
-    from spikescan.compiler.backends.mlir_emit import emit_module
+    from spikescan.compiler.backends.mlir.emit import emit_module
     from spikescan.compiler.backends.triton.codegen import generate
     from spikescan.runtime.kernels import NeuronKernels
 

@@ -1,7 +1,7 @@
 """Long gaps never change a decision (issue 17 item 1): intervals of 1e3 to 1e6 time constants,
 where exp(-D/tau) underflows to 0, keep every spike on every CPU engine, against the mpmath
 reference (tests/mpref.py). Two mechanisms are covered: the isolation chain over a gap whose
-derivative underflows to an exact 0 (compiler/backends/mlir_emit.py isolate/quick_no_cross), and
+derivative underflows to an exact 0 (compiler/backends/mlir/emit.py isolate/quick_no_cross), and
 propagators exp(p D) * F(z D) whose factors underflow and overflow when run-time parameters
 reorder the rates (tau_m = 10 us below tau_s = 5 ms: compiler/backends/stable_exp.py)."""
 

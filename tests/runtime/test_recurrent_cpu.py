@@ -281,7 +281,7 @@ def test_vector_loop_bench_like_workload_and_per_sample_weights(lif):
 
 
 def test_auto_picks_vector_loop_only_where_it_applies(lif, monkeypatch):
-    from spikescan.compiler.backends.cpu_recurrent import CompiledRecurrent
+    from spikescan.compiler.backends.mlir.cpu_recurrent import CompiledRecurrent
 
     times, ch, W, Wr, g = _case(6, 2, 5, 6, 20)
     dl = torch.rand(5, 6, generator=g, dtype=F64)

@@ -38,7 +38,7 @@ def test_torch_compiled_network_runs_and_matches():
 def test_jit_boundary_refuses_traced_tensors():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from spikescan.compiler.backends.cpu_jit import memref_of
+    from spikescan.compiler.backends.mlir.cpu_jit import memref_of
 
     with FakeTensorMode():
         fake = torch.zeros(3, dtype=torch.float64)

@@ -21,7 +21,7 @@ import torch
 from torch_mlir import execution_engine, passmanager
 
 from spikescan.compiler.ir import NeuronIR
-from spikescan.compiler.backends.mlir_emit import build_module
+from spikescan.compiler.backends.mlir.emit import build_module
 
 LOWER = ("builtin.module(convert-scf-to-cf,convert-vector-to-llvm,expand-strided-metadata,"
          "finalize-memref-to-llvm,"
@@ -127,7 +127,7 @@ class CompiledNeuron:
     def _backward_engine(self, with_params: bool):
         with _LOCK:
             if with_params not in self._bwd:
-                from spikescan.compiler.backends.mlir_adjoint import build_backward_module
+                from spikescan.compiler.backends.mlir.adjoint import build_backward_module
 
                 t0 = time.perf_counter()
                 mod = build_backward_module(self.ir, self.dtype, self.port, with_params)
@@ -153,7 +153,7 @@ class CompiledNeuron:
 
     def layer_shared(self, times, chan, order, weight, nvalid, horizon, params: list, out, counts, over,
                      impl: str = "vector", xrec=None, pmap=None):
-        """The event-outer loop for shared parameters and no delays (mlir_shared.py; impl="scalar":
+        """The event-outer loop for shared parameters and no delays (mlir/shared.py; impl="scalar":
         the earlier scalar loop mlir_emit.build_layer_shared_scalar, same results bit for bit);
         weight is [C, N] or [B, C, N] and made dense here. xrec [B, N, S, d] (vector loop only):
         receives the state at each recorded spike before its reset (default: not kept)."""

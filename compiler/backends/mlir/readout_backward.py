@@ -1,4 +1,4 @@
-"""The backward kernel of the compiled readouts of a layer without threshold (mlir_readout.py's
+"""The backward kernel of the compiled readouts of a layer without threshold (mlir/readout.py's
 module docstring has the maths): @readout_backward walks each sample's events backwards once,
 Phi(D)^T per event shared by all neurons; max_potential seeds each neuron's adjoint row at its
 maximum, li_integral adds the running integral's source over every interval."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 from torch_mlir import ir
 from torch_mlir.dialects import arith, func, memref, scf
 
-from spikescan.compiler.backends.mlir_emit import _dense
-from spikescan.compiler.backends.mlir_readout import _arrival, _common_types, _func, _Readout, seed_max_row
+from spikescan.compiler.backends.mlir.emit import _dense
+from spikescan.compiler.backends.mlir.readout import _arrival, _common_types, _func, _Readout, seed_max_row
 
 
 def build_backward(rd: _Readout):

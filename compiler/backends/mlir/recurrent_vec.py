@@ -1,4 +1,4 @@
-"""The recurrent event loop of mlir_recurrent.py, vectorised over neurons (DESIGN.md section 9)
+"""The recurrent event loop of mlir/recurrent.py, vectorised over neurons (DESIGN.md section 9)
 for its common case: parameters shared by the layer and no input delays, so that every live
 neuron takes every delivery and all neurons share one arrival order (key[B,L], order[B,L]).
 
@@ -35,9 +35,9 @@ from typing import Optional
 from torch_mlir import ir
 from torch_mlir.dialects import arith, func, memref, scf, vector
 
-from spikescan.compiler.backends.mlir_emit import INF, NeuronEmitter, _dense, _memref
-from spikescan.compiler.backends.mlir_ops import VOps
-from spikescan.compiler.backends.mlir_recurrent import (
+from spikescan.compiler.backends.mlir.emit import INF, NeuronEmitter, _dense, _memref
+from spikescan.compiler.backends.mlir.ops import VOps
+from spikescan.compiler.backends.mlir.recurrent import (
     EXT, LF_REF, LF_SPK, LF_T, LI_CNT, LI_DEAD, LI_PEND, LI_PTR, REC, _Args, _for, _i64, _Lane,
     init_lanes, lane_candidate, lane_fire)
 
@@ -105,7 +105,7 @@ def _store(v, mem, index, W):
 
 def _lane_bits(m, W):
     """The i1 mask m (vector of W, or scalar) as the bits of one i64: an i1 vector living into
-    another block costs LLVM repacking (mlir_shared.py)."""
+    another block costs LLVM repacking (mlir/shared.py)."""
     i64 = _i64()
     if W == 1:
         return arith.extui(i64, m)

@@ -1,5 +1,5 @@
 """Compiled readouts of a SPIKING layer (the first-spike loss's max potential, max_potential /
-li_integral on a layer with threshold): mlir_readout.py's kernels with the layer's own spikes,
+li_integral on a layer with threshold): mlir/readout.py's kernels with the layer's own spikes,
 known from the compiled forward (sequential_cpu), as resets inside the intervals.
 
     @readout_spikes_forward(times, chan, order, weight, nvalid, horizon, p_1..p_P, spikes[B,N,S],
@@ -13,9 +13,9 @@ known from the compiled forward (sequential_cpu), as resets inside the intervals
 A spike s of neuron j belongs to the first interval (T_{k-1}, T_k] with s < T_k, or s == T_k
 when the arrival at T_k cannot move u (c^T B = 0: the spike comes first, observe_replay's tie
 rule) or T_k is no arrival (t_end). Neurons without a spike in an interval take the shared-Phi
-path of mlir_readout.py; the others walk their pieces (interval start or spike, to the next
+path of mlir/readout.py; the others walk their pieces (interval start or spike, to the next
 spike or the interval's end) with their own Phi. Per piece the same maximum / integral as
-mlir_readout.py; `sub` records the number of spikes before the maximising piece and tidx
+mlir/readout.py; `sub` records the number of spikes before the maximising piece and tidx
 encodes what an end moves with (>= 0: an arrival's column, -2 - m: spike m, -1: nothing).
 bad[b, j] = 1 when u just before a recorded spike is below theta (beyond 1e-7 (1 + |theta|) in
 f64, 1e-3 in f32): the caller then falls back to the replay, as observe_replay.py does.
@@ -33,9 +33,9 @@ from torch_mlir import ir, passmanager
 from torch_mlir.dialects import arith, func, memref, scf
 
 from spikescan.compiler.ir import NeuronIR
-from spikescan.compiler.backends.mlir_emit import CLEANUP, NeuronEmitter, _dense
-from spikescan.compiler.backends.mlir_ops import add_helpers, float_type
-from spikescan.compiler.backends.mlir_readout import (KINDS, seed_max_row, _arrival, _common_types, _func, _max_step,
+from spikescan.compiler.backends.mlir.emit import CLEANUP, NeuronEmitter, _dense
+from spikescan.compiler.backends.mlir.ops import add_helpers, float_type
+from spikescan.compiler.backends.mlir.readout import (KINDS, seed_max_row, _arrival, _common_types, _func, _max_step,
                                                       _Readout, chain_rows)
 
 INF = float("inf")
@@ -47,7 +47,7 @@ def unsupported(nir: NeuronIR, kind: str) -> Optional[str]:
     if kind not in KINDS:
         return f"observe={kind!r} is not a compiled readout"
     if nir.c is None or nir.theta is None:
-        return "the neuron has no threshold (mlir_readout.py)"
+        return "the neuron has no threshold (mlir/readout.py)"
     A = sympy.Matrix(nir.A)
     if not (A.is_lower or A.is_upper):
         return "A is not triangular (no isolation chain)"

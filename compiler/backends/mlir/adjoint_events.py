@@ -1,5 +1,5 @@
 """The event-outer adjoint (DESIGN.md section 6b) as a JIT-compiled MLIR kernel: the backward
-counterpart of the vectorised event-outer forward (mlir_shared.py), for layers whose time
+counterpart of the vectorised event-outer forward (mlir/shared.py), for layers whose time
 constants are shared and that have no delays.
 
 Each sample's events are walked backwards once. Per event, one shared Phi(D)^T updates the
@@ -252,7 +252,7 @@ def compiled(key: tuple, make_source):
         if key not in _ENGINES:
             from torch_mlir import execution_engine, ir, passmanager
 
-            from spikescan.compiler.backends.cpu_jit import LOWER
+            from spikescan.compiler.backends.mlir.cpu_jit import LOWER
 
             ctx = ir.Context()
             with ctx, ir.Location.unknown():
@@ -269,7 +269,7 @@ def _engine(d: int, et: str, multi: bool = False):
 
 def invoke(eng, name: str, tensors: list) -> None:
     """Call @name on dense (contiguous) torch tensors, zero-copy."""
-    from spikescan.compiler.backends.cpu_jit import memref_of
+    from spikescan.compiler.backends.mlir.cpu_jit import memref_of
 
     for t in tensors:
         if not t.is_contiguous():

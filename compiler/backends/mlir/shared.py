@@ -46,7 +46,7 @@ from torch_mlir import ir
 from torch_mlir.dialects import arith, func, memref, scf, vector
 from torch_mlir.dialects import llvm
 
-from spikescan.compiler.backends.mlir_ops import VOps
+from spikescan.compiler.backends.mlir.ops import VOps
 
 INF = float("inf")
 MODE = "adaptive"  # or "branchy" / "branchless" (one shape of pass 1 for every event; tests, benchmarks)
@@ -171,7 +171,7 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
     xs[d,N] (dense scratch state), refs[N], ints[2,N] (scratch count/over), idxs[N] i64 and
     xsave[d,N] (scratch: the flagged neurons of the current event and their states), xrec[B,N,S,d]
     (out: the state at each recorded spike before its reset, for the event-outer adjoint))."""
-    from spikescan.compiler.backends.mlir_emit import (_advance, _dense, _memref, init_shared_lanes, pmap_types,
+    from spikescan.compiler.backends.mlir.emit import (_advance, _dense, _memref, init_shared_lanes, pmap_types,
                                                        shared_arrival)
 
     lanes = lanes or LANES[em.dtype]

@@ -9,7 +9,7 @@ returned): propagate, jump_<port>, reset, potential, dpotential, combine, crossi
 spike_time, dtstar_dx, dtstar_dtheta, dtstar_dparams; and, for neurons with a threshold, the
 exact sequential event loop `layer` over memrefs that the CPU JIT runs (see cpu_jit.py for
 its calling convention) and its event-outer, vectorised variant `layer_shared` for layers with
-shared parameters and no delays (mlir_shared.py). NeuronEmitter is the reusable piece: it
+shared parameters and no delays (mlir/shared.py). NeuronEmitter is the reusable piece: it
 emits the same formulas inline into any block (scalar, or vectorised over neurons with
 mlir_ops.VOps), so the event loops and the standalone functions share one printer.
 """
@@ -24,7 +24,7 @@ from torch_mlir import ir, passmanager
 from torch_mlir.dialects import arith, func, memref, scf
 
 from spikescan.compiler.ir import DT, NeuronIR
-from spikescan.compiler.backends.mlir_ops import ExprPrinter, Ops, add_helpers, float_type, solve
+from spikescan.compiler.backends.mlir.ops import ExprPrinter, Ops, add_helpers, float_type, solve
 
 INF = float("inf")
 
@@ -96,7 +96,7 @@ class NeuronEmitter:
     def reuse_phi(self, D0: ir.Value, Phi0, phi0):
         """Inside: the scalar phi_at(D) returns Phi0, phi0 where D has the bits of D0 (a run-time
         test) instead of calling exp & co again; the same values, as they are printed from the
-        same D. The event-outer loop's exact path (mlir_shared.py pass 2) reuses the event's."""
+        same D. The event-outer loop's exact path (mlir/shared.py pass 2) reuses the event's."""
         saved = self.phi_hint
         self.phi_hint = (D0, Phi0, phi0)
         try:
@@ -515,7 +515,7 @@ def lane_forward(em: NeuronEmitter, b, j, nv, times, chan, order, weight, delays
                  S64, port: Optional[str] = None, tape=None):
     """The exact event loop of one sample b and neuron j (em.setup already done for j):
     returns the final (x..., t, ref_end, count, over). `tape(aux)`, if given, returns a
-    recorder that _advance calls once per step (the adjoint loop of mlir_adjoint.py replays
+    recorder that _advance calls once per step (the adjoint loop of mlir/adjoint.py replays
     this very code with a tape, so its decisions are those of the forward bit for bit)."""
     o = em.o
     idx = ir.IndexType.get()
@@ -615,11 +615,11 @@ def build_module(nir: NeuronIR, dtype: str = "f64", with_layer: bool = True,
                  port: Optional[str] = None, scalar_shared: bool = False,
                  lanes: Optional[int] = None) -> ir.Module:
     """The module in a fresh context (caller keeps `module.context` alive). `layer_shared` is
-    the vectorised event-outer loop (mlir_shared.py, `lanes` per vector op, default
+    the vectorised event-outer loop (mlir/shared.py, `lanes` per vector op, default
     mlir_shared.LANES[dtype]); with
     scalar_shared=True the module also holds `layer_shared_scalar`, the earlier scalar
     formulation of the same loop (kept for bench/cpu_forward.py and the equality tests)."""
-    from spikescan.compiler.backends.mlir_shared import build_layer_shared_vec
+    from spikescan.compiler.backends.mlir.shared import build_layer_shared_vec
 
     ctx = ir.Context()
     with ctx, ir.Location.unknown():

@@ -42,10 +42,10 @@ from torch_mlir import ir, passmanager
 from torch_mlir.dialects import arith, func, memref, scf
 
 from spikescan.compiler.ir import NeuronIR
-from spikescan.compiler.backends.mlir_adjoint import (
+from spikescan.compiler.backends.mlir.adjoint import (
     SPIKE, SPIKE_NOW, SPIKE_REF, AdjointForms, _print_all, _printer, adjoint_arrival, adjoint_spike)
-from spikescan.compiler.backends.mlir_emit import CLEANUP, INF, NeuronEmitter, _dense, _memref
-from spikescan.compiler.backends.mlir_ops import add_helpers, float_type
+from spikescan.compiler.backends.mlir.emit import CLEANUP, INF, NeuronEmitter, _dense, _memref
+from spikescan.compiler.backends.mlir.ops import add_helpers, float_type
 
 EXT, REC = 4, 5  # tape kinds of delivery steps (spike kinds come from mlir_adjoint)
 LF_T, LF_REF, LF_SPK, LF_CAND, LF_D = range(5)  # rows of the float lane scratch lf
@@ -438,8 +438,8 @@ def build_backward(em: NeuronEmitter, port: Optional[str] = None, name: str = "r
         (gout, counts, gtimes, gweight, gdelays, gwrec, gparams, xs, lf, li, lam, tape_i, tape_f,
          snap_f, snap_m) = a[6 + npar:6 + npar + 15]
         if vec:
-            from spikescan.compiler.backends.mlir_recurrent_vec import LANES, sample_forward_vec
-            from spikescan.compiler.backends.mlir_ops import VOps
+            from spikescan.compiler.backends.mlir.recurrent_vec import LANES, sample_forward_vec
+            from spikescan.compiler.backends.mlir.ops import VOps
 
             k2, o2, w2, n2, r2, idxs = a[6 + npar + 15:]
             vo = VOps(em.dtype, LANES[em.dtype])
@@ -592,7 +592,7 @@ def _acc(mem, index, v):
 
 def build_recurrent_module(nir: NeuronIR, dtype: str = "f64", port: Optional[str] = None,
                            backward: bool = False, with_params: bool = True, vec: bool = False) -> ir.Module:
-    """Module with @rec_forward and @rec_forward_vec (mlir_recurrent_vec.py), or @rec_backward
+    """Module with @rec_forward and @rec_forward_vec (mlir/recurrent_vec.py), or @rec_backward
     (the caller keeps `module.context` alive)."""
     if nir.c is None or nir.theta is None:
         raise ValueError(f"neuron {nir.name!r} has no threshold: a recurrent connection needs a spiking neuron")
@@ -606,7 +606,7 @@ def build_recurrent_module(nir: NeuronIR, dtype: str = "f64", port: Optional[str
             if backward:
                 build_backward(em, port=port, with_params=with_params, vec=vec)
             else:
-                from spikescan.compiler.backends.mlir_recurrent_vec import build_forward_vec
+                from spikescan.compiler.backends.mlir.recurrent_vec import build_forward_vec
 
                 build_forward(em, port=port)
                 build_forward_vec(em, port=port)  # shared parameters, no delays

@@ -91,7 +91,7 @@ def _engine(et: str):
         if et not in _ENGINES:
             from torch_mlir import execution_engine, ir, passmanager
 
-            from spikescan.compiler.backends.cpu_jit import LOWER
+            from spikescan.compiler.backends.mlir.cpu_jit import LOWER
 
             ctx = ir.Context()
             with ctx, ir.Location.unknown():
@@ -103,7 +103,7 @@ def _engine(et: str):
 
 
 def _call(name: str, tensors: list) -> None:
-    from spikescan.compiler.backends.cpu_jit import memref_of
+    from spikescan.compiler.backends.mlir.cpu_jit import memref_of
 
     dt = tensors[0].dtype
     if dt not in _TYPES or any(t.dtype != dt or t.device.type != "cpu" for t in tensors):

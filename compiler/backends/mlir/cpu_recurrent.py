@@ -1,4 +1,4 @@
-"""CPU JIT of the recurrent-layer event loop (mlir_recurrent.py): lowered to LLVM and compiled
+"""CPU JIT of the recurrent-layer event loop (mlir/recurrent.py): lowered to LLVM and compiled
 with torch-mlir's ExecutionEngine at opt level 3, called zero-copy on torch buffers (the memref
 descriptors of cpu_jit.py). Cached in-process per (neuron formulas, dtype, port); the backward
 module is built on first use (forward-only users never pay its compile time).
@@ -17,8 +17,8 @@ import torch
 from torch_mlir import execution_engine, passmanager
 
 from spikescan.compiler.ir import NeuronIR
-from spikescan.compiler.backends.cpu_jit import LOWER, ir_key, memref_of
-from spikescan.compiler.backends.mlir_recurrent import build_recurrent_module
+from spikescan.compiler.backends.mlir.cpu_jit import LOWER, ir_key, memref_of
+from spikescan.compiler.backends.mlir.recurrent import build_recurrent_module
 
 _CACHE: dict[str, "CompiledRecurrent"] = {}
 _LOCK = threading.Lock()
@@ -57,7 +57,7 @@ class CompiledRecurrent:
 
     def forward_vec(self, key, order, chan, weight, nvalid, wrec, params: list, out, counts, over, stats,
                     xrec=None):
-        """@rec_forward_vec (mlir_recurrent_vec.py: shared parameters, no delays): key[B,L],
+        """@rec_forward_vec (mlir/recurrent_vec.py: shared parameters, no delays): key[B,L],
         order[B,L], weight[Bw,C,N] and wrec[N,N] dense, nvalid[B]; same results bit for bit.
         xrec [B, N, S, d] (optional, out): the state at each recorded spike before its reset."""
         N = out.shape[1]

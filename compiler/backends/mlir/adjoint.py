@@ -43,8 +43,8 @@ from torch_mlir.dialects import arith, func, memref, scf
 
 from spikescan.compiler.adjoint_forms import PROP, SPIKE, SPIKE_NOW, SPIKE_REF, AdjointForms  # noqa: F401 (re-exported)
 from spikescan.compiler.ir import DT, NeuronIR
-from spikescan.compiler.backends.mlir_emit import CLEANUP, NeuronEmitter, _memref, lane_forward, pmap_types
-from spikescan.compiler.backends.mlir_ops import ExprPrinter, add_helpers, float_type
+from spikescan.compiler.backends.mlir.emit import CLEANUP, NeuronEmitter, _memref, lane_forward, pmap_types
+from spikescan.compiler.backends.mlir.ops import ExprPrinter, add_helpers, float_type
 
 
 def _printer(em: NeuronEmitter, forms: AdjointForms, D=None, X=None, L=None) -> ExprPrinter:

@@ -1,6 +1,6 @@
 """Compiled readouts (issue 10 item 3): `max_potential` and `li_integral` of a layer without
 threshold, forward and backward, as generated MLIR for the CPU JIT (cpu_jit.LOWER). Event-outer
-like mlir_shared.py: per sample, the layer's events are visited once in arrival order; per event
+like mlir/shared.py: per sample, the layer's events are visited once in arrival order; per event
 Phi(D), phi(D) are printed once from the IR (shared time constants), then one pass over the
 neurons. Every formula comes from the NeuronIR through NeuronEmitter / ExprPrinter; the interior
 maximum uses the IR's isolation chain (compiler/structure.isolation_chain of the potential, the
@@ -9,7 +9,7 @@ same chain runtime/kernels.py prints for observe_replay.py).
     @readout_forward(times[B,n], chan[B,n] i64, order[B,n] i64, weight[Bw,C,N], nvalid[B] i64,
                      horizon[B], p_1..p_P, obs[B,N], estar[B,N] i64, off[B,N], tidx[B,N] i64,
                      tcoef[B,N], xs[d,N], idxs[N] i64, xsave[d,N])
-        (max_potential: vectorised over neurons, mlir_readout_vec.py; the scalar loop below is
+        (max_potential: vectorised over neurons, mlir/readout_vec.py; the scalar loop below is
         @readout_forward_scalar, the same results bit for bit)
     @readout_backward(times, chan, order, weight, nvalid, horizon, p_1..p_P, g[B,N], estar, off,
                       tidx, tcoef, gw[G,C,N] (accumulated into row grow[b]), grow[B] i64,
@@ -53,8 +53,8 @@ from torch_mlir.dialects import arith, func, memref, scf
 from torch_mlir.dialects import math as mmath
 
 from spikescan.compiler.ir import NeuronIR
-from spikescan.compiler.backends.mlir_emit import CLEANUP, NeuronEmitter, _dense, _memref
-from spikescan.compiler.backends.mlir_ops import add_helpers, float_type, solve
+from spikescan.compiler.backends.mlir.emit import CLEANUP, NeuronEmitter, _dense, _memref
+from spikescan.compiler.backends.mlir.ops import add_helpers, float_type, solve
 
 INF = float("inf")
 KINDS = ("max_potential", "li_integral")
@@ -210,7 +210,7 @@ def _func(name: str, types: list):
 
 
 def build_forward(rd: _Readout, name: str = "readout_forward"):
-    """The scalar forward (li_integral; and max_potential's reference for mlir_readout_vec.py)."""
+    """The scalar forward (li_integral; and max_potential's reference for mlir/readout_vec.py)."""
     em = rd.em
     o = em.o
     d = em.d
@@ -369,13 +369,13 @@ def build_readout_module(nir: NeuronIR, kind: str, dtype: str = "f64", port: Opt
         with ir.InsertionPoint(m.body):
             add_helpers(em.o)
             if kind == "max_potential":
-                from spikescan.compiler.backends.mlir_readout_vec import build_forward_vec
+                from spikescan.compiler.backends.mlir.readout_vec import build_forward_vec
 
                 build_forward_vec(rd)
                 build_forward(rd, name="readout_forward_scalar")
             else:
                 build_forward(rd)
-            from spikescan.compiler.backends.mlir_readout_backward import build_backward
+            from spikescan.compiler.backends.mlir.readout_backward import build_backward
 
             build_backward(rd)
         if not m.operation.verify():
@@ -394,7 +394,7 @@ def compiled_readout(nir: NeuronIR, kind: str, dtype: str = "f64", port: Optiona
     (IR formulas, kind, dtype, port)."""
     from torch_mlir import execution_engine
 
-    from spikescan.compiler.backends.cpu_jit import LOWER, ir_key
+    from spikescan.compiler.backends.mlir.cpu_jit import LOWER, ir_key
 
     fast = (id(nir), kind, dtype, port)
     hit = _BY_ID.get(fast)
@@ -404,7 +404,7 @@ def compiled_readout(nir: NeuronIR, kind: str, dtype: str = "f64", port: Optiona
     with _LOCK:
         if key not in _ENGINES:
             if nir.c is not None and nir.theta is not None:  # a spiking layer: its spikes as resets
-                from spikescan.compiler.backends.mlir_readout_spikes import build_module
+                from spikescan.compiler.backends.mlir.readout_spikes import build_module
 
                 mod = build_module(nir, kind, dtype, port)
             else:

@@ -45,8 +45,8 @@ from torch_mlir import ir, passmanager
 from torch_mlir.dialects import arith, func, memref, scf
 
 from spikescan.compiler.ir import NeuronIR
-from spikescan.compiler.backends.mlir_emit import CLEANUP, NeuronEmitter, _memref
-from spikescan.compiler.backends.mlir_ops import ExprPrinter, add_helpers, float_type
+from spikescan.compiler.backends.mlir.emit import CLEANUP, NeuronEmitter, _memref
+from spikescan.compiler.backends.mlir.ops import ExprPrinter, add_helpers, float_type
 
 INF = float("inf")
 RUN_ARGS = ("S", "H", "params", "cinfo", "cw", "indptr", "targets", "weights", "out_t", "out_n", "ctl", "cnt")

@@ -1,5 +1,5 @@
 """The sparse engine with external input events (docs/sparse.md, "Networks with inputs"): the
-module of mlir_sparse.py plus func @sparse_run_inputs, which merges a sorted list of input
+module of mlir/sparse.py plus func @sparse_run_inputs, which merges a sorted list of input
 events into the heap's event order.
 
 An input event (time t_m, channel ch_m) is delivered like a network spike of a neuron that is not
@@ -24,9 +24,9 @@ from torch_mlir import ir, passmanager
 from torch_mlir.dialects import arith, func, memref, scf
 
 from spikescan.compiler.ir import NeuronIR
-from spikescan.compiler.backends.mlir_emit import CLEANUP, _memref
-from spikescan.compiler.backends.mlir_ops import add_helpers, float_type
-from spikescan.compiler.backends.mlir_sparse import HEAP_PAD, RUN_ARGS, SparseEmitter, _Args
+from spikescan.compiler.backends.mlir.emit import CLEANUP, _memref
+from spikescan.compiler.backends.mlir.ops import add_helpers, float_type
+from spikescan.compiler.backends.mlir.sparse import HEAP_PAD, RUN_ARGS, SparseEmitter, _Args
 
 IN_ARGS = ("in_t", "in_ch", "in_cinfo", "in_cw", "in_indptr", "in_targets", "in_weights", "icnt")
 RUN_INPUT_ARGS = RUN_ARGS + IN_ARGS

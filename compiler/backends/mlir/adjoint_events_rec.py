@@ -1,7 +1,7 @@
 """The event-outer adjoint of a recurrent layer (DESIGN.md section 6b) as a JIT-compiled MLIR
-kernel: the backward counterpart of the vectorised recurrent forward (mlir_recurrent_vec.py),
+kernel: the backward counterpart of the vectorised recurrent forward (mlir/recurrent_vec.py),
 for layers whose parameters are shared, without delays. The per-event passes over the neurons
-are those of the feed-forward kernel (mlir_adjoint_events.py: jump_lines, flow_lines).
+are those of the feed-forward kernel (mlir/adjoint_events.py: jump_lines, flow_lines).
 
 Each sample's events, the external arrivals and the layer's own spikes merged in the forward's
 delivery order (runtime/engines/adjoint_events_rec.py), are walked backwards once:
@@ -24,7 +24,7 @@ Arguments of @rec_events_backward (all dense, row-major):
 
 from __future__ import annotations
 
-from spikescan.compiler.backends.mlir_adjoint_events import (  # noqa: F401 (LANES: for callers)
+from spikescan.compiler.backends.mlir.adjoint_events import (  # noqa: F401 (LANES: for callers)
     LANES, _TYPES, _mv, _types, compiled, flow_lines, invoke, jump_lines, prologue)
 
 

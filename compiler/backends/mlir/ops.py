@@ -2,7 +2,7 @@
 scalar constants and arithmetic that treat Python `None` as a structural zero (so products and
 sums over sparse Phi skip what is known to be zero), the sympy -> MLIR expression printer, the
 special functions of compiler/special.py (exprel, phi2, dexp2, implemented once here), and a
-guarded Newton/bisection root finder in scf.while. mlir_emit.py assembles neurons from these."""
+guarded Newton/bisection root finder in scf.while. mlir/emit.py assembles neurons from these."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The vectorised forward of the compiled max_potential readout (layers without threshold):
 mlir_readout.build_forward's decisions and formulas, `lanes` neurons per MLIR vector op (as
-mlir_shared.py does for the hidden layer's forward).
+mlir/shared.py does for the hidden layer's forward).
 
 Per event and group of lanes: propagate, u and u' at both ends of the interval, the better end
 (ties: the start) against the running maximum (selects, no branch), the jump. The interior
@@ -18,15 +18,15 @@ from __future__ import annotations
 from torch_mlir import ir
 from torch_mlir.dialects import arith, func, memref, scf, vector
 
-from spikescan.compiler.backends.mlir_ops import VOps
-from spikescan.compiler.backends.mlir_readout import (_arrival, _func, _max_step, _Readout, forward_types,
+from spikescan.compiler.backends.mlir.ops import VOps
+from spikescan.compiler.backends.mlir.readout import (_arrival, _func, _max_step, _Readout, forward_types,
                                                       interior_max)
 
 INF = float("inf")
 
 
 def build_forward_vec(rd: _Readout, name: str = "readout_forward", lanes=None):
-    from spikescan.compiler.backends.mlir_shared import LANES
+    from spikescan.compiler.backends.mlir.shared import LANES
 
     em = rd.em
     o = em.o
