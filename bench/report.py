@@ -353,6 +353,17 @@ def _peer_workload_text(r0, timing) -> str:
             "layer only. Median of " + runs_text(timing) + " timed runs after one warm-up.")
 
 
+# Read with the CPU tables: on the 2-core VM of the 2026-12-08 runs the PyTorch peers' backward was
+# ~10x slower than DESIGN.md's earlier snnTorch figure for this workload (540-640 ms).
+PEER_CPU_CAVEAT = (
+    "Caveat on the CPU ratios: on the 2-core VM of the 2026-12-08 run, every PyTorch-based dt = 1 ms "
+    "backward pass took ~5 s in f32 (a minimal hand-written loop outside this harness took the same), "
+    "about 10x the 540-640 ms measured for snnTorch on this workload on an earlier machine of this "
+    "kind, and the f64 peers spent most of their time in the kernel (page faults). The ratios are "
+    "true of this machine; against the earlier 540-640 ms, spikescan's f64 forward+backward "
+    "(228 ms) is 2.4-2.8x faster, not 25x.")
+
+
 def section_peers(recs, title) -> str:
     timing = [r for r in recs if r.get("kind") == "timing"]
     if not any("spikescan_over_peer" in r for r in timing):
@@ -363,6 +374,8 @@ def section_peers(recs, title) -> str:
     if rows:
         out += ["", "spikescan time / peer time, same pass, same run (< 1: spikescan is faster):", "",
                 table(headers, rows)]
+    if str(timing[0].get("device", "cpu")) == "cpu":
+        out += ["", PEER_CPU_CAVEAT]
     sk = skipped_lines(recs)
     if sk:
         out += [""] + sk
