@@ -156,6 +156,25 @@ class _Readout:
         return [o.dot(row, [Phi[i][j] for i in range(d)]) for j in range(d)]
 
 
+def init_records(rd, nN, x0, xs, b, recs, obs0: float) -> None:
+    """Each neuron's state x0 and empty readout records (obs = obs0, no maximum yet) at the start of
+    sample b (both forward kernels)."""
+    o = rd.em.o
+    obs, estar, off, tidx, tcoef = recs
+    m1 = arith.constant(ir.IntegerType.get_signless(64), -1)
+    li = scf.ForOp(o.ci(0), nN, o.ci(1))
+    with ir.InsertionPoint(li.body):
+        j = li.induction_variable
+        for q in range(rd.em.d):
+            memref.store(x0[q], xs, [o.ci(q), j])
+        memref.store(o.c(obs0), obs, [b, j])
+        memref.store(m1, estar, [b, j])
+        memref.store(o.c(0.0), off, [b, j])
+        memref.store(m1, tidx, [b, j])
+        memref.store(o.c(0.0), tcoef, [b, j])
+        scf.yield_([])
+
+
 def seed_max_row(rd, gobs, off, seed, b, j) -> None:
     """The adjoint seed of a max_potential readout, g_j c^T Phi(off_j), stored in seed[:, j] (added
     at the start of the interval that holds neuron j's maximum; both backward kernels)."""
@@ -237,17 +256,7 @@ def build_forward(rd: _Readout, name: str = "readout_forward"):
             nv = arith.index_cast(idx, memref.load(nvalid, [b]))
             H = memref.load(horizon, [b])
             x0 = em.materialize(em.init)
-            li = scf.ForOp(c0, nN, c1)
-            with ir.InsertionPoint(li.body):
-                j = li.induction_variable
-                for q in range(d):
-                    memref.store(x0[q], xs, [o.ci(q), j])
-                memref.store(o.c(-INF if is_max else 0.0), obs, [b, j])
-                memref.store(m1, estar, [b, j])
-                memref.store(o.c(0.0), off, [b, j])
-                memref.store(m1, tidx, [b, j])
-                memref.store(o.c(0.0), tcoef, [b, j])
-                scf.yield_([])
+            init_records(rd, nN, x0, xs, b, (obs, estar, off, tidx, tcoef), -INF if is_max else 0.0)
             lk = scf.ForOp(c0, arith.addi(nv, c1), c1, [o.c(0.0), m1, o.i1(False)])
             with ir.InsertionPoint(lk.body):
                 k = lk.induction_variable

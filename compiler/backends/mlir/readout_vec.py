@@ -19,7 +19,7 @@ from torch_mlir import ir
 from torch_mlir.dialects import arith, func, memref, scf, vector
 
 from spikescan.compiler.backends.mlir.ops import VOps
-from spikescan.compiler.backends.mlir.readout import (_arrival, _func, _max_step, _Readout, forward_types,
+from spikescan.compiler.backends.mlir.readout import (_arrival, init_records, _func, _max_step, _Readout, forward_types,
                                                       interior_max)
 
 INF = float("inf")
@@ -60,17 +60,7 @@ def build_forward_vec(rd: _Readout, name: str = "readout_forward", lanes=None):
             nv = arith.index_cast(idx, memref.load(nvalid, [b]))
             H = memref.load(horizon, [b])
             x0 = em.materialize(em.init)
-            li = scf.ForOp(c0, nN, c1)
-            with ir.InsertionPoint(li.body):
-                j = li.induction_variable
-                for q in range(d):
-                    memref.store(x0[q], xs, [o.ci(q), j])
-                memref.store(o.c(-INF), obs, [b, j])
-                memref.store(m1, estar, [b, j])
-                memref.store(o.c(0.0), off, [b, j])
-                memref.store(m1, tidx, [b, j])
-                memref.store(o.c(0.0), tcoef, [b, j])
-                scf.yield_([])
+            init_records(rd, nN, x0, xs, b, (obs, estar, off, tidx, tcoef), -INF)
             lk = scf.ForOp(c0, arith.addi(nv, c1), c1, [o.c(0.0), m1, o.i1(False)])
             with ir.InsertionPoint(lk.body):
                 k = lk.induction_variable
