@@ -58,5 +58,8 @@ def restore_cap(net, rec: Optional[dict], max_spikes: int) -> None:
 def resumed_line(rec: Optional[dict]) -> str:
     if rec is None:
         return "auto init: not redone on resume (the weights come from the checkpoint)"
-    names = ", ".join(r["layer"] for r in rec["layers"]) or "no layer"
+    layers = rec.get("layers") if isinstance(rec, dict) else None  # read from a checkpoint: untrusted
+    names = ", ".join(str(r.get("layer", "?")) for r in layers if isinstance(r, dict)) if isinstance(
+        layers, list) else "?"
+    names = names or "no layer"
     return f"auto init: done when this run started ({names}); not redone on resume"
