@@ -61,18 +61,31 @@ def _phi_T(kern: NeuronKernels, D: Tensor, P: tuple) -> Tensor:
     return torch.stack([full[r][q] for q in range(d) for r in range(d)], dim=-1)
 
 
+_CONSTS: dict = {}
+
+
+def _constants(kern: NeuronKernels, P: tuple, names: tuple) -> tuple:
+    """(A, R, a0, r, c, B of each port name) as float64 tensors, once per (neuron, parameters)."""
+    key = (id(kern), P, names)
+    hit = _CONSTS.get(key)
+    if hit is None or hit[0] is not kern:
+        A, R = _mat(kern.A(P)), _mat(kern.R(*P))
+        a0 = torch.tensor([_num(v) for v in kern.a0(P)], dtype=torch.float64)
+        r = torch.tensor([_num(row[0]) for row in kern.r(*P)], dtype=torch.float64)
+        c = torch.tensor([_num(v) for v in kern.c(P)], dtype=torch.float64)
+        Bp = torch.tensor([[_num(v) for v in kern.B(name, P)] for name in names], dtype=torch.float64)
+        if len(_CONSTS) > 64:
+            _CONSTS.clear()
+        hit = _CONSTS[key] = (kern, (A, R, a0, r, c, Bp))  # kern kept: its id is not reused
+    return hit[1]
+
+
 def spike_terms(kern: NeuronKernels, port: Optional[str], P: tuple, xm: Tensor) -> tuple:
     """Per spike (pre-reset states xm [S, d]): (M [S, d, d], c / u' [S, d], A [d, d], B [d] or,
     for a PortMap, [C, d] per input channel), float64, as in the module docstring."""
-    A, R = _mat(kern.A(P)), _mat(kern.R(*P))
-    a0 = torch.tensor([_num(v) for v in kern.a0(P)], dtype=torch.float64)
-    r = torch.tensor([_num(row[0]) for row in kern.r(*P)], dtype=torch.float64)
-    c = torch.tensor([_num(v) for v in kern.c(P)], dtype=torch.float64)
-    if is_multi(port):  # [C, d]: the B of each channel's port
-        Bp = torch.tensor([[_num(v) for v in kern.B(name, P)] for name in port.names], dtype=torch.float64)
-        Bv = Bp[port.index.cpu()]
-    else:
-        Bv = torch.tensor([_num(v) for v in kern.B(port, P)], dtype=torch.float64)
+    names = tuple(port.names) if is_multi(port) else (port,)
+    A, R, a0, r, c, Bp = _constants(kern, P, names)
+    Bv = Bp[port.index.cpu()] if is_multi(port) else Bp[0]  # [C, d]: the B of each channel's port
     xm = xm.to(torch.float64)
     ym = xm @ A.T + a0
     xp = xm @ R.T + r
@@ -84,46 +97,71 @@ def spike_terms(kern: NeuronKernels, port: Optional[str], P: tuple, xm: Tensor) 
     return M, cu, A, Bv
 
 
+def _interval_of(fin_ts: Tensor, s: Tensor, bi: Tensor, counts: Tensor) -> Tensor:
+    """Per flat spike (time s, sample bi; flat (b, j, m) order): the number of the sample's events
+    strictly before it, one batched searchsorted over each sample's own spikes."""
+    Bn = fin_ts.shape[0]
+    per = counts.sum(1)
+    width = max(1, int(per.max())) if per.numel() else 1
+    off = torch.zeros(Bn, dtype=torch.int64)
+    off[1:] = per.cumsum(0)[:-1]
+    pos = torch.arange(s.numel()) - off[bi]
+    vals = torch.full((Bn, width), math.inf, dtype=s.dtype)
+    vals[bi, pos] = s
+    e = torch.searchsorted(fin_ts.contiguous(), vals, side="left")
+    return e[bi, pos]
+
+
 def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: Tensor, order: Tensor,
              nvalid: Tensor, horizon: Tensor, W: Tensor, spikes: Tensor, counts: Tensor, xrec: Tensor,
-             g: Tensor, want_t: bool, gw: Tensor, gtimes: Tensor) -> None:
-    """Gradients of one slice of samples: accumulate dL/dW into gw ([C, N], or [B, C, N] for
-    per-sample weights) and write dL/dt into gtimes [B, n] (original event order).
+             g: Tensor, want_t: bool, gw: Tensor, gtimes: Tensor, phit: Optional[Tensor] = None,
+             parts: Optional[list] = None, run=None, erec: Optional[Tensor] = None) -> list:
+    """Gradients of a batch: dL/dt into gtimes [B, n] (original event order), and dL/dW into gw
+    ([B, C, N], per-sample weights) or, for shared weights, into one [C, N] buffer per part (the
+    list returned, for the caller to add in part order).
 
     t [B, n] times, ch [B, n], order [B, n] (the forward's arrival order), nvalid [B], horizon [B],
     W [C, N] or [B, C, N], spikes/g [B, N, S] (spike times, dL/d spike time), counts [B, N],
-    xrec [B, N, S, d] (the state at each spike, before its reset)."""
+    xrec [B, N, S, d] (the state at each spike, before its reset), phit [B, n+1, d*d] (the
+    forward's Phi(D)^T of every interval, or None: computed here), erec [B, N, S] (the interval of
+    each spike as the forward found it, or None: searched here). Everything is prepared once
+    for the batch (vectorised torch ops, which hold the GIL); the kernel then runs on each part
+    [b0, b1) of `parts` (default: one), through `run(fn, parts)` (e.g. parallel.run)."""
     from spikescan.compiler.backends.mlir.adjoint_events import LANES, events_backward
 
     dt = t.dtype
     d = kern.d
     Bn, n = t.shape
     N = counts.shape[1]
+    parts = parts or [(0, Bn)]
+    identity = order.stride(0) == 0 and bool(torch.equal(order[0], torch.arange(n)))  # already in time order
     with torch.no_grad():
-        ts = torch.gather(t, 1, order)  # arrival order (padding last)
-        chs = torch.gather(ch, 1, order).contiguous()
-        # interval ends T_0..T_{nv-1}, then the horizon; starts 0, T_0, ...
-        k = torch.arange(n + 1)
-        ends = torch.cat([ts, horizon.reshape(Bn, 1).to(dt)], 1)
-        ends = torch.where(k[None, :] < nvalid[:, None], ends, horizon.reshape(Bn, 1).to(dt))
-        starts = torch.cat([torch.zeros((Bn, 1), dtype=dt), ends[:, :-1]], 1)
-        phit = _phi_T(kern, (ends - starts).clamp_min(0.0), P).to(dt).contiguous()  # [B, n+1, d*d]
+        ts = t if identity else torch.gather(t, 1, order)  # arrival order (+inf padding last)
+        chs = (ch if identity else torch.gather(ch, 1, order)).contiguous()
+        hz = horizon.reshape(Bn).to(dt)
+        if phit is None:  # interval ends T_0..T_{nv-1}, then the horizon; starts 0, T_0, ...
+            k = torch.arange(n + 1)
+            ends = torch.cat([ts, hz[:, None]], 1)
+            ends = torch.where(k[None, :] < nvalid[:, None], ends, hz[:, None])
+            starts = torch.cat([torch.zeros((Bn, 1), dtype=dt), ends[:, :-1]], 1)
+            phit = _phi_T(kern, (ends - starts).clamp_min(0.0), P).to(dt)
+        phit = phit.contiguous()  # [B, n+1, d*d]
 
         # the spikes, flat in (b, j, m) order, and the interval of each: #events before it
         valid = torch.arange(spikes.shape[2])[None, None, :] < counts[:, :, None]
         bi, ji, mi = valid.nonzero(as_tuple=True)
         s = spikes[bi, ji, mi]
-        fin_ts = torch.where(torch.arange(n)[None, :] < nvalid[:, None], ts, torch.full_like(ts, math.inf))
-        # per sample: the number of events before each spike (padding +inf sorts last)
-        e_all = torch.searchsorted(fin_ts.contiguous(), spikes.reshape(Bn, -1).contiguous(), side="left")
-        e = e_all.reshape(spikes.shape)[bi, ji, mi]
-        t_end_iv = ends[bi, e]
-        t_start_iv = starts[bi, e]
+        e = _interval_of(ts, s, bi, counts) if erec is None else erec[bi, ji, mi]
+        # the interval (T_{e-1}, T_e]: T_{-1} = 0, T_nv = the horizon
+        nvb = nvalid[bi]
+        t_end_iv = torch.where(e < nvb, ts[bi, e.clamp_max(n - 1)], hz[bi])
+        t_start_iv = torch.where(e > 0, ts[bi, (e - 1).clamp_min(0)], torch.zeros((), dtype=dt))
         first = mi == 0
         prev_s = torch.where(first, torch.full_like(s, -math.inf), spikes[bi, ji, (mi - 1).clamp_min(0)])
         before_from = torch.maximum(prev_s, t_start_iv)
-        aft = _phi_T(kern, (t_end_iv - s).clamp_min(0.0), P)
-        bef = _phi_T(kern, (s - before_from).clamp_min(0.0), P)
+        # After (interval end back to the spike) and Before (spike back to the previous one), one call
+        ab = _phi_T(kern, torch.cat([t_end_iv - s, s - before_from]).clamp_min(0.0), P)
+        aft, bef = ab[: s.numel()], ab[s.numel():]
 
         M, cu, A, Bv = spike_terms(kern, port, P, xrec[bi, ji, mi])
         q = -cu * g[bi, ji, mi].to(torch.float64)[:, None]
@@ -136,40 +174,54 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
             newg[1:] = key[1:] != key[:-1]
         gstart = flat[newg]
         gend = torch.cat([gstart[1:], torch.tensor([s.numel()])]) - 1 if gstart.numel() else gstart
-        # the kernel walks intervals backwards: groups sorted by (b, e), pointer per (b, e)
+        # the kernel walks intervals backwards: groups sorted by (b, e), a flat pointer per (b, e);
+        # pointers and spike indices are global, so a part of the batch uses them unchanged
         gkey = (bi * (n + 1) + e)[gstart]
         perm = torch.argsort(gkey, stable=True)
         grp = torch.stack([ji[gstart], gend, gstart], 1)[perm].to(torch.int64).contiguous()
-        cnt = torch.bincount(gkey, minlength=Bn * (n + 1)).reshape(Bn, n + 1)
-        gptr = torch.zeros((Bn, n + 2), dtype=torch.int64)
-        gptr[:, 1:] = cnt.cumsum(1)
-        gptr += torch.cat([torch.zeros(1, dtype=torch.int64), cnt.sum(1).cumsum(0)[:-1]])[:, None]
+        gptr = torch.zeros(Bn * (n + 1) + 1, dtype=torch.int64)
+        torch.cumsum(torch.bincount(gkey, minlength=Bn * (n + 1)), 0, out=gptr[1:])
 
         # the neuron dimension padded to whole vectors (zero weights: padded lanes stay 0)
         V = LANES["f64" if dt == torch.float64 else "f32"]
         Np = -(-N // V) * V
         Wd = (W if W.dim() == 3 else W.unsqueeze(0)).to(dt)
-        gw3 = gw if gw.dim() == 3 else gw.unsqueeze(0)
         if Np != N:
             Wd = torch.nn.functional.pad(Wd, (0, Np - N))
-            gw_pad = torch.zeros((*gw3.shape[:2], Np), dtype=dt)
-        else:
-            gw_pad = gw3
         Wd = Wd.contiguous()
         bab = torch.cat([Bv, Bv @ A.T], -1).to(dt).contiguous()  # [2d], or [C, 2d] (several ports)
         gt_sorted = torch.zeros((Bn, n), dtype=dt)
-        lam = torch.empty((d, Np), dtype=dt)
-        tmp = torch.empty((max(int(grp.shape[0]), 1), d), dtype=dt)
+        tmp = torch.empty((max(int(grp.shape[0]), 1), d), dtype=dt)  # rows by group: parts disjoint
         empty = torch.zeros((1, d * d), dtype=dt)
 
         def dense(x, like=empty):
             return x.to(dt).reshape(-1, like.shape[1]).contiguous() if x.numel() else like
 
-        events_backward(d, [chs, nvalid.to(torch.int64).contiguous(), torch.tensor([int(bool(want_t))]),
-                            phit, gptr.contiguous(), grp if grp.numel() else torch.zeros((1, 3), dtype=torch.int64),
-                            dense(aft), dense(M.reshape(-1, d * d)), dense(bef), dense(q, torch.zeros((1, d), dtype=dt)),
-                            Wd, bab, gw_pad, gt_sorted, lam, tmp])
-        if gw_pad is not gw3:
-            gw3 += gw_pad[:, :, :N]
-        if want_t:
+        spk = [gptr, grp if grp.numel() else torch.zeros((1, 3), dtype=torch.int64),
+               dense(aft), dense(M.reshape(-1, d * d)), dense(bef), dense(q, torch.zeros((1, d), dtype=dt))]
+        nv64 = nvalid.to(torch.int64).contiguous()
+        flag = torch.tensor([int(bool(want_t))])
+        C = Wd.shape[1]
+
+    def one_part(part):
+        b0, b1 = part
+        per_sample = W.dim() == 3
+        direct = per_sample and Np == N and gw.is_contiguous() and gw.dtype == dt
+        gw_p = gw[b0:b1] if direct else torch.zeros(((b1 - b0) if per_sample else 1, C, Np), dtype=dt)
+        lam = torch.empty((d, Np), dtype=dt)
+        gptr_p = spk[0][b0 * (n + 1):]
+        events_backward(d, [chs[b0:b1], nv64[b0:b1], flag, phit[b0:b1], gptr_p, *spk[1:],
+                            Wd[b0:b1] if per_sample else Wd, bab, gw_p, gt_sorted[b0:b1], lam, tmp])
+        if per_sample:
+            if not direct:
+                gw[b0:b1] += gw_p[:, :, :N]
+            return None
+        return gw_p[0, :, :N]
+
+    out = (run or (lambda fn, ps: [fn(p) for p in ps]))(one_part, parts)
+    if want_t:
+        if identity:
+            gtimes.copy_(gt_sorted)
+        else:
             gtimes.scatter_(1, order, gt_sorted)
+    return out

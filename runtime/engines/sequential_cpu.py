@@ -118,9 +118,6 @@ class _LayerGrad(torch.autograd.Function):
         sv = ctx.sv
         B, N, S = sv.out_shape
         dt = sv.dtype
-        g = torch.zeros((B, N, sv.max_spikes), dtype=dt)
-        g[:, :, : gout.shape[2]] = gout.detach().cpu().to(dt)
-        g = torch.where(torch.isfinite(sv.out_full), g, torch.zeros((), dtype=dt))  # padding
         n, C = sv.t.shape[1], sv.W.shape[1]
         npar = len(sv.pvec)
         counts = torch.zeros((B, N), dtype=torch.int64)
@@ -131,15 +128,12 @@ class _LayerGrad(torch.autograd.Function):
         with_params = any(ctx.needs_input_grad[5:])
 
         events = USE_EVENT_ADJOINT and sv.xrec is not None and adjoint_events.applicable(sv.kern, sv.port, sv.P, None, with_params)
-
-        def slice_events(part):  # the event-outer adjoint (engines/adjoint_events.py)
-            b0, b1 = part
-            gw_p = torch.zeros((C, N), dtype=dt) if shared_w else None
-            adjoint_events.backward(sv.kern, sv.port, sv.P, sv.t[b0:b1], sv.ch[b0:b1], sv.order[b0:b1, 0, :],
-                                    sv.nvalid[b0:b1], sv.horizon[b0:b1, 0], sv.Wd if shared_w else sv.W[b0:b1],
-                                    sv.out_full[b0:b1], sv.counts[b0:b1], sv.xrec[b0:b1], g[b0:b1],
-                                    ctx.needs_input_grad[2], gw_p if shared_w else gw[b0:b1], gtimes[b0:b1])
-            return gw_p, None, None  # no delays, no parameter gradients on this path
+        if events:  # reads dL/ds at the recorded spikes only (slot m < count <= S)
+            g = gout.detach().cpu().to(dt)
+        else:
+            g = torch.zeros((B, N, sv.max_spikes), dtype=dt)
+            g[:, :, : gout.shape[2]] = gout.detach().cpu().to(dt)
+            g = torch.where(torch.isfinite(sv.out_full), g, torch.zeros((), dtype=dt))  # padding
 
         def slice_backward(part):
             # one slice of samples; its shared-weight, delay and parameter gradients go to
@@ -159,9 +153,15 @@ class _LayerGrad(torch.autograd.Function):
                                   gdelays, gparams, tape_f, tape_i, tpos, with_params=with_params, pmap=sv.pmap)
             return gw_p, gdelays, gparams
 
-        parts = parallel.run(slice_events if events else slice_backward, parallel.slices(B))
-        if events:
+        if events:  # the event-outer adjoint (engines/adjoint_events.py): prepared once, kernel per slice
+            gws = adjoint_events.backward(sv.kern, sv.port, sv.P, sv.t, sv.ch, sv.order[:, 0, :], sv.nvalid,
+                                          sv.horizon[:, 0], sv.Wd if shared_w else sv.W, sv.out_full, sv.counts,
+                                          sv.xrec, g, ctx.needs_input_grad[2], gw, gtimes, phit=sv.phirec, erec=sv.erec,
+                                          parts=parallel.slices(B), run=parallel.run)
+            parts = [(p, None, None) for p in gws]  # no delays, no parameter gradients on this path
             counts = sv.counts  # the event-outer adjoint replays nothing
+        else:
+            parts = parallel.run(slice_backward, parallel.slices(B))
         if shared_w:
             gw = _ordered_sum([p[0] for p in parts])
         if events:
@@ -275,6 +275,8 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
         if torch.is_tensor(v) or v is None)
     # the state at every spike, for the event-outer adjoint (shared path only)
     xrec = torch.empty((B, N, max_spikes, ir.d), dtype=dtype) if shared and grad_wanted else None
+    phirec = torch.empty((B, n + 1, ir.d ** 2), dtype=dtype) if xrec is not None else None  # Phi^T per interval
+    erec = torch.empty((B, N, max_spikes), dtype=torch.int64) if xrec is not None else None  # spikes' intervals
 
     def slice_forward(part):  # samples [b0, b1): independent, so any split gives the same bits
         b0, b1 = part
@@ -282,7 +284,8 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
             w = Wd if Wd.dim() == 2 else Wd[b0:b1]
             eng.layer_shared(t[b0:b1], ch[b0:b1], order[b0:b1, 0, :], w, nvalid[b0:b1], horizon[b0:b1, 0], pvec,
                              out[b0:b1], counts[b0:b1], over[b0:b1], xrec=None if xrec is None else xrec[b0:b1],
-                             pmap=pmap)
+                             pmap=pmap, phirec=None if phirec is None else phirec[b0:b1],
+                             erec=None if erec is None else erec[b0:b1])
         else:
             eng.layer(t[b0:b1], ch[b0:b1], order[b0:b1], W[b0:b1], dl, nvalid[b0:b1], horizon[b0:b1], pvec,
                       out[b0:b1], counts[b0:b1], over[b0:b1], pmap=pmap)
@@ -303,7 +306,7 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
         sv = _Saved(eng=eng, t=t, ch=ch, order=order, W=W, dl=dl, nvalid=nvalid, horizon=horizon,
                     pvec=pvec, counts=counts, out_full=out_full, out_shape=tuple(out.shape),
                     max_spikes=max_spikes, dtype=dtype, pindex=[pnames.index(k) for k, _ in ptens],
-                    xrec=xrec, Wd=Wd, port=port, pmap=pmap, kern=NeuronKernels.from_ir(ir),
+                    xrec=xrec, phirec=phirec, erec=erec, Wd=Wd, port=port, pmap=pmap, kern=NeuronKernels.from_ir(ir),
                     P=tuple(float(v[0]) for v in pvec))
         out = _LayerGrad.apply(out, sv, times, weight, delays, *[v for _, v in ptens])
     return LayerResult(times=out, counts=counts.to(dev), overflow=over_b.to(dev), observed=None)

@@ -17,7 +17,8 @@ itself is neuron-agnostic but for the state size d (unrolled):
 Arguments of @events_backward (all dense, row-major):
     ch[B,n] i64 (channels in arrival order), nv[B] i64 (valid events), want[1] i64 (unused),
     phit[B,n+1,d*d] (Phi^T of each interval; interval e ends at event e, interval nv at the horizon),
-    gptr[B,n+2] i64 (spike groups of interval e: gptr[b,e] <= g < gptr[b,e+1]),
+    gptr[B*(n+1)+1] i64 (spike groups of interval e of sample b: gptr[b*(n+1)+e] <= g <
+    gptr[b*(n+1)+e+1]; flat, so one cumulative sum over the batch builds it),
     grp[G,3] i64 (neuron, last spike, first spike: flat spike indices), aft, mm, bef [S,d*d], q[S,d],
     w[Bw,C,N], bab[2d] (B then A B; [C, 2d] per channel for a layer with several ports), gw[Bg,C,N] (accumulated into), gt[B,n] (out),
     lam[d,N], tmp[G,d] (scratch); N a whole number of vectors (LANES).
@@ -186,11 +187,13 @@ def source(d: int, et: str = "f64", multi: bool = False) -> str:
     [C, 2d] (the B and A B of each input channel's port: a layer with several ports)."""
     vt, m1, m2, m3 = _types(et)
     i1d, i2d = "memref<?xi64>", "memref<?x?xi64>"
-    L = [f"func.func @events_backward(%ch: {i2d}, %nv: {i1d}, %want: {i1d}, %phit: {m3}, %gptr: {i2d}, "
+    L = [f"func.func @events_backward(%ch: {i2d}, %nv: {i1d}, %want: {i1d}, %phit: {m3}, %gptr: {i1d}, "
          f"%grp: {i2d}, %aft: {m2}, %mm: {m2}, %bef: {m2}, %q: {m2}, %w: {m3}, %bab: {m2 if multi else m1}, "
          f"%gw: {m3}, %gt: {m2}, %lam: {m2}, %tmp: {m2}) attributes {{llvm.emit_c_interface}} {{"]
     L += prologue(d, et, f"%ch : {i2d}", bcast=not multi)
-    L += [f"    %nv64 = memref.load %nv[%b] : {i1d}",
+    L += [f"    %np1 = memref.dim %phit, %c1 : {m3}",
+          "    %gb0 = arith.muli %b, %np1 : index",
+          f"    %nv64 = memref.load %nv[%b] : {i1d}",
           "    %nvb = arith.index_cast %nv64 : i64 to index",
           "    %nr = arith.addi %nvb, %c1 : index",
           "    scf.for %r = %c0 to %nr step %c1 {",
@@ -207,9 +210,10 @@ def source(d: int, et: str = "f64", multi: bool = False) -> str:
     L += [          f"        memref.store %nacc, %gt[%b, %e] : {m2}",
           "      }",
           # the neurons that spiked in (T_{e-1}, T_e]: their own path, into tmp
-          f"      %g0i = memref.load %gptr[%b, %e] : {i2d}",
-          "      %e1 = arith.addi %e, %c1 : index",
-          f"      %g1i = memref.load %gptr[%b, %e1] : {i2d}",
+          "      %ge = arith.addi %gb0, %e : index",
+          f"      %g0i = memref.load %gptr[%ge] : {i1d}",
+          "      %e1 = arith.addi %ge, %c1 : index",
+          f"      %g1i = memref.load %gptr[%e1] : {i1d}",
           "      %ga = arith.index_cast %g0i : i64 to index",
           "      %gz = arith.index_cast %g1i : i64 to index",
           "      scf.for %g = %ga to %gz step %c1 {",

@@ -152,11 +152,13 @@ class CompiledNeuron:
             return self._bwd["scalar_shared"][1]
 
     def layer_shared(self, times, chan, order, weight, nvalid, horizon, params: list, out, counts, over,
-                     impl: str = "vector", xrec=None, pmap=None):
+                     impl: str = "vector", xrec=None, pmap=None, phirec=None, erec=None):
         """The event-outer loop for shared parameters and no delays (mlir/shared.py; impl="scalar":
         the earlier scalar loop mlir_emit.build_layer_shared_scalar, same results bit for bit);
         weight is [C, N] or [B, C, N] and made dense here. xrec [B, N, S, d] (vector loop only):
-        receives the state at each recorded spike before its reset (default: not kept)."""
+        receives the state at each recorded spike before its reset (default: not kept); phirec
+        [B, n+1, d*d] (vector loop only) receives Phi(D)^T of every interval and erec [B, N, S] i64
+        the interval of each recorded spike (default: not kept)."""
         if impl not in ("vector", "scalar"):
             raise ValueError(f"impl must be 'vector' or 'scalar', got {impl!r}")
         N = out.shape[1]
@@ -175,6 +177,17 @@ class CompiledNeuron:
             elif tuple(xrec.shape) != (*out.shape, self.ir.d):
                 raise ValueError(f"xrec must be [B, N, S, d] = {(*out.shape, self.ir.d)}, got {tuple(xrec.shape)}")
             tensors.append(xrec)
+            shape = (times.shape[0], times.shape[1] + 1, self.ir.d ** 2)
+            if phirec is None:
+                phirec = torch.empty((1, 1, 1), dtype=out.dtype).expand(*shape)  # not kept
+            elif tuple(phirec.shape) != shape:
+                raise ValueError(f"phirec must be [B, n+1, d*d] = {shape}, got {tuple(phirec.shape)}")
+            tensors.append(phirec)
+            if erec is None:
+                erec = torch.empty((1, 1, 1), dtype=torch.int64).expand(*out.shape)  # not kept
+            elif tuple(erec.shape) != tuple(out.shape) or erec.dtype != torch.int64:
+                raise ValueError(f"erec must be int64 [B, N, S] = {tuple(out.shape)}, got {tuple(erec.shape)}")
+            tensors.append(erec)
         tensors += self._pmap(pmap)
         descs = [memref_of(t) for t in tensors]
         eng, fname = ((self.engine, "layer_shared") if impl == "vector"

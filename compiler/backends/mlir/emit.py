@@ -549,11 +549,12 @@ def lane_forward(em: NeuronEmitter, b, j, nv, times, chan, order, weight, delays
     return list(lk.results)
 
 
-def _advance(em: NeuronEmitter, st, T, b, j, out, S64, tape=None, at_hz=None, xrec=None):
+def _advance(em: NeuronEmitter, st, T, b, j, out, S64, tape=None, at_hz=None, xrec=None, erec=None):
     """Simulate (x..., t, ref_end, count, over) to time T, spiking on the way (scf.while: one
     iteration per spike in the interval, plus one). at_hz (i1): T is the virtual horizon event,
     where a refractory period ending exactly at T is still tested (the run covers [0, t_end];
-    elsewhere the arrival at T comes first and the next interval tests it)."""
+    elsewhere the arrival at T comes first and the next interval tests it). xrec / erec =
+    (memref, k): record each spike's pre-reset state / its interval k (the event-outer adjoint)."""
     o = em.o
     ft = o.ft
     d = em.d
@@ -590,6 +591,8 @@ def _advance(em: NeuronEmitter, st, T, b, j, out, S64, tape=None, at_hz=None, xr
             if xrec is not None:  # the state at the crossing, before the reset (the event-outer adjoint)
                 for q in range(d):
                     memref.store(xn[q], xrec, [b, j, ci, o.ci(q)])
+            if erec is not None:
+                memref.store(arith.index_cast(i64, erec[1]), erec[0], [b, j, ci])
 
         if out is not None:  # None: a replay that only needs the decisions (mlir_adjoint)
             o.if_void(rec, store)

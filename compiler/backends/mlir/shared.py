@@ -170,7 +170,10 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
     nvalid[B], horizon[B], p_1..p_P (element 0 used), out[B,N,S], counts[B,N], over[B,N],
     xs[d,N] (dense scratch state), refs[N], ints[2,N] (scratch count/over), idxs[N] i64 and
     xsave[d,N] (scratch: the flagged neurons of the current event and their states), xrec[B,N,S,d]
-    (out: the state at each recorded spike before its reset, for the event-outer adjoint))."""
+    (out: the state at each recorded spike before its reset, for the event-outer adjoint),
+    phirec[B,n+1,d*d] (out: Phi(D)^T of every interval k <= nvalid, row-major (entry q*d + r is
+    Phi[r][q]): the event-outer adjoint's propagators, the forward's own bits), erec[B,N,S] i64 (out:
+    the interval k of each recorded spike, i.e. the number of arrivals before it))."""
     from spikescan.compiler.backends.mlir.emit import (_advance, _dense, _memref, init_shared_lanes, pmap_types,
                                                        shared_arrival)
 
@@ -187,7 +190,8 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
     types = ([_memref(2, ft), _memref(2, i64), _memref(2, i64), _dense(3, ft), _memref(1, i64),
               _memref(1, ft)] + [_memref(1, ft)] * npar
              + [_memref(3, ft), _memref(2, i64), _memref(2, i64), _dense(2, ft), _dense(1, ft),
-                _dense(2, i64), _dense(1, i64), _dense(2, ft), _memref(4, ft)] + pmap_types(port))
+                _dense(2, i64), _dense(1, i64), _dense(2, ft), _memref(4, ft), _memref(3, ft),
+                _memref(3, i64)] + pmap_types(port))
     fn = func.FuncOp(name, ir.FunctionType.get(types, []))
     fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
     blk = fn.add_entry_block()
@@ -195,7 +199,7 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
         a = em.take_pmap(port, list(blk.arguments))
         times, chan, order, weight, nvalid, horizon = a[:6]
         pmem = a[6:6 + npar]
-        out, counts, over, xs, refs, ints, idxs, xsave, xrec = a[6 + npar:]
+        out, counts, over, xs, refs, ints, idxs, xsave, xrec, phirec, erec = a[6 + npar:]
         c0, c1 = o.ci(0), o.ci(1)
         cL = o.ci(lanes)
         nB = memref.dim(out, c0)
@@ -220,6 +224,9 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
                 k = lk.induction_variable
                 t_prev, nq_prev, refmax = lk.inner_iter_args
                 ch, T, D, wscale, Phi, phi = shared_arrival(em, k, nv, b, order, chan, times, H, t_prev)
+                for q in range(d):  # Phi^T for the adjoint (a stride-0 dummy when not kept)
+                    for r in range(d):
+                        memref.store(o.c(0.0) if Phi[r][q] is None else Phi[r][q], phirec, [b, k, o.ci(q * d + r)])
                 # no neuron refractory in this interval and D > 0 (nearly every event): pass 1
                 # skips the refractory tests and the refs (4 of its ~10 compares per group)
                 calm_ev = o.and_(o.le(refmax, t_prev), o.not_(o.le(D, o.c(0.0))))
@@ -255,7 +262,7 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
 
                         def group(x=x, wrow=wrow, j=j, cnt=cnt, tests=(skip, quiet, easy)):
                             with em.using(vo):
-                                safe, xn = _update(em, x, wrow, tests, D, Phi, phi, wscale, port, peak_consts)
+                                safe, xn = _update(em, x, wrow, tests, D, Phi, phi, wscale, port)
                                 for q in range(d):
                                     vector.store(xn[q], xs, [o.ci(q), j])
                                 flag = vo.not_(safe)
@@ -318,16 +325,32 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
                     ref = memref.load(refs, [j])
                     cnt = memref.load(ints, [c0, j])
                     ov = memref.load(ints, [c1, j])
-                    # a neuron that is not refractory tests [0, D] and, without a crossing,
-                    # propagates over D: the event's Phi(D), not 4 libm calls each time
-                    with em.reuse_phi(D, Phi, phi):
-                        st = _advance(em, x + [t_prev, ref, cnt, ov], T, b, j, out, S64,
-                                      at_hz=arith.cmpi(arith.CmpIPredicate.uge, k, nv), xrec=xrec)
-                    memref.store(st[d + 1], refs, [j])
-                    refmax2 = arith.maximumf(lf.inner_iter_args[0], st[d + 1])
-                    memref.store(st[d + 2], ints, [c0, j])
-                    memref.store(st[d + 3], ints, [c1, j])
                     w = arith.mulf(wscale, memref.load(weight, [bw, ch, j]))
+
+                    def exact(x=x, ref=ref, cnt=cnt, ov=ov):
+                        # a neuron that is not refractory tests [0, D] and, without a crossing,
+                        # propagates over D: the event's Phi(D), not 4 libm calls each time
+                        with em.reuse_phi(D, Phi, phi):
+                            st = _advance(em, x + [t_prev, ref, cnt, ov], T, b, j, out, S64,
+                                          at_hz=arith.cmpi(arith.CmpIPredicate.uge, k, nv), xrec=xrec,
+                                          erec=(erec, k))
+                        memref.store(st[d + 1], refs, [j])
+                        memref.store(st[d + 2], ints, [c0, j])
+                        memref.store(st[d + 3], ints, [c1, j])
+                        return list(st[:d]) + [st[d + 1]]
+
+                    if peak_consts is None:
+                        st = exact()
+                    else:
+                        # an interior maximum provably below theta (_peak_below; here, on the
+                        # few flagged lanes, not in pass 1 where it cost every lane ~12 vector
+                        # ops): the exact path would find no crossing and propagate with the
+                        # event's Phi, the same bits as this
+                        quiet = o.and_(o.not_(o.gt(ref, t_prev)), o.not_(o.ge(em.potential(x), em.theta)))
+                        short = o.and_(quiet, _peak_below(em, x, D, Phi, phi, peak_consts))
+                        st = o.if_(short, lambda: [o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)] + [ref],
+                                   exact, [ft] * (d + 1))
+                    refmax2 = arith.maximumf(lf.inner_iter_args[0], st[d])
                     xj = em.materialize(em.jump(st[:d], w, port))
                     for q in range(d):
                         memref.store(xj[q], xs, [o.ci(q), j])
