@@ -130,7 +130,13 @@ class NeuronEmitter:
         env[DT.name] = D
         pr = ExprPrinter(self.o, env)
         d = self.d
-        Phi = [[pr(self.ir.Phi[i, j]) for j in range(d)] for i in range(d)]
+        # the simplest entries first (values do not depend on the order): a plain exp(p) they
+        # print is then reused by the stable difference-of-exponential entries (ops.expshift)
+        cells = [(i, j) for i in range(d) for j in range(d)]
+        vals = {ij: None for ij in cells}
+        for ij in sorted(cells, key=lambda ij: (sympy.count_ops(self.ir.Phi[ij]), ij)):
+            vals[ij] = pr(self.ir.Phi[ij])
+        Phi = [[vals[(i, j)] for j in range(d)] for i in range(d)]
         phi = [pr(self.ir.phi[i]) for i in range(d)]
         return Phi, phi
 

@@ -312,13 +312,20 @@ def _dd_sorted(o: Ops, nodes: list, shift: bool) -> Value:
     return o.sel(close, ser, quo)
 
 
-def expshift(o: Ops, p: Value, zs: list) -> Value:
-    """exp(p + max(0, z...)) (stable_exp.py; None in zs: a literal 0 node)."""
+def expshift(o: Ops, p: Value, zs: list, base: Optional[Value] = None) -> Value:
+    """exp(p + max(0, z...)) (stable_exp.py; None in zs: a literal 0 node). base: exp(p), where
+    the expression computes it anyway (scalar code only): then the shifted exp is taken only when
+    max(0, z...) > 0. Same bits: p + 0 == p but for p = -0, and exp(-0) == exp(+0). For CubaLIF
+    (tau_s < tau_m) this saves one of the four libm calls per event."""
     m = None
     for z in zs:
         if z is not None:
             m = o.fmax(o.c(0.0), z) if m is None else o.fmax(m, z)
-    return math.exp(p if m is None else arith.addf(p, m))
+    if m is None:
+        return math.exp(p)
+    if base is not None and not isinstance(o, VOps):
+        return o.if_(o.gt(m, o.c(0.0)), lambda: [math.exp(arith.addf(p, m))], lambda: [base], [o.ft])[0]
+    return math.exp(arith.addf(p, m))
 
 
 def ddshift(o: Ops, zs: list) -> Value:
@@ -402,7 +409,8 @@ class ExprPrinter:
         if pair is not None:
             ie, isp, nodes = pair
             zs = [None if z == 0 else self._p(z) for z in nodes]
-            vals[ie] = expshift(self.o, self._p(factors[ie].args[0]), zs)
+            # exp(p) itself, if an entry printed earlier computed it (see NeuronEmitter._phi_at)
+            vals[ie] = expshift(self.o, self._p(factors[ie].args[0]), zs, base=self.memo.get(factors[ie]))
             vals[isp] = ddshift(self.o, zs)
         return vals
 
