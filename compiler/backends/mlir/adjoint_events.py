@@ -181,10 +181,79 @@ def channel_bcast_lines(d: int, et: str, ind: str = "        ") -> list[str]:
     return L
 
 
+def phit_lines(d: int, et: str, at: str, ind: str = "      ") -> list[str]:
+    """Phi^T = %phit[at, :] loaded once per event, as scalars %pt<q>_<r> and broadcasts %ptv<q>_<r>."""
+    vt, _, _, m3 = _types(et)
+    L = []
+    for q in range(d):
+        for r in range(d):
+            L.append(f"{ind}%pk{q}_{r} = arith.constant {q * d + r} : index")
+            L.append(f"{ind}%pt{q}_{r} = memref.load %phit[{at}, %pk{q}_{r}] : {m3}")
+    for q in range(d):
+        for r in range(d):
+            L.append(f"{ind}%ptv{q}_{r} = vector.broadcast %pt{q}_{r} : {et} to {vt}")
+    return L
+
+
+def _flow_body(d: int, et: str, ind: str) -> list[str]:
+    """lam[:, j] <- Phi^T lam[:, j] from the loaded %l<q> (as flow_lines)."""
+    vt, _, m2, _ = _types(et)
+    L = []
+    for q in range(d):
+        acc = None
+        for r in range(d):
+            L.append(f"{ind}%pp{q}_{r} = arith.mulf %ptv{q}_{r}, %l{r} : {vt}")
+            if acc is None:
+                acc = f"%pp{q}_{r}"
+            else:
+                L.append(f"{ind}%ps{q}_{r} = arith.addf {acc}, %pp{q}_{r} : {vt}")
+                acc = f"%ps{q}_{r}"
+        L.append(f"{ind}%nw{q} = arith.addf {acc}, %zv : {vt}")
+    L += [f"{ind}vector.store %nw{q}, %lam[%c{q}, %j] : {m2}, {vt}" for q in range(d)]
+    return L
+
+
+def jump_flow_lines(d: int, et: str, gw_ref: str, w_ref: str, ind: str = "        ") -> list[str]:
+    """One pass over the neurons for an event: its jump (as jump_lines: gw_ref += lam . B and
+    %nacc = -sum_j (lam_j . A B) w_ref) and then the interval's flow lam <- Phi^T lam, from one
+    load of lam (the jump leaves lam unchanged). Needs %Bv<q>, %ABv<q>, %ptv<q>_<r> in scope."""
+    vt, _, m2, _ = _types(et)
+    L = [ind + "%acc = scf.for %j = %c0 to %nN step %cV iter_args(%a = %zv) -> (" + vt + ") {"]
+    lb, lab = None, None
+    for q in range(d):
+        L.append(f"{ind}  %l{q} = vector.load %lam[%c{q}, %j] : {m2}, {vt}")
+        L.append(f"{ind}  %lb{q} = arith.mulf %l{q}, %Bv{q} : {vt}")
+        L.append(f"{ind}  %la{q} = arith.mulf %l{q}, %ABv{q} : {vt}")
+        if lb is None:
+            lb, lab = f"%lb{q}", f"%la{q}"
+        else:
+            L.append(f"{ind}  %lbs{q} = arith.addf {lb}, %lb{q} : {vt}")
+            L.append(f"{ind}  %las{q} = arith.addf {lab}, %la{q} : {vt}")
+            lb, lab = f"%lbs{q}", f"%las{q}"
+    gw_at, gw_t = gw_ref.split(" : ")
+    w_at, w_t = w_ref.split(" : ")
+    L += [f"{ind}  %g0 = vector.load {gw_at} : {gw_t}, {vt}",
+          f"{ind}  %g1 = arith.addf %g0, {lb} : {vt}",
+          f"{ind}  vector.store %g1, {gw_at} : {gw_t}, {vt}",
+          f"{ind}  %wv = vector.load {w_at} : {w_t}, {vt}",
+          f"{ind}  %tv = arith.mulf {lab}, %wv : {vt}",
+          f"{ind}  %a2 = arith.addf %a, %tv : {vt}"]
+    L += _flow_body(d, et, ind + "  ")
+    L += [f"{ind}  scf.yield %a2 : {vt}",
+          ind + "}",
+          f"{ind}%accs = vector.reduction <add>, %acc : {vt} into {et}",
+          f"{ind}%nacc = arith.negf %accs : {et}"]
+    return L
+
+
 def source(d: int, et: str = "f64", multi: bool = False) -> str:
     """The kernel's MLIR text for state size d. The neuron dimension N of lam, w and gw must be a
     whole number of vectors (LANES[et]; the caller pads with zero weights). multi: bab is a table
-    [C, 2d] (the B and A B of each input channel's port: a layer with several ports)."""
+    [C, 2d] (the B and A B of each input channel's port: a layer with several ports).
+
+    Per interval e (last first): the spiking neurons' own path reads lam into tmp; one pass over
+    the neurons then does the jump of event e (which leaves lam unchanged) and the flow over the
+    interval; tmp overwrites the spiking neurons' lam."""
     vt, m1, m2, m3 = _types(et)
     i1d, i2d = "memref<?xi64>", "memref<?x?xi64>"
     L = [f"func.func @events_backward(%ch: {i2d}, %nv: {i1d}, %want: {i1d}, %phit: {m3}, %gptr: {i1d}, "
@@ -199,16 +268,6 @@ def source(d: int, et: str = "f64", multi: bool = False) -> str:
           "    scf.for %r = %c0 to %nr step %c1 {",
           "      %e = arith.subi %nvb, %r : index",
           "      %isev = arith.cmpi ugt, %r, %c0 : index",
-          # the event's jump: lam passes through; dL/dW row, dL/dt
-          "      scf.if %isev {",
-          f"        %c64 = memref.load %ch[%b, %e] : {i2d}",
-          "        %cc = arith.index_cast %c64 : i64 to index",
-          ]
-    if multi:
-        L += channel_bcast_lines(d, et)
-    L += jump_lines(d, et, f"%gw[%bg, %cc, %j] : {m3}", f"%w[%bw, %cc, %j] : {m3}")
-    L += [          f"        memref.store %nacc, %gt[%b, %e] : {m2}",
-          "      }",
           # the neurons that spiked in (T_{e-1}, T_e]: their own path, into tmp
           "      %ge = arith.addi %gb0, %e : index",
           f"      %g0i = memref.load %gptr[%ge] : {i1d}",
@@ -239,8 +298,22 @@ def source(d: int, et: str = "f64", multi: bool = False) -> str:
           "        }"]
     L += [f"        memref.store %fin#{q}, %tmp[%g, %c{q}] : {m2}" for q in range(d)]
     L += ["      }"]
-    L += flow_lines(d, et, "%b, %e")
-    L += [          "      scf.for %g = %ga to %gz step %c1 {",
+    L += phit_lines(d, et, "%b, %e")
+    # event e's jump (lam passes through: dL/dW row, dL/dt) fused with the interval's flow
+    L += ["      scf.if %isev {",
+          f"        %c64 = memref.load %ch[%b, %e] : {i2d}",
+          "        %cc = arith.index_cast %c64 : i64 to index"]
+    if multi:
+        L += channel_bcast_lines(d, et)
+    L += jump_flow_lines(d, et, f"%gw[%bg, %cc, %j] : {m3}", f"%w[%bw, %cc, %j] : {m3}")
+    L += [f"        memref.store %nacc, %gt[%b, %e] : {m2}",
+          "      } else {",
+          "        scf.for %j = %c0 to %nN step %cV {"]
+    L += [f"          %l{q} = vector.load %lam[%c{q}, %j] : {m2}, {vt}" for q in range(d)]
+    L += _flow_body(d, et, "          ")
+    L += ["        }",
+          "      }"]
+    L += ["      scf.for %g = %ga to %gz step %c1 {",
           f"        %j64b = memref.load %grp[%g, %c0] : {i2d}",
           "        %jb = arith.index_cast %j64b : i64 to index"]
     for q in range(d):
