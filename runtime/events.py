@@ -77,11 +77,23 @@ class LayerEvents:
         return torch.isfinite(self.key[..., s:e]) & (self.perm[..., s:e] == self.n)
 
 
+def _last(arr: Tensor, dim: int) -> Tensor:
+    """The latest arrival along dim (-inf padding), at least 0; 0 where there is no event at all
+    (n = 0: max of an empty dimension is an error in torch)."""
+    if arr.shape[dim] == 0:
+        return arr.new_zeros(arr.shape[:dim] + arr.shape[dim + 1:])
+    return arr.max(dim).values.clamp(min=0.0)
+
+
 def build_events(times: Tensor, channels: Tensor, weight: Tensor, delays: Optional[Tensor],
                  t_end: Optional[float], tau_max: float) -> LayerEvents:
     if times.dim() != 2 or channels.shape != times.shape:
         raise ValueError(f"times and channels must both be [B, n]; got {tuple(times.shape)} and "
                          f"{tuple(channels.shape)}")
+    if times.shape[1] == 0:  # no events: one padding column keeps every index in range (the
+        # concatenation is differentiable: a gradient for times comes back as [B, 0])
+        times = torch.cat([times, times.detach().new_full((times.shape[0], 1), math.inf)], 1)
+        channels = torch.cat([channels, channels.new_zeros((channels.shape[0], 1))], 1)
     B, n = times.shape
     N = weight.shape[-1]
     C = weight.shape[-2]
@@ -100,7 +112,7 @@ def build_events(times: Tensor, channels: Tensor, weight: Tensor, delays: Option
     with torch.no_grad():
         if delays is None:
             arr = torch.where(fin, tt, torch.full_like(tt, -math.inf))
-            last = arr.max(1).values.clamp(min=0.0)  # [B]
+            last = _last(arr, 1)  # [B]
             hz = torch.full_like(last, float(t_end)) if t_end is not None else last + TAIL_TAUS * tau_max
             hz = hz[:, None]  # [B, 1]
             key = torch.where(fin & (tt <= hz), tt, torch.full_like(tt, math.inf))
@@ -113,7 +125,7 @@ def build_events(times: Tensor, channels: Tensor, weight: Tensor, delays: Option
             dl = delays.detach().t()  # [N, C]
             arr = tt.unsqueeze(1) + dl[:, ch].permute(1, 0, 2)  # [B, N, n]
             finb = fin.unsqueeze(1).expand_as(arr)
-            last = torch.where(finb, arr, torch.full_like(arr, -math.inf)).max(2).values.clamp(min=0.0)
+            last = _last(torch.where(finb, arr, torch.full_like(arr, -math.inf)), 2)
             hz = torch.full_like(last, float(t_end)) if t_end is not None else last + TAIL_TAUS * tau_max
             key = torch.where(finb & (arr <= hz.unsqueeze(-1)), arr, torch.full_like(arr, math.inf))
             key = torch.cat([key, hz.unsqueeze(-1)], 2)
