@@ -87,11 +87,15 @@ def spike_terms(kern: NeuronKernels, port: Optional[str], P: tuple, xm: Tensor) 
     A, R, a0, r, c, Bp = _constants(kern, P, names)
     Bv = Bp[port.index.cpu()] if is_multi(port) else Bp[0]  # [C, d]: the B of each channel's port
     xm = xm.to(torch.float64)
-    ym = xm @ A.T + a0
-    xp = xm @ R.T + r
-    yp = xp @ A.T + a0
-    v = ym @ R.T - yp
-    up = ym @ c
+
+    def mv(X, Mat):  # X @ Mat.T, elementwise (a matmul's bits may depend on the number of rows)
+        return (X[:, None, :] * Mat[None, :, :]).sum(-1)
+
+    ym = mv(xm, A) + a0
+    xp = mv(xm, R) + r
+    yp = mv(xp, A) + a0
+    v = mv(ym, R) - yp
+    up = (ym * c).sum(-1)
     cu = c[None, :] / up[:, None]  # [S, d]
     M = R.T[None, :, :] - cu[:, :, None] * v[:, None, :]
     return M, cu, A, Bv
@@ -112,10 +116,64 @@ def _interval_of(fin_ts: Tensor, s: Tensor, bi: Tensor, counts: Tensor) -> Tenso
     return e[bi, pos]
 
 
+def _spike_arrays(kern, port, P, ts, nvalid, hz, spikes, counts, xrec, g, erec, dt) -> tuple:
+    """For samples whose arrival times are ts [b, n] (+inf padding last): the kernel's flat
+    pointer per (sample, interval) [b*(n+1)+1], its groups [G, 3] and the per-spike matrices
+    After, M, Before [S, d*d] and q [S, d] (module docstring). Elementwise per spike: the same bits
+    for any cut of the batch."""
+    n = ts.shape[1]
+    Bn, N = counts.shape
+    d = kern.d
+    # the spikes, flat in (b, j, m) order, and the interval of each: #events before it
+    valid = torch.arange(spikes.shape[2])[None, None, :] < counts[:, :, None]
+    bi, ji, mi = valid.nonzero(as_tuple=True)
+    s = spikes[bi, ji, mi]
+    e = _interval_of(ts, s, bi, counts) if erec is None else erec[bi, ji, mi]
+    # the interval (T_{e-1}, T_e]: T_{-1} = 0, T_nv = the horizon
+    t_end_iv = torch.where(e < nvalid[bi], ts[bi, e.clamp_max(n - 1)], hz[bi])
+    t_start_iv = torch.where(e > 0, ts[bi, (e - 1).clamp_min(0)], torch.zeros((), dtype=dt))
+    prev_s = torch.where(mi == 0, torch.full_like(s, -math.inf), spikes[bi, ji, (mi - 1).clamp_min(0)])
+    before_from = torch.maximum(prev_s, t_start_iv)
+    # After (interval end back to the spike) and Before (spike back to the previous one), one call
+    ab = _phi_T(kern, torch.cat([t_end_iv - s, s - before_from]).clamp_min(0.0), P)
+    aft, bef = ab[: s.numel()], ab[s.numel():]
+    M, cu, A, Bv = spike_terms(kern, port, P, xrec[bi, ji, mi])
+    q = -cu * g[bi, ji, mi].to(torch.float64)[:, None]
+
+    # groups: the spikes of one neuron in one interval (consecutive in the flat order), sorted by
+    # (b, e) with a flat pointer per (b, e): the kernel walks intervals backwards
+    key = (bi * (n + 1) + e) * N + ji
+    newg = torch.ones_like(key, dtype=torch.bool)
+    if key.numel() > 1:
+        newg[1:] = key[1:] != key[:-1]
+    gstart = torch.arange(s.numel())[newg]
+    gend = torch.cat([gstart[1:], torch.tensor([s.numel()])]) - 1 if gstart.numel() else gstart
+    gkey = (bi * (n + 1) + e)[gstart]
+    perm = torch.argsort(gkey, stable=True)
+    grp = torch.stack([ji[gstart], gend, gstart], 1)[perm].to(torch.int64).contiguous()
+    gptr = torch.zeros(Bn * (n + 1) + 1, dtype=torch.int64)
+    torch.cumsum(torch.bincount(gkey, minlength=Bn * (n + 1)), 0, out=gptr[1:])
+
+    empty = torch.zeros((1, d * d), dtype=dt)
+
+    def dense(x, like=empty):
+        return x.to(dt).reshape(-1, like.shape[1]).contiguous() if x.numel() else like
+
+    return (gptr, grp if grp.numel() else torch.zeros((1, 3), dtype=torch.int64), dense(aft),
+            dense(M.reshape(-1, d * d)), dense(bef), dense(q, torch.zeros((1, d), dtype=dt))), int(grp.shape[0])
+
+
+def _groups(parts: list, k: int) -> list:
+    """parts cut into k runs of consecutive parts (near-equal counts)."""
+    k = max(1, min(k, len(parts)))
+    bounds = [len(parts) * i // k for i in range(k + 1)]
+    return [parts[bounds[i]:bounds[i + 1]] for i in range(k)]
+
+
 def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: Tensor, order: Tensor,
              nvalid: Tensor, horizon: Tensor, W: Tensor, spikes: Tensor, counts: Tensor, xrec: Tensor,
              g: Tensor, want_t: bool, gw: Tensor, gtimes: Tensor, phit: Optional[Tensor] = None,
-             parts: Optional[list] = None, run=None, erec: Optional[Tensor] = None) -> list:
+             parts: Optional[list] = None, run=None, erec: Optional[Tensor] = None, threads: int = 1) -> list:
     """Gradients of a batch: dL/dt into gtimes [B, n] (original event order), and dL/dW into gw
     ([B, C, N], per-sample weights) or, for shared weights, into one [C, N] buffer per part (the
     list returned, for the caller to add in part order).
@@ -124,9 +182,11 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
     W [C, N] or [B, C, N], spikes/g [B, N, S] (spike times, dL/d spike time), counts [B, N],
     xrec [B, N, S, d] (the state at each spike, before its reset), phit [B, n+1, d*d] (the
     forward's Phi(D)^T of every interval, or None: computed here), erec [B, N, S] (the interval of
-    each spike as the forward found it, or None: searched here). Everything is prepared once
-    for the batch (vectorised torch ops, which hold the GIL); the kernel then runs on each part
-    [b0, b1) of `parts` (default: one), through `run(fn, parts)` (e.g. parallel.run)."""
+    each spike as the forward found it, or None: searched here). The parts [b0, b1) of `parts`
+    (default: one) are cut into `threads` runs of consecutive parts; `run(fn, runs)` (e.g.
+    parallel.run) gives each run to a thread, which prepares its samples' spike matrices
+    (vectorised torch ops) and calls the kernel on each of its parts. The results do not depend
+    on `threads`."""
     from spikescan.compiler.backends.mlir.adjoint_events import LANES, events_backward
 
     dt = t.dtype
@@ -146,42 +206,8 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
             starts = torch.cat([torch.zeros((Bn, 1), dtype=dt), ends[:, :-1]], 1)
             phit = _phi_T(kern, (ends - starts).clamp_min(0.0), P).to(dt)
         phit = phit.contiguous()  # [B, n+1, d*d]
-
-        # the spikes, flat in (b, j, m) order, and the interval of each: #events before it
-        valid = torch.arange(spikes.shape[2])[None, None, :] < counts[:, :, None]
-        bi, ji, mi = valid.nonzero(as_tuple=True)
-        s = spikes[bi, ji, mi]
-        e = _interval_of(ts, s, bi, counts) if erec is None else erec[bi, ji, mi]
-        # the interval (T_{e-1}, T_e]: T_{-1} = 0, T_nv = the horizon
-        nvb = nvalid[bi]
-        t_end_iv = torch.where(e < nvb, ts[bi, e.clamp_max(n - 1)], hz[bi])
-        t_start_iv = torch.where(e > 0, ts[bi, (e - 1).clamp_min(0)], torch.zeros((), dtype=dt))
-        first = mi == 0
-        prev_s = torch.where(first, torch.full_like(s, -math.inf), spikes[bi, ji, (mi - 1).clamp_min(0)])
-        before_from = torch.maximum(prev_s, t_start_iv)
-        # After (interval end back to the spike) and Before (spike back to the previous one), one call
-        ab = _phi_T(kern, torch.cat([t_end_iv - s, s - before_from]).clamp_min(0.0), P)
-        aft, bef = ab[: s.numel()], ab[s.numel():]
-
-        M, cu, A, Bv = spike_terms(kern, port, P, xrec[bi, ji, mi])
-        q = -cu * g[bi, ji, mi].to(torch.float64)[:, None]
-
-        # groups: the spikes of one neuron in one interval (consecutive in the flat order)
-        flat = torch.arange(s.numel())
-        key = (bi * (n + 1) + e) * N + ji
-        newg = torch.ones_like(key, dtype=torch.bool)
-        if key.numel() > 1:
-            newg[1:] = key[1:] != key[:-1]
-        gstart = flat[newg]
-        gend = torch.cat([gstart[1:], torch.tensor([s.numel()])]) - 1 if gstart.numel() else gstart
-        # the kernel walks intervals backwards: groups sorted by (b, e), a flat pointer per (b, e);
-        # pointers and spike indices are global, so a part of the batch uses them unchanged
-        gkey = (bi * (n + 1) + e)[gstart]
-        perm = torch.argsort(gkey, stable=True)
-        grp = torch.stack([ji[gstart], gend, gstart], 1)[perm].to(torch.int64).contiguous()
-        gptr = torch.zeros(Bn * (n + 1) + 1, dtype=torch.int64)
-        torch.cumsum(torch.bincount(gkey, minlength=Bn * (n + 1)), 0, out=gptr[1:])
-
+        A, _, _, _, _, Bp = _constants(kern, P, tuple(port.names) if is_multi(port) else (port,))
+        Bv = Bp[port.index.cpu()] if is_multi(port) else Bp[0]
         # the neuron dimension padded to whole vectors (zero weights: padded lanes stay 0)
         V = LANES["f64" if dt == torch.float64 else "f32"]
         Np = -(-N // V) * V
@@ -191,25 +217,17 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
         Wd = Wd.contiguous()
         bab = torch.cat([Bv, Bv @ A.T], -1).to(dt).contiguous()  # [2d], or [C, 2d] (several ports)
         gt_sorted = torch.zeros((Bn, n), dtype=dt)
-        tmp = torch.empty((max(int(grp.shape[0]), 1), d), dtype=dt)  # rows by group: parts disjoint
-        empty = torch.zeros((1, d * d), dtype=dt)
-
-        def dense(x, like=empty):
-            return x.to(dt).reshape(-1, like.shape[1]).contiguous() if x.numel() else like
-
-        spk = [gptr, grp if grp.numel() else torch.zeros((1, 3), dtype=torch.int64),
-               dense(aft), dense(M.reshape(-1, d * d)), dense(bef), dense(q, torch.zeros((1, d), dtype=dt))]
         nv64 = nvalid.to(torch.int64).contiguous()
         flag = torch.tensor([int(bool(want_t))])
         C = Wd.shape[1]
+    per_sample = W.dim() == 3
 
-    def one_part(part):
+    def one_part(part, a0, spk, tmp):
         b0, b1 = part
-        per_sample = W.dim() == 3
         direct = per_sample and Np == N and gw.is_contiguous() and gw.dtype == dt
         gw_p = gw[b0:b1] if direct else torch.zeros(((b1 - b0) if per_sample else 1, C, Np), dtype=dt)
         lam = torch.empty((d, Np), dtype=dt)
-        gptr_p = spk[0][b0 * (n + 1):]
+        gptr_p = spk[0][(b0 - a0) * (n + 1):]  # the run's pointers are global to the run
         events_backward(d, [chs[b0:b1], nv64[b0:b1], flag, phit[b0:b1], gptr_p, *spk[1:],
                             Wd[b0:b1] if per_sample else Wd, bab, gw_p, gt_sorted[b0:b1], lam, tmp])
         if per_sample:
@@ -218,7 +236,16 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
             return None
         return gw_p[0, :, :N]
 
-    out = (run or (lambda fn, ps: [fn(p) for p in ps]))(one_part, parts)
+    def one_run(run_parts):
+        a0, a1 = run_parts[0][0], run_parts[-1][1]
+        with torch.no_grad():
+            spk, G = _spike_arrays(kern, port, P, ts[a0:a1], nvalid[a0:a1], hz[a0:a1], spikes[a0:a1],
+                                   counts[a0:a1], xrec[a0:a1], g[a0:a1], None if erec is None else erec[a0:a1], dt)
+        tmp = torch.empty((max(G, 1), d), dtype=dt)  # rows by group
+        return [one_part(p, a0, spk, tmp) for p in run_parts]
+
+    runs = _groups(parts, threads)
+    out = [r for rs in (run or (lambda fn, ps: [fn(p) for p in ps]))(one_run, runs) for r in rs]
     if want_t:
         if identity:
             gtimes.copy_(gt_sorted)

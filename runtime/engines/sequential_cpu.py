@@ -157,7 +157,7 @@ class _LayerGrad(torch.autograd.Function):
             gws = adjoint_events.backward(sv.kern, sv.port, sv.P, sv.t, sv.ch, sv.order[:, 0, :], sv.nvalid,
                                           sv.horizon[:, 0], sv.Wd if shared_w else sv.W, sv.out_full, sv.counts,
                                           sv.xrec, g, ctx.needs_input_grad[2], gw, gtimes, phit=sv.phirec, erec=sv.erec,
-                                          parts=parallel.slices(B), run=parallel.run)
+                                          parts=parallel.slices(B), run=parallel.run, threads=parallel.threads())
             parts = [(p, None, None) for p in gws]  # no delays, no parameter gradients on this path
             counts = sv.counts  # the event-outer adjoint replays nothing
         else:
@@ -227,12 +227,10 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
     validate_layer(ir, params, times, weight, delays, t_end, N, dtype, channels)
     t = times.detach().cpu()
     ch = channels.detach().cpu().to(torch.int64).contiguous()
-    if n and bool(((ch < 0) | (ch >= C)).any()):
-        raise ValueError(f"channels must lie in [0, {C})")
-    if bool((t < 0).any()):
-        raise ValueError("event times must be >= 0 (neurons start at t = 0)")
-    if bool(torch.isnan(t).any()):
-        raise ValueError("event times contain NaN (use +inf for padding)")
+    if n:  # (times were checked by validate_layer: >= 0 or +inf)
+        lo, hi = torch.aminmax(ch)
+        if int(lo) < 0 or int(hi) >= C:
+            raise ValueError(f"channels must lie in [0, {C})")
     if n == 0:  # one padding column keeps every index in range
         t = torch.full((B, 1), math.inf, dtype=dtype)
         ch = torch.zeros((B, 1), dtype=torch.int64)

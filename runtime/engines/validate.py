@@ -35,9 +35,10 @@ def check_inputs(times: Tensor, weight: Tensor, delays: Optional[Tensor], t_end,
         check_not_zero_padded(times, channels)
     with torch.no_grad():
         tt = times.detach()
-        if bool(torch.isnan(tt).any()):
+        ok = bool((tt >= 0).all())  # one pass: False for NaN and for negative times (-inf too)
+        if not ok and bool(torch.isnan(tt).any()):
             raise ValueError("event times contain NaN; use +inf to pad samples with fewer events")
-        if bool((tt < 0).any()):
+        if not ok and bool((tt < 0).any()):
             bad = float(tt[tt < 0].min())
             raise ValueError(f"event times must be >= 0 ms or +inf (padding); got {bad:g} "
                              "(neurons start at t = 0)")
