@@ -274,6 +274,30 @@ def section_cpu_step(recs, title) -> str:
     return "\n".join(out) + "\n"
 
 
+def section_shd_network(recs, title) -> str:
+    """bench/shd_network.py: models/shd.snn's whole step (recurrent hidden layer) on 1 and 2
+    engine threads."""
+    out = [f"## {title}", "", machine_line(recs), ""]
+    t = [r for r in recs if r.get("kind") == "timing"]
+    if not t:
+        return "\n".join(out + skipped_lines(recs)) + "\n"
+    r0 = t[0]
+    out.append(f"models/shd.snn ({r0['inputs']} inputs -> {r0['hidden']} recurrent CubaLIF -> {r0['readout']} LI, "
+               f"max potential, cross-entropy) through SpikingNetwork, engine {r0['engine']}; batch {r0['batch']}, "
+               f"{r0['events_per_sample']:.0f} events per sample over {r0['duration_ms']:g} ms, {r0['dtype']}; "
+               "input and readout weights as bench/cpu_step.py, recurrent weights the model's init; "
+               f"hidden rate {r0['hidden_rate_hz']:.1f} Hz ({r0['hidden_spikes_per_sample']:.0f} spikes per "
+               "sample); median wall time.")
+    out.append("")
+    rows = [[r["engine_threads"], r["stage"], fmt_s(r["ms_wall"] / 1e3)] for r in t]
+    out.append(table(["engine threads", "pass", "time (median)"], rows))
+    ratios = [r for r in recs if r.get("kind") == "ratio"]
+    if ratios:
+        out += ["", table(["ratio", "value"], [[r["what"], f"{r['ratio']:.2f}x"] for r in ratios])]
+    out += skipped_lines(recs)
+    return "\n".join(out) + "\n"
+
+
 def section_torch_memory(recs, title) -> str:
     out = [f"## {title}", "", machine_line(recs), "",
            "The torch engine's backward with per-chunk recompute (`checkpoint=True`) against "
@@ -639,7 +663,7 @@ def render(groups: dict[str, list[dict]], out_md: Path) -> str:
              "shared machine are noisy: compare rows of one table, not across tables.", "",
              "Reproduce: `python bench/engines.py`, `python bench/precision.py`, "
              "`python bench/scaling.py`, `python bench/peers.py`, `python bench/recurrent.py`, "
-             "`python bench/torch_memory.py`, `python bench/cpu_forward.py`, `python bench/cpu_step.py` "
+             "`python bench/torch_memory.py`, `python bench/cpu_forward.py`, `python bench/cpu_step.py`, `python bench/shd_network.py` "
              "(`--device cuda` on a GPU), then `python bench/report.py`. bench/engines.py and "
              "bench/peers.py default to the full SHD-like workload and run snnTorch, Norse, "
              "SpikingJelly and a PyTorch loop at dt = 1 ms and the C floor in the same run. The peers "
@@ -665,8 +689,9 @@ def render(groups: dict[str, list[dict]], out_md: Path) -> str:
               "scaling": "Scaling", "recurrent": "Recurrent layers (SHD-like)",
               "torch_memory": "Memory of the torch engine's backward",
               "cpu_forward": "Compiled CPU forward, vectorised vs scalar",
-              "cpu_step": "The exact training step at full size on the CPU (bench/cpu_step.py)"}
-    for bench in ("cpu_step", "engines", "peers", "precision", "scaling", "recurrent", "torch_memory",
+              "cpu_step": "The exact training step at full size on the CPU (bench/cpu_step.py)",
+              "shd_network": "models/shd.snn, recurrent, whole training step (bench/shd_network.py)"}
+    for bench in ("cpu_step", "shd_network", "engines", "peers", "precision", "scaling", "recurrent", "torch_memory",
                   "cpu_forward"):
         for stem in sections_for(groups, bench):
             recs = groups[stem]
@@ -682,6 +707,8 @@ def render(groups: dict[str, list[dict]], out_md: Path) -> str:
                 text = section_cpu_forward(recs, title)
             elif bench == "cpu_step":
                 text = section_cpu_step(recs, title)
+            elif bench == "shd_network":
+                text = section_shd_network(recs, title)
             elif bench == "torch_memory":
                 text = section_torch_memory(recs, title)
             elif bench == "precision":

@@ -344,3 +344,20 @@ def test_cpu_step_quick_smoke(tmp_path):
     assert {r["readout_neuron"] for r in ro} == {"LI", "CubaLIF outputs (first-spike vmax)"}
     ratios = [r for r in recs if r.get("kind") == "ratio" and r["what"].startswith("readout replay")]
     assert len(ratios) == 4 and all(r["max_rel_grad_difference"] < 1e-12 and r["ratio"] > 0 for r in ratios)
+
+
+def test_shd_network_quick_smoke(tmp_path):
+    """bench/shd_network.py runs models/shd.snn's whole step at --quick sizes on 1 and 2 engine
+    threads, with a hidden layer that fires (so the backward is timed through spikes), and the
+    report renders its section."""
+    recs = _run(["--repeats", "1"], tmp_path, "shd_network")
+    timing = [r for r in recs if r.get("kind") == "timing"]
+    assert {(r["engine_threads"], r["stage"]) for r in timing} == {
+        (th, s) for th in (1, 2) for s in ("forward", "forward+backward")}
+    assert all(r["ms_wall"] > 0 and r["hidden_spikes_per_sample"] > 0 and r["model"] == "models/shd.snn"
+               for r in timing)
+    assert sum(r.get("kind") == "ratio" for r in recs) == 2
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "report.py"), str(tmp_path / "shd_network.jsonl"),
+                        "--out", str(tmp_path / "bench.md")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "models/shd.snn, recurrent, whole training step" in (tmp_path / "bench.md").read_text()

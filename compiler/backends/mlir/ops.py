@@ -496,16 +496,17 @@ class ExprPrinter:
 
 
 def solve(o: Ops, fn: Callable[[Value], tuple], a: Value, b: Value, sign: Value, t0: Value,
-          max_iter: int = 100, zero_is_past: bool = False) -> Value:
+          max_iter: int = 100, zero_is_past: bool = False, start: Optional[Value] = None) -> Value:
     """Root of fn on [a, b], where sign*fn is increasing with sign*fn(a) < 0 <= sign*fn(b):
     Newton steps kept inside the shrinking bracket and bisection whenever a step leaves it or
     does not halve the previous step (rtsafe). fn(D) emits (value, derivative). Stops when the
     step is below ~2 ulp of the absolute time t0 + D or after max_iter iterations.
     zero_is_past: an exact 0 of fn may be underflow past the root (the isolation chain over a
-    long gap), so it only moves the bracket's right end, never ends the search by a Newton step."""
+    long gap), so it only moves the bracket's right end, never ends the search by a Newton step.
+    start: the first iterate, inside [a, b] (default: the midpoint)."""
     ft = o.ft
     i64 = ir.IntegerType.get_signless(64)
-    D0 = arith.mulf(o.c(0.5), arith.addf(a, b))
+    D0 = arith.mulf(o.c(0.5), arith.addf(a, b)) if start is None else start
     dx0 = arith.subf(b, a)
     it0 = arith.constant(i64, 0)
     types = [ft, ft, ft, ft, i64]
