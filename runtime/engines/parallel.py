@@ -9,6 +9,8 @@ bit, whatever the number of threads.
     set_threads(n)           # n threads for the compiled engines (None: torch.get_num_threads())
     threads() -> int
     slices(B) -> [(b0, b1)]  # the fixed cut of a batch of B samples
+    spans(B) -> [(b0, b1)]   # those slices joined into one contiguous span per thread (forwards,
+                             # whose samples are independent: any cut gives the same bits)
     run(fn, parts)           # fn(part) for every part, on the pool; results in order
 
 The torch engines are not affected: their many small ops run fastest on one intra-op thread
@@ -60,6 +62,15 @@ def slices(B: int) -> list[tuple[int, int]]:
     k = max(1, min(B, SLICES))
     bounds = [B * i // k for i in range(k + 1)]
     return [(bounds[i], bounds[i + 1]) for i in range(k)]
+
+
+def spans(B: int) -> list[tuple[int, int]]:
+    """The slices of `slices(B)` joined into min(threads(), #slices) contiguous spans (one call
+    each instead of one per slice)."""
+    sl = slices(B)
+    k = min(threads(), len(sl))
+    cuts = [len(sl) * i // k for i in range(k + 1)]
+    return [(sl[cuts[i]][0], sl[cuts[i + 1] - 1][1]) for i in range(k)]
 
 
 def _pool(n: int) -> ThreadPoolExecutor:

@@ -111,9 +111,7 @@ def _chunks(B: int) -> tuple[list, Tensor]:
     the chunks; gradients shared by the batch accumulate per slice (a row each, samples in
     order) and the rows are added in slice order: the same bits for any thread count."""
     sl = parallel.slices(B)
-    k = min(parallel.threads(), len(sl))
-    cuts = [len(sl) * i // k for i in range(k + 1)]
-    chunks = [(sl[cuts[i]][0], sl[cuts[i + 1] - 1][1]) for i in range(k)]
+    chunks = parallel.spans(B)
     of = torch.empty(B, dtype=torch.int64)
     for s, (b0, b1) in enumerate(sl):
         of[b0:b1] = s

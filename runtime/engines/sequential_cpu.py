@@ -246,10 +246,13 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
         if bool((t[:, 1:] >= t[:, :-1]).all()):  # already in time order (data loaders, flatten_spikes):
             # the stable argsort is the identity (~20x the cost of this check at SHD size)
             order = torch.arange(n, dtype=torch.int64).expand(B, N, n)
+            # the last real event is the one before the padding (times >= 0: no event -> 0)
+            last = t.gather(1, (nvalid - 1).clamp_min(0)[:, None]).masked_fill((nvalid == 0)[:, None], 0.0)
         else:
             order = torch.argsort(t, dim=1, stable=True).unsqueeze(1).expand(B, N, n)
+            last = t.masked_fill(~fin, 0.0).amax(1, keepdim=True)
+        last = last.expand(B, N)
         dl = torch.zeros((1, 1), dtype=dtype).expand(C, N)
-        last = t.masked_fill(~fin, 0.0).amax(1, keepdim=True).expand(B, N)
     else:
         dl = delays.detach().cpu().to(dtype).contiguous()
         if dl.shape != (C, N):
@@ -288,7 +291,7 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
             eng.layer(t[b0:b1], ch[b0:b1], order[b0:b1], W[b0:b1], dl, nvalid[b0:b1], horizon[b0:b1], pvec,
                       out[b0:b1], counts[b0:b1], over[b0:b1], pmap=pmap)
 
-    parallel.run(slice_forward, parallel.slices(B))
+    parallel.run(slice_forward, parallel.spans(B))  # samples are independent: any cut, same bits
 
     out_full = out
     over_b = over.bool().any(1)
