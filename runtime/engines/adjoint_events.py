@@ -183,7 +183,7 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
     xrec [B, N, S, d] (the state at each spike, before its reset), phit [B, n+1, d*d] (the
     forward's Phi(D)^T of every interval, or None: computed here), erec [B, N, S] (the interval of
     each spike as the forward found it, or None: searched here). The parts [b0, b1) of `parts`
-    (default: one) are cut into `threads` runs of consecutive parts; `run(fn, runs)` (e.g.
+    (default: one) are cut into runs of consecutive parts (1, or 2 per thread); `run(fn, runs)` (e.g.
     parallel.run) gives each run to a thread, which prepares its samples' spike matrices
     (vectorised torch ops) and calls the kernel on each of its parts. The results do not depend
     on `threads`."""
@@ -244,7 +244,9 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
         tmp = torch.empty((max(G, 1), d), dtype=dt)  # rows by group
         return [one_part(p, a0, spk, tmp) for p in run_parts]
 
-    runs = _groups(parts, threads)
+    # one run on 1 thread; on several, two runs per thread, so that the pool balances samples of
+    # unequal cost (one run per thread left a core idle at the end)
+    runs = _groups(parts, 1 if threads <= 1 else 2 * threads)
     out = [r for rs in (run or (lambda fn, ps: [fn(p) for p in ps]))(one_run, runs) for r in rs]
     if want_t:
         if identity:

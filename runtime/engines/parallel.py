@@ -9,8 +9,9 @@ bit, whatever the number of threads.
     set_threads(n)           # n threads for the compiled engines (None: torch.get_num_threads())
     threads() -> int
     slices(B) -> [(b0, b1)]  # the fixed cut of a batch of B samples
-    spans(B) -> [(b0, b1)]   # those slices joined into one contiguous span per thread (forwards,
-                             # whose samples are independent: any cut gives the same bits)
+    spans(B) -> [(b0, b1)]   # those slices joined into one contiguous span per thread
+    forward_parts(B)         # the parts of a forward (samples independent: any cut, same bits):
+                             # the whole batch on 1 thread, else the slices (balanced on the pool)
     run(fn, parts)           # fn(part) for every part, on the pool; results in order
 
 The torch engines are not affected: their many small ops run fastest on one intra-op thread
@@ -71,6 +72,13 @@ def spans(B: int) -> list[tuple[int, int]]:
     k = min(threads(), len(sl))
     cuts = [len(sl) * i // k for i in range(k + 1)]
     return [(sl[cuts[i]][0], sl[cuts[i + 1] - 1][1]) for i in range(k)]
+
+
+def forward_parts(B: int) -> list[tuple[int, int]]:
+    """The parts a forward pass runs as: one call on 1 thread (per-call overhead), the fixed
+    slices on several (the pool hands them out as threads free up: samples differ in cost, and
+    one fixed span per thread left a core idle at the end; measured 1.27x instead of 1.73x on 2)."""
+    return [(0, B)] if threads() <= 1 or B <= 1 else slices(B)
 
 
 def _pool(n: int) -> ThreadPoolExecutor:

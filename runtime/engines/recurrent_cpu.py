@@ -213,7 +213,7 @@ def run_recurrent_layer(ir: NeuronIR, params, times: Tensor, channels: Tensor, w
             eng.forward(key[b0:b1], order[b0:b1], chan[b0:b1], W[b0:b1], nvalid[b0:b1], wrec, pvec, out[b0:b1],
                         counts[b0:b1], over[b0:b1], stats[b0:b1])
 
-    parallel.run(slice_forward, parallel.spans(B))  # samples are independent: any cut, same bits
+    parallel.run(slice_forward, parallel.forward_parts(B))  # samples independent: any cut, same bits
     over_b = over.bool().any(1)
     if on_overflow == "raise" and bool(over_b.any()):
         b, j = [int(v) for v in over.nonzero()[0]]

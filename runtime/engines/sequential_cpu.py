@@ -291,7 +291,7 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
             eng.layer(t[b0:b1], ch[b0:b1], order[b0:b1], W[b0:b1], dl, nvalid[b0:b1], horizon[b0:b1], pvec,
                       out[b0:b1], counts[b0:b1], over[b0:b1], pmap=pmap)
 
-    parallel.run(slice_forward, parallel.spans(B))  # samples are independent: any cut, same bits
+    parallel.run(slice_forward, parallel.forward_parts(B))  # samples independent: any cut, same bits
 
     out_full = out
     over_b = over.bool().any(1)
