@@ -379,13 +379,19 @@ def _peer_workload_text(r0, timing) -> str:
 
 # Read with the CPU tables: on the 2-core VM of the 2026-12-08 runs the PyTorch peers' backward was
 # ~10x slower than DESIGN.md's earlier snnTorch figure for this workload (540-640 ms).
-PEER_CPU_CAVEAT = (
-    "Caveat on the CPU ratios: on the 2-core VM of the 2026-12-08 run, every PyTorch-based dt = 1 ms "
-    "backward pass took ~5 s in f32 (a minimal hand-written loop outside this harness took the same), "
-    "about 10x the 540-640 ms measured for snnTorch on this workload on an earlier machine of this "
-    "kind, and the f64 peers spent most of their time in the kernel (page faults). The ratios are "
-    "true of this machine; against the earlier 540-640 ms, spikescan's f64 forward+backward "
-    "(228 ms) is 2.4-2.8x faster, not 25x.")
+def peer_cpu_caveat(timing) -> str:
+    """The caveat under the CPU peers tables, with this run's spikescan f64 forward+backward."""
+    own = [r for r in timing if r.get("label") == "spikescan:sequential-cpu:f64" and r.get("mode") == "forward+backward"]
+    against = ""
+    if own:
+        ms = own[0]["median_s"] * 1e3
+        against = (f"; against the earlier 540-640 ms, spikescan's f64 forward+backward ({ms:.0f} ms) is "
+                   f"{540 / ms:.1f}-{640 / ms:.1f}x faster")
+    return ("Caveat on the CPU ratios: on the 2-core VM of the 2026-12-08 runs, every PyTorch-based dt = 1 ms "
+            "backward pass took 3.4-5 s in f32 (a minimal hand-written loop outside this harness took the "
+            "same), 6-10x the 540-640 ms measured for snnTorch on this workload on an earlier machine of "
+            "this kind, and the f64 peers spent most of their time in the kernel (page faults). The ratios "
+            f"are true of this machine{against}.")
 
 
 def section_peers(recs, title) -> str:
@@ -399,7 +405,7 @@ def section_peers(recs, title) -> str:
         out += ["", "spikescan time / peer time, same pass, same run (< 1: spikescan is faster):", "",
                 table(headers, rows)]
     if str(timing[0].get("device", "cpu")) == "cpu":
-        out += ["", PEER_CPU_CAVEAT]
+        out += ["", peer_cpu_caveat(timing)]
     sk = skipped_lines(recs)
     if sk:
         out += [""] + sk
