@@ -77,6 +77,16 @@ class LayerEvents:
         return torch.isfinite(self.key[..., s:e]) & (self.perm[..., s:e] == self.n)
 
 
+def pad_no_events(times: Tensor, channels: Tensor) -> tuple[Tensor, Tensor]:
+    """A batch with no events at all (n = 0) gets one +inf padding column, which keeps every
+    index in range; the concatenation is differentiable, so a gradient for times comes back as
+    [B, 0]. Other batches are returned unchanged."""
+    if times.shape[1] != 0:
+        return times, channels
+    return (torch.cat([times, times.detach().new_full((times.shape[0], 1), math.inf)], 1),
+            torch.cat([channels, channels.new_zeros((channels.shape[0], 1))], 1))
+
+
 def _last(arr: Tensor, dim: int) -> Tensor:
     """The latest arrival along dim (-inf padding), at least 0; 0 where there is no event at all
     (n = 0: max of an empty dimension is an error in torch)."""
@@ -90,10 +100,7 @@ def build_events(times: Tensor, channels: Tensor, weight: Tensor, delays: Option
     if times.dim() != 2 or channels.shape != times.shape:
         raise ValueError(f"times and channels must both be [B, n]; got {tuple(times.shape)} and "
                          f"{tuple(channels.shape)}")
-    if times.shape[1] == 0:  # no events: one padding column keeps every index in range (the
-        # concatenation is differentiable: a gradient for times comes back as [B, 0])
-        times = torch.cat([times, times.detach().new_full((times.shape[0], 1), math.inf)], 1)
-        channels = torch.cat([channels, channels.new_zeros((channels.shape[0], 1))], 1)
+    times, channels = pad_no_events(times, channels)
     B, n = times.shape
     N = weight.shape[-1]
     C = weight.shape[-2]

@@ -23,6 +23,7 @@ from typing import Optional
 
 import torch
 
+from spikescan.runtime.engines import parallel
 from spikescan.runtime.engines.ports import is_multi
 from spikescan.runtime.kernels import NeuronKernels, densify
 
@@ -163,13 +164,6 @@ def _spike_arrays(kern, port, P, ts, nvalid, hz, spikes, counts, xrec, g, erec, 
             dense(M.reshape(-1, d * d)), dense(bef), dense(q, torch.zeros((1, d), dtype=dt))), int(grp.shape[0])
 
 
-def _groups(parts: list, k: int) -> list:
-    """parts cut into k runs of consecutive parts (near-equal counts)."""
-    k = max(1, min(k, len(parts)))
-    bounds = [len(parts) * i // k for i in range(k + 1)]
-    return [parts[bounds[i]:bounds[i + 1]] for i in range(k)]
-
-
 def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: Tensor, order: Tensor,
              nvalid: Tensor, horizon: Tensor, W: Tensor, spikes: Tensor, counts: Tensor, xrec: Tensor,
              g: Tensor, want_t: bool, gw: Tensor, gtimes: Tensor, phit: Optional[Tensor] = None,
@@ -246,7 +240,7 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
 
     # one run on 1 thread; on several, two runs per thread, so that the pool balances samples of
     # unequal cost (one run per thread left a core idle at the end)
-    runs = _groups(parts, 1 if threads <= 1 else 2 * threads)
+    runs = parallel.runs(parts, 1 if threads <= 1 else 2 * threads)
     out = [r for rs in (run or (lambda fn, ps: [fn(p) for p in ps]))(one_run, runs) for r in rs]
     if want_t:
         if identity:

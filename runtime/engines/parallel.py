@@ -9,6 +9,7 @@ bit, whatever the number of threads.
     set_threads(n)           # n threads for the compiled engines (None: torch.get_num_threads())
     threads() -> int
     slices(B) -> [(b0, b1)]  # the fixed cut of a batch of B samples
+    runs(parts, k)           # parts cut into k runs of consecutive parts
     spans(B) -> [(b0, b1)]   # those slices joined into one contiguous span per thread
     forward_parts(B)         # the parts of a forward (samples independent: any cut, same bits):
                              # the whole batch on 1 thread, else the slices (balanced on the pool)
@@ -65,13 +66,17 @@ def slices(B: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(k)]
 
 
+def runs(parts: Sequence[T], k: int) -> list[list[T]]:
+    """parts cut into min(k, len(parts)) runs of consecutive parts of near-equal counts."""
+    k = max(1, min(k, len(parts)))
+    cuts = [len(parts) * i // k for i in range(k + 1)]
+    return [list(parts[cuts[i]:cuts[i + 1]]) for i in range(k)]
+
+
 def spans(B: int) -> list[tuple[int, int]]:
     """The slices of `slices(B)` joined into min(threads(), #slices) contiguous spans (one call
     each instead of one per slice)."""
-    sl = slices(B)
-    k = min(threads(), len(sl))
-    cuts = [len(sl) * i // k for i in range(k + 1)]
-    return [(sl[cuts[i]][0], sl[cuts[i + 1] - 1][1]) for i in range(k)]
+    return [(r[0][0], r[-1][1]) for r in runs(slices(B), threads())]
 
 
 def forward_parts(B: int) -> list[tuple[int, int]]:

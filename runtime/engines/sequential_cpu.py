@@ -29,6 +29,7 @@ from spikescan.runtime.engines.ports import is_multi, normalize
 from spikescan.runtime.kernels import NeuronKernels
 from spikescan.runtime.engines.validate import validate_layer
 from spikescan.runtime.engines.result import LayerResult, SpikeCapExceeded
+from spikescan.runtime.events import pad_no_events
 
 Tensor = torch.Tensor
 TAIL_TAUS = 60.0
@@ -231,10 +232,8 @@ def run_layer(ir: NeuronIR, params: dict, times: Tensor, channels: Tensor, weigh
         lo, hi = torch.aminmax(ch)
         if int(lo) < 0 or int(hi) >= C:
             raise ValueError(f"channels must lie in [0, {C})")
-    if n == 0:  # one padding column keeps every index in range
-        t = torch.full((B, 1), math.inf, dtype=dtype)
-        ch = torch.zeros((B, 1), dtype=torch.int64)
-        n = 1
+    t, ch = pad_no_events(t, ch)  # n = 0: one +inf column keeps every index in range
+    n = t.shape[1]
     t = t.contiguous()
     W = weight.detach().cpu().to(dtype)
     W = W.contiguous().unsqueeze(0).expand(B, C, N) if W.dim() == 2 else W.contiguous()

@@ -211,7 +211,7 @@ def adjoint_arrival(em: NeuronEmitter, forms: AdjointForms, x, D, Phi, phi, w, l
     else:
         gj = _print_all(_printer(em, forms, L=lx), forms.jump)
     gp2 = [o.add(g, o.mul(w, v)) for g, v in zip(gp, gj)]
-    xn = em.materialize([o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)])
+    xn = em.materialize(o.affine(Phi, x, phi))
     lD = o.z(o.dot(lx, em.deriv(xn)))
     gpr = _print_all(_printer(em, forms, D=D, X=x, L=lx), forms.prop)
     gp2 = [o.z(o.add(g, v)) for g, v in zip(gp2, gpr)]
@@ -230,7 +230,7 @@ def adjoint_spike(em: NeuronEmitter, forms: AdjointForms, kind, x, D, Phi, phi, 
     lts = arith.addf(lt, arith.addf(lref_in, g))
     gp2 = [o.add(gq, o.mul(lref_in, v)) for gq, v in
            zip(gp, _print_all(_printer(em, forms), forms.tref))]
-    xs = em.materialize([o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)])
+    xs = em.materialize(o.affine(Phi, x, phi))
     gp2 = [o.add(gq, v) for gq, v in zip(gp2, _print_all(_printer(em, forms, X=xs, L=lx), forms.reset))]
     ls = em.materialize(_transpose_apply(o, em.R, lx))
     ys = em.deriv(xs)

@@ -66,10 +66,12 @@ def _types(et: str) -> tuple:
     return f"vector<{LANES[et]}x{et}>", f"memref<?x{et}>", f"memref<?x?x{et}>", f"memref<?x?x?x{et}>"
 
 
-def jump_lines(d: int, et: str, gw_ref: str, w_ref: str, ind: str = "        ") -> list[str]:
+def jump_lines(d: int, et: str, gw_ref: str, w_ref: str, ind: str = "        ", flow: bool = False) -> list[str]:
     """The jump of one event over all neurons (lam passes through): gw_ref += lam . B and
     %nacc = -sum_j (lam_j . A B) w_ref (gw_ref / w_ref: "%name[indices..., %j] : type", the last
-    index the neuron %j). Needs %lam, %nN, %cV, %zv, %Bv<q>, %ABv<q> in scope."""
+    index the neuron %j). Needs %lam, %nN, %cV, %zv, %Bv<q>, %ABv<q> in scope. flow: the same
+    pass then applies the interval's flow lam <- Phi^T lam from that one load of lam (the jump
+    leaves lam unchanged; needs %ptv<q>_<r>, phit_lines)."""
     vt, _, m2, _ = _types(et)
     L = [ind + "%acc = scf.for %j = %c0 to %nN step %cV iter_args(%a = %zv) -> (" + vt + ") {"]
     lb, lab = None, None
@@ -90,8 +92,10 @@ def jump_lines(d: int, et: str, gw_ref: str, w_ref: str, ind: str = "        ") 
           f"{ind}  vector.store %g1, {gw_at} : {gw_t}, {vt}",
           f"{ind}  %wv = vector.load {w_at} : {w_t}, {vt}",
           f"{ind}  %tv = arith.mulf {lab}, %wv : {vt}",
-          f"{ind}  %a2 = arith.addf %a, %tv : {vt}",
-          f"{ind}  scf.yield %a2 : {vt}",
+          f"{ind}  %a2 = arith.addf %a, %tv : {vt}"]
+    if flow:
+        L += _flow_body(d, et, ind + "  ", "l")
+    L += [f"{ind}  scf.yield %a2 : {vt}",
           ind + "}",
           f"{ind}%accs = vector.reduction <add>, %acc : {vt} into {et}",
           f"{ind}%nacc = arith.negf %accs : {et}"]
@@ -101,30 +105,7 @@ def jump_lines(d: int, et: str, gw_ref: str, w_ref: str, ind: str = "        ") 
 def flow_lines(d: int, et: str, at: str) -> list[str]:
     """Every neuron: lam <- Phi(D)^T lam with Phi^T = %phit[at, :] (contiguous in j: vectorised;
     Phi^T loaded once, outside the loop)."""
-    vt, _, m2, m3 = _types(et)
-    L = []
-    for q in range(d):
-        for r in range(d):
-            L.append(f"      %pk{q}_{r} = arith.constant {q * d + r} : index")
-            L.append(f"      %pt{q}_{r} = memref.load %phit[{at}, %pk{q}_{r}] : {m3}")
-    for q in range(d):
-        for r in range(d):
-            L.append(f"      %ptv{q}_{r} = vector.broadcast %pt{q}_{r} : {et} to {vt}")
-    L += ["      scf.for %j = %c0 to %nN step %cV {"]
-    L += [f"        %v{q} = vector.load %lam[%c{q}, %j] : {m2}, {vt}" for q in range(d)]
-    for q in range(d):
-        acc = None
-        for r in range(d):
-            L.append(f"        %pp{q}_{r} = arith.mulf %ptv{q}_{r}, %v{r} : {vt}")
-            if acc is None:
-                acc = f"%pp{q}_{r}"
-            else:
-                L.append(f"        %ps{q}_{r} = arith.addf {acc}, %pp{q}_{r} : {vt}")
-                acc = f"%ps{q}_{r}"
-        L.append(f"        %nw{q} = arith.addf {acc}, %zv : {vt}")
-    L += [f"        vector.store %nw{q}, %lam[%c{q}, %j] : {m2}, {vt}" for q in range(d)]
-    L += ["      }"]
-    return L
+    return phit_lines(d, et, at) + flow_loop(d, et, "      ", "v")
 
 
 def bcast_lines(d: int, et: str) -> list[str]:
@@ -195,14 +176,14 @@ def phit_lines(d: int, et: str, at: str, ind: str = "      ") -> list[str]:
     return L
 
 
-def _flow_body(d: int, et: str, ind: str) -> list[str]:
-    """lam[:, j] <- Phi^T lam[:, j] from the loaded %l<q> (as flow_lines)."""
+def _flow_body(d: int, et: str, ind: str, src: str) -> list[str]:
+    """lam[:, j] <- Phi^T lam[:, j] from the loaded %<src><q>."""
     vt, _, m2, _ = _types(et)
     L = []
     for q in range(d):
         acc = None
         for r in range(d):
-            L.append(f"{ind}%pp{q}_{r} = arith.mulf %ptv{q}_{r}, %l{r} : {vt}")
+            L.append(f"{ind}%pp{q}_{r} = arith.mulf %ptv{q}_{r}, %{src}{r} : {vt}")
             if acc is None:
                 acc = f"%pp{q}_{r}"
             else:
@@ -213,37 +194,12 @@ def _flow_body(d: int, et: str, ind: str) -> list[str]:
     return L
 
 
-def jump_flow_lines(d: int, et: str, gw_ref: str, w_ref: str, ind: str = "        ") -> list[str]:
-    """One pass over the neurons for an event: its jump (as jump_lines: gw_ref += lam . B and
-    %nacc = -sum_j (lam_j . A B) w_ref) and then the interval's flow lam <- Phi^T lam, from one
-    load of lam (the jump leaves lam unchanged). Needs %Bv<q>, %ABv<q>, %ptv<q>_<r> in scope."""
+def flow_loop(d: int, et: str, ind: str, src: str) -> list[str]:
+    """The loop over the neurons applying the loaded Phi^T (%ptv) to lam, loads named %<src><q>."""
     vt, _, m2, _ = _types(et)
-    L = [ind + "%acc = scf.for %j = %c0 to %nN step %cV iter_args(%a = %zv) -> (" + vt + ") {"]
-    lb, lab = None, None
-    for q in range(d):
-        L.append(f"{ind}  %l{q} = vector.load %lam[%c{q}, %j] : {m2}, {vt}")
-        L.append(f"{ind}  %lb{q} = arith.mulf %l{q}, %Bv{q} : {vt}")
-        L.append(f"{ind}  %la{q} = arith.mulf %l{q}, %ABv{q} : {vt}")
-        if lb is None:
-            lb, lab = f"%lb{q}", f"%la{q}"
-        else:
-            L.append(f"{ind}  %lbs{q} = arith.addf {lb}, %lb{q} : {vt}")
-            L.append(f"{ind}  %las{q} = arith.addf {lab}, %la{q} : {vt}")
-            lb, lab = f"%lbs{q}", f"%las{q}"
-    gw_at, gw_t = gw_ref.split(" : ")
-    w_at, w_t = w_ref.split(" : ")
-    L += [f"{ind}  %g0 = vector.load {gw_at} : {gw_t}, {vt}",
-          f"{ind}  %g1 = arith.addf %g0, {lb} : {vt}",
-          f"{ind}  vector.store %g1, {gw_at} : {gw_t}, {vt}",
-          f"{ind}  %wv = vector.load {w_at} : {w_t}, {vt}",
-          f"{ind}  %tv = arith.mulf {lab}, %wv : {vt}",
-          f"{ind}  %a2 = arith.addf %a, %tv : {vt}"]
-    L += _flow_body(d, et, ind + "  ")
-    L += [f"{ind}  scf.yield %a2 : {vt}",
-          ind + "}",
-          f"{ind}%accs = vector.reduction <add>, %acc : {vt} into {et}",
-          f"{ind}%nacc = arith.negf %accs : {et}"]
-    return L
+    return ([ind + "scf.for %j = %c0 to %nN step %cV {"]
+            + [f"{ind}  %{src}{q} = vector.load %lam[%c{q}, %j] : {m2}, {vt}" for q in range(d)]
+            + _flow_body(d, et, ind + "  ", src) + [ind + "}"])
 
 
 def source(d: int, et: str = "f64", multi: bool = False) -> str:
@@ -305,14 +261,11 @@ def source(d: int, et: str = "f64", multi: bool = False) -> str:
           "        %cc = arith.index_cast %c64 : i64 to index"]
     if multi:
         L += channel_bcast_lines(d, et)
-    L += jump_flow_lines(d, et, f"%gw[%bg, %cc, %j] : {m3}", f"%w[%bw, %cc, %j] : {m3}")
+    L += jump_lines(d, et, f"%gw[%bg, %cc, %j] : {m3}", f"%w[%bw, %cc, %j] : {m3}", flow=True)
     L += [f"        memref.store %nacc, %gt[%b, %e] : {m2}",
-          "      } else {",
-          "        scf.for %j = %c0 to %nN step %cV {"]
-    L += [f"          %l{q} = vector.load %lam[%c{q}, %j] : {m2}, {vt}" for q in range(d)]
-    L += _flow_body(d, et, "          ")
-    L += ["        }",
-          "      }"]
+          "      } else {"]
+    L += flow_loop(d, et, "        ", "l")
+    L += ["      }"]
     L += ["      scf.for %g = %ga to %gz step %c1 {",
           f"        %j64b = memref.load %grp[%g, %c0] : {i2d}",
           "        %jb = arith.index_cast %j64b : i64 to index"]

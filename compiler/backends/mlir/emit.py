@@ -142,7 +142,7 @@ class NeuronEmitter:
 
     def propagate(self, x, D):
         Phi, phi = self.phi_at(D)
-        return [self.o.add(a, b) for a, b in zip(self.o.matvec(Phi, x), phi)]
+        return self.o.affine(Phi, x, phi)
 
     def jump(self, x, w, port=None):
         """x + B w. port: a name (None: the first port) or, for a layer whose channels use
@@ -217,7 +217,7 @@ class NeuronEmitter:
         """(u(D) - theta, u'(D)) given Phi(D), phi(D) (the shared-parameter loop computes them
         once per event; the scalar path above prints the very same ops)."""
         o = self.o
-        xD = [o.add(a, b) for a, b in zip(o.matvec(Phi, x), phi)]
+        xD = o.affine(Phi, x, phi)
         yD = o.matvec(Phi, self.deriv(x))
         return o.sub(o.z(o.dot(self.cvec, xD)), self.theta), o.z(o.dot(self.cvec, yD))
 
@@ -774,7 +774,7 @@ def build_layer_shared_scalar(em: NeuronEmitter, port: Optional[str] = None,
                     ref = memref.load(refs, [j])
                     safe = o.and_(em.no_cross(x), o.le(ref, t_prev))
                     w = arith.mulf(wscale, memref.load(weight, [bw, ch, j]))
-                    xn = [o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)]
+                    xn = o.affine(Phi, x, phi)
                     xn = em.materialize(em.jump(xn, w, port))
                     for q in range(d):
                         memref.store(o.sel(safe, xn[q], x[q]), xs, [o.ci(q), j])

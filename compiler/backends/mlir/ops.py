@@ -85,6 +85,10 @@ class Ops:
     def matvec(self, M, v):
         return [self.dot(row, v) for row in M]
 
+    def affine(self, M, v, b):
+        """M v + b (the propagation x -> Phi x + phi), entry by entry in one fixed order."""
+        return [self.add(u, w) for u, w in zip(self.matvec(M, v), b)]
+
     # ---- comparisons / selection
     def lt(self, a, b):
         return arith.cmpf(arith.CmpFPredicate.OLT, a, b)

@@ -270,7 +270,7 @@ def build_forward(rd: _Readout, name: str = "readout_forward"):
                 with ir.InsertionPoint(lj.body):
                     j = lj.induction_variable
                     x = [memref.load(xs, [o.ci(q), j]) for q in range(d)]
-                    xp = em.materialize([o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)])
+                    xp = em.materialize(o.affine(Phi, x, phi))
                     if is_max:
                         m1 = arith.constant(i64, -1)
                         _max_step(rd, x, xp, D, t_prev, b, j, k64, arith.select(real, e64, m1),

@@ -157,7 +157,7 @@ def build_forward(rd: _Readout):
                     has = o.and_(arith.cmpi(arith.CmpIPredicate.slt, p, cnt), _take(o, spike(p), T, tie))
 
                     def fast(x=x, p=p, j=j):
-                        xp = em.materialize([o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)])
+                        xp = em.materialize(o.affine(Phi, x, phi))
                         _piece(rd, x, xp, D, t_prev, b, j, k64, end_ev, start_ev, recs, p)
                         return xp
 

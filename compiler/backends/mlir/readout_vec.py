@@ -79,7 +79,7 @@ def build_forward_vec(rd: _Readout, name: str = "readout_forward", lanes=None):
                     cnt = lv.inner_iter_args[0]
                     with em.using(vo):
                         x = [vector.load(vo.ft, xs, [o.ci(q), j]) for q in range(d)]
-                        xp = em.materialize([vo.add(u, v) for u, v in zip(vo.matvec(Phi, x), phi)])
+                        xp = em.materialize(vo.affine(Phi, x, phi))
                         us, ue = rd.u(x), rd.u(xp)
                         ds, de = rd.du(x), rd.du(xp)
                         startwins = vo.ge(us, ue)
@@ -124,7 +124,7 @@ def build_forward_vec(rd: _Readout, name: str = "readout_forward", lanes=None):
                 with ir.InsertionPoint(lt.body):
                     j = lt.induction_variable
                     x = [memref.load(xs, [o.ci(q), j]) for q in range(d)]
-                    xp = em.materialize([o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)])
+                    xp = em.materialize(o.affine(Phi, x, phi))
                     _max_step(rd, x, xp, D, t_prev, b, j, k64, end_ref, start_ref, recs)
                     w = arith.mulf(wscale, memref.load(weight, [bw, ch, j]))
                     xn = em.materialize(em.jump(xp, w, rd.port))

@@ -270,7 +270,7 @@ def sample_forward_vec(em: NeuronEmitter, vo: VOps, A: _Args, b, port: Optional[
                         x = [_load(A.xs, [o.ci(q), j], W, ft) for q in range(d)]
                         t = _load(A.lf, [o.ci(LF_T), j], W, ft)
                         wv = wload(j, W)
-                        xp = [oo.add(u, v) for u, v in zip(oo.matvec(Phi, x), phi)]
+                        xp = oo.affine(Phi, x, phi)
                         xn = em.materialize(em.jump(xp, wv, port))
                         for q in range(d):
                             _store(xn[q], A.xs, [o.ci(q), j], W)

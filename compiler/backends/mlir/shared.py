@@ -151,7 +151,7 @@ def _update(em, x, wrow, tests, D, Phi, phi, wscale, port, peak_consts=None):
     refractory)."""
     o = em.o
     skip, quiet, easy = tests
-    xp = [o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)]
+    xp = o.affine(Phi, x, phi)
     if len(em.rows) <= 2:
         easy = o.or_(easy, em.quick_no_cross(x, D, (Phi, phi)))
     if peak_consts is not None:  # the (frequent) interior maxima that stay below theta
@@ -254,7 +254,7 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
 
                         def calm_group(x=x, wrow=wrow, j=j, cnt=cnt):
                             with em.using(vo):
-                                xp = [vo.add(u, v) for u, v in zip(vo.matvec(Phi, x), phi)]
+                                xp = vo.affine(Phi, x, phi)
                                 xn = em.materialize(em.jump(xp, vo.mul(wscale, wrow), port))
                                 for q in range(d):
                                     vector.store(xn[q], xs, [o.ci(q), j])
@@ -346,9 +346,9 @@ def build_layer_shared_vec(em, port: Optional[str] = None, name: str = "layer_sh
                         # few flagged lanes, not in pass 1 where it cost every lane ~12 vector
                         # ops): the exact path would find no crossing and propagate with the
                         # event's Phi, the same bits as this
-                        quiet = o.and_(o.not_(o.gt(ref, t_prev)), o.not_(o.ge(em.potential(x), em.theta)))
+                        quiet = _tests(em, x, ref, t_prev, D)[1]
                         short = o.and_(quiet, _peak_below(em, x, D, Phi, phi, peak_consts))
-                        st = o.if_(short, lambda: [o.add(u, v) for u, v in zip(o.matvec(Phi, x), phi)] + [ref],
+                        st = o.if_(short, lambda: o.affine(Phi, x, phi) + [ref],
                                    exact, [ft] * (d + 1))
                     refmax2 = arith.maximumf(lf.inner_iter_args[0], st[d])
                     xj = em.materialize(em.jump(st[:d], w, port))
