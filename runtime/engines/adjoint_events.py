@@ -102,23 +102,9 @@ def spike_terms(kern: NeuronKernels, port: Optional[str], P: tuple, xm: Tensor) 
     return M, cu, A, Bv
 
 
-def _interval_of(fin_ts: Tensor, s: Tensor, bi: Tensor, counts: Tensor) -> Tensor:
-    """Per flat spike (time s, sample bi; flat (b, j, m) order): the number of the sample's events
-    strictly before it, one batched searchsorted over each sample's own spikes."""
-    Bn = fin_ts.shape[0]
-    per = counts.sum(1)
-    width = max(1, int(per.max())) if per.numel() else 1
-    off = torch.zeros(Bn, dtype=torch.int64)
-    off[1:] = per.cumsum(0)[:-1]
-    pos = torch.arange(s.numel()) - off[bi]
-    vals = torch.full((Bn, width), math.inf, dtype=s.dtype)
-    vals[bi, pos] = s
-    e = torch.searchsorted(fin_ts.contiguous(), vals, side="left")
-    return e[bi, pos]
-
-
 def _spike_arrays(kern, port, P, ts, nvalid, hz, spikes, counts, xrec, g, erec, dt) -> tuple:
-    """For samples whose arrival times are ts [b, n] (+inf padding last): the kernel's flat
+    """For samples whose arrival times are ts [b, n] (+inf padding last) and whose spikes lie in
+    the intervals erec (as the forward found them): the kernel's flat
     pointer per (sample, interval) [b*(n+1)+1], its groups [G, 3] and the per-spike matrices
     After, M, Before [S, d*d] and q [S, d] (module docstring). Elementwise per spike: the same bits
     for any cut of the batch."""
@@ -129,7 +115,7 @@ def _spike_arrays(kern, port, P, ts, nvalid, hz, spikes, counts, xrec, g, erec, 
     valid = torch.arange(spikes.shape[2])[None, None, :] < counts[:, :, None]
     bi, ji, mi = valid.nonzero(as_tuple=True)
     s = spikes[bi, ji, mi]
-    e = _interval_of(ts, s, bi, counts) if erec is None else erec[bi, ji, mi]
+    e = erec[bi, ji, mi]
     # the interval (T_{e-1}, T_e]: T_{-1} = 0, T_nv = the horizon
     t_end_iv = torch.where(e < nvalid[bi], ts[bi, e.clamp_max(n - 1)], hz[bi])
     t_start_iv = torch.where(e > 0, ts[bi, (e - 1).clamp_min(0)], torch.zeros((), dtype=dt))
@@ -166,8 +152,8 @@ def _spike_arrays(kern, port, P, ts, nvalid, hz, spikes, counts, xrec, g, erec, 
 
 def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: Tensor, order: Tensor,
              nvalid: Tensor, horizon: Tensor, W: Tensor, spikes: Tensor, counts: Tensor, xrec: Tensor,
-             g: Tensor, want_t: bool, gw: Tensor, gtimes: Tensor, phit: Optional[Tensor] = None,
-             parts: Optional[list] = None, run=None, erec: Optional[Tensor] = None, threads: int = 1) -> list:
+             g: Tensor, want_t: bool, gw: Tensor, gtimes: Tensor, phit: Tensor, erec: Tensor,
+             parts: Optional[list] = None, run=None, threads: int = 1) -> list:
     """Gradients of a batch: dL/dt into gtimes [B, n] (original event order), and dL/dW into gw
     ([B, C, N], per-sample weights) or, for shared weights, into one [C, N] buffer per part (the
     list returned, for the caller to add in part order).
@@ -175,8 +161,8 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
     t [B, n] times, ch [B, n], order [B, n] (the forward's arrival order), nvalid [B], horizon [B],
     W [C, N] or [B, C, N], spikes/g [B, N, S] (spike times, dL/d spike time), counts [B, N],
     xrec [B, N, S, d] (the state at each spike, before its reset), phit [B, n+1, d*d] (the
-    forward's Phi(D)^T of every interval, or None: computed here), erec [B, N, S] (the interval of
-    each spike as the forward found it, or None: searched here). The parts [b0, b1) of `parts`
+    forward's Phi(D)^T of every interval), erec [B, N, S] (the interval of each spike, as the
+    forward found it). The parts [b0, b1) of `parts`
     (default: one) are cut into runs of consecutive parts (1, or 2 per thread); `run(fn, runs)` (e.g.
     parallel.run) gives each run to a thread, which prepares its samples' spike matrices
     (vectorised torch ops) and calls the kernel on each of its parts. The results do not depend
@@ -193,12 +179,6 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
         ts = t if identity else torch.gather(t, 1, order)  # arrival order (+inf padding last)
         chs = (ch if identity else torch.gather(ch, 1, order)).contiguous()
         hz = horizon.reshape(Bn).to(dt)
-        if phit is None:  # interval ends T_0..T_{nv-1}, then the horizon; starts 0, T_0, ...
-            k = torch.arange(n + 1)
-            ends = torch.cat([ts, hz[:, None]], 1)
-            ends = torch.where(k[None, :] < nvalid[:, None], ends, hz[:, None])
-            starts = torch.cat([torch.zeros((Bn, 1), dtype=dt), ends[:, :-1]], 1)
-            phit = _phi_T(kern, (ends - starts).clamp_min(0.0), P).to(dt)
         phit = phit.contiguous()  # [B, n+1, d*d]
         A, _, _, _, _, Bp = _constants(kern, P, tuple(port.names) if is_multi(port) else (port,))
         Bv = Bp[port.index.cpu()] if is_multi(port) else Bp[0]
@@ -234,7 +214,7 @@ def backward(kern: NeuronKernels, port: Optional[str], P: tuple, t: Tensor, ch: 
         a0, a1 = run_parts[0][0], run_parts[-1][1]
         with torch.no_grad():
             spk, G = _spike_arrays(kern, port, P, ts[a0:a1], nvalid[a0:a1], hz[a0:a1], spikes[a0:a1],
-                                   counts[a0:a1], xrec[a0:a1], g[a0:a1], None if erec is None else erec[a0:a1], dt)
+                                   counts[a0:a1], xrec[a0:a1], g[a0:a1], erec[a0:a1], dt)
         tmp = torch.empty((max(G, 1), d), dtype=dt)  # rows by group
         return [one_part(p, a0, spk, tmp) for p in run_parts]
 
